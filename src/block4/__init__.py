@@ -1,0 +1,17 @@
+"""block4: a living deep-learning course, as a reusable PyTorch + Lightning package.
+
+Submodules (imported on demand, so ``import block4`` stays cheap):
+
+- :mod:`block4.autograd` -- a scalar reverse-mode autodiff engine with graph drawing.
+- :mod:`block4.models` -- the MLP builder (depth, width, activation, norm, residual).
+- :mod:`block4.heads` -- probabilistic output heads returning ``torch.distributions``.
+- :mod:`block4.modules` -- LightningModules: ``Classifier``, ``ProbabilisticRegressor``.
+- :mod:`block4.data` -- LightningDataModules (digits, MNIST IDX, synthetic and real regression).
+- :mod:`block4.callbacks` -- gradient-flow and activation diagnostics as Lightning callbacks.
+- :mod:`block4.figures` -- the figure functions behind every page of the course.
+- :mod:`block4.pipeline` -- fingerprints, manifest and the freshness contract of the figures.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

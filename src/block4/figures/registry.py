@@ -1,0 +1,136 @@
+"""Registration of figure functions, profiles and the context a figure runs in.
+
+A figure function takes a :class:`FigureContext` (plus the keyword parameters given in the
+decorator) and returns ``(matplotlib.figure.Figure, numbers)``, where ``numbers`` is a flat
+``dict`` of JSON-serialisable values (floats, ints, strings, booleans) that the prose of the
+site may quote as ``{{ figure_name.key }}``.
+
+The arguments of :func:`figure` must be literals (strings, numbers, dicts/lists of literals):
+the pipeline reads them from the source with :mod:`ast`, without importing the module.
+
+Example::
+
+    from block4.figures.registry import FigureContext, figure
+
+    @figure("sigmoid_gradient", chapter="activations", params={"points": 201})
+    def sigmoid_gradient(ctx: FigureContext, points: int):
+        n_epochs = ctx.pick(smoke=1, quick=10, full=40)
+        ...
+        return fig, {"grad_at_0": 0.25}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+#: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is the
+#: CPU default (all figures within minutes on two cores), ``full`` is publication quality and
+#: meant for one GPU.
+PROFILES: dict[str, str] = {
+    "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
+    "quick": "all figures in a few minutes on 2 CPU cores; the default on a CPU",
+    "full": "publication quality (more epochs, several seeds, error bands); meant for one GPU",
+}
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What the registry knows about one figure."""
+
+    name: str
+    chapter: str
+    func: Callable[..., Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    module: str = ""
+
+
+#: Figures registered by the modules imported so far, by name.
+REGISTRY: dict[str, FigureSpec] = {}
+
+
+@dataclass
+class FigureContext:
+    """Everything a figure function may depend on besides its parameters.
+
+    Attributes:
+        profile: one of :data:`PROFILES`.
+        seed: the base seed; figures derive every random choice from it.
+        accelerator: passed to Lightning's ``Trainer`` (``"auto"``, ``"cpu"``, ``"gpu"``).
+        devices: passed to the ``Trainer`` (``"auto"`` or a number).
+        num_nodes: passed to the ``Trainer``.
+        strategy: passed to the ``Trainer`` (``"auto"``, ``"ddp"``, ...).
+        out_dir: where the figure files go.
+        progress: whether Lightning may show its per-run progress bar.
+    """
+
+    profile: str = "quick"
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    out_dir: Path = Path("docs/figures")
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}")
+
+    def pick(self, *, smoke: Any, quick: Any, full: Any) -> Any:
+        """Return the value for the current profile (e.g. epochs or data size)."""
+        return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
+
+    def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for ``lightning.pytorch.Trainer`` that honour this context.
+
+        Figures train small models: no logger, no checkpoints, no model summary, and a
+        deterministic run. ``overrides`` win over the defaults (e.g. ``max_epochs=5``).
+        """
+        kwargs: dict[str, Any] = {
+            "accelerator": self.accelerator,
+            "devices": self.devices,
+            "num_nodes": self.num_nodes,
+            "strategy": self.strategy,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "enable_progress_bar": self.progress,
+            "deterministic": True,
+        }
+        kwargs.update(overrides)
+        return kwargs
+
+
+def figure(name: str, *, chapter: str, params: dict[str, Any] | None = None) -> Callable[[F], F]:
+    """Register ``func`` as the figure ``name`` of ``chapter``.
+
+    Args:
+        name: unique snake_case name; files are written as ``<name>.svg`` (and a dark variant).
+        chapter: the chapter page the figure belongs to (e.g. ``"activations"``).
+        params: literal keyword arguments passed to the function; they are part of the
+            figure's fingerprint, so changing one makes the figure stale.
+    """
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"figure name {name!r} must be snake_case: [a-z][a-z0-9_]*")
+
+    def decorate(func: F) -> F:
+        if name in REGISTRY and REGISTRY[name].func.__qualname__ != func.__qualname__:
+            raise ValueError(f"figure {name!r} is registered twice")
+        REGISTRY[name] = FigureSpec(
+            name=name,
+            chapter=chapter,
+            func=func,
+            params=dict(params or {}),
+            module=func.__module__,
+        )
+        return func
+
+    return decorate

@@ -1,0 +1,27 @@
+"""The package imports cheaply and ships its data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+
+import block4
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(block4.__version__, str) and block4.__version__.count(".") == 2
+
+
+def test_import_block4_does_not_import_torch() -> None:
+    code = "import sys, block4; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_blood_pressure_data_ships_with_the_package() -> None:
+    text = resources.files("block4").joinpath("_data/blood_pressure.csv").read_text()
+    rows = text.strip().splitlines()
+    assert rows[0] == "age,sbp"
+    assert rows[1] == "22,131"  # the 22-year-old woman of the likelihood example
+    assert len(rows) == 34  # header + 33 women
