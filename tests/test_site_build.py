@@ -48,5 +48,7 @@ def test_every_nav_page_is_built(built_site: Path, root: Path) -> None:
 def test_api_reference_renders_docstrings(built_site: Path) -> None:
     html = (built_site / "reference" / "index.html").read_text(encoding="utf-8")
     # A documented symbol and a sentence of its docstring must appear.
-    assert "FigureContext" in html
-    assert "Everything a figure function may depend on" in html
+    assert "block4" in html
+    figures = (built_site / "reference" / "figures" / "index.html").read_text(encoding="utf-8")
+    assert "FigureContext" in figures
+    assert "Everything a figure function may depend on" in figures
