@@ -1,0 +1,79 @@
+"""MkDocs hooks that keep every page of the site self-contained (no request leaves the site).
+
+mkdocs-jupyter renders each notebook with nbconvert's ``lab`` template, which embeds
+
+* a MathJax 2 loader (``<script src="...">`` pointing at a CDN, or at ``""`` when the plugin's
+  ``custom_mathjax_url`` is left empty) plus its ``text/x-mathjax-config`` block, and
+* an inline ES module that imports mermaid (and its ELK layouts) from a CDN when the page
+  contains a mermaid diagram.
+
+The site typesets math itself with a vendored KaTeX (``docs/javascripts/math.js``), so both
+blocks are removed from the rendered notebook HTML. A notebook that does contain a mermaid
+diagram gets a warning, which fails ``mkdocs build --strict``: such a diagram could not be
+drawn offline.
+
+mkdocs-material, given a ``repo_url``, asks the GitHub API for the repository's stars and forks
+on every page load. The repository link stays; the hook only unmarks it as the ``source``
+component, so the theme never makes that request.
+
+Registered in ``mkdocs.yml`` under ``hooks:``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+log = logging.getLogger("mkdocs.plugins.block4.site_hooks")
+
+# nbconvert's base/mathjax.html.j2 macro: from its opening comment to its closing one.
+_MATHJAX2 = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S)
+# nbconvert's base/mermaidjs.html.j2 macro: the module script, its <style>, and the end marker.
+_MERMAID = re.compile(
+    r"<script type=\"module\">(?:(?!</script>).)*?mermaid.*?<!-- End of mermaid configuration -->",
+    re.S,
+)
+# Anything else that would load a script, stylesheet or font from another host.
+_OFFSITE = re.compile(
+    r"<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)=[\"'](?:https?:)?//[^\"']*[\"']", re.I
+)
+
+
+def strip_notebook_cdn_assets(html: str) -> str:
+    """Remove the MathJax 2 loader and the CDN mermaid import from a notebook's HTML."""
+    html = _MATHJAX2.sub("", html)
+    return _MERMAID.sub("", html)
+
+
+def offsite_assets(html: str) -> list[str]:
+    """Tags in ``html`` that would make the browser fetch something from another host."""
+    return _OFFSITE.findall(html)
+
+
+# The header's repository link: material fetches GitHub facts for this component.
+_SOURCE_COMPONENT = re.compile(r'(<a [^>]*class="md-source") data-md-component="source"')
+
+
+def on_page_content(html, page, config, files):  # noqa: ARG001 - MkDocs hook signature
+    """Make notebook pages self-contained; warn (strict: fail) on any remaining off-site asset."""
+    if "jupyter-wrapper" in html:
+        html = strip_notebook_cdn_assets(html)
+        if 'class="jp-Mermaid' in html:
+            log.warning(
+                "%s contains a mermaid diagram, which cannot be drawn offline; "
+                "use a figure from block4.figures instead",
+                page.file.src_uri,
+            )
+    for tag in offsite_assets(html):
+        log.warning("%s loads an asset from another host: %s", page.file.src_uri, tag)
+    return html
+
+
+def on_post_page(output, page, config):  # noqa: ARG001 - MkDocs hook signature
+    """Keep the repository link but stop the theme from querying the GitHub API for it."""
+    return _SOURCE_COMPONENT.sub(r"\1", output)
+
+
+def on_post_template(output_content, template_name, config):  # noqa: ARG001 - MkDocs hook
+    """The same for static templates (the 404 page)."""
+    return _SOURCE_COMPONENT.sub(r"\1", output_content)

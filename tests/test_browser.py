@@ -1,0 +1,378 @@
+"""The built site as a reader meets it, in a real browser (Debian chromium driven by Playwright).
+
+Every page, in the light and in the dark palette, must load with the network cut off:
+0 console errors, 0 failed requests, 0 requests to any host other than the local server,
+every <img> decoded, every formula typeset by the site's own KaTeX. Search works offline and
+the palette toggle switches the scheme.
+
+Outputs (gitignored) under ``test-output/``: ``screenshots/<page>--<theme>.png`` (full page)
+and ``browser-results.json`` (one row per page and theme), also printed as a table.
+
+Run it alone with ``python -m pytest tests/test_browser.py -s``. The browser is Debian's
+``/usr/bin/chromium`` (``apt-get install -y chromium``); ``playwright install`` is never needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "test-output"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+THEMES = ("light", "dark")
+SCHEME = {"light": "default", "dark": "slate"}
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+INLINE_SCHEMES = {"data", "blob", "about"}
+
+
+# ---------------------------------------------------------------------------------------------
+# What the static HTML promises (counted without a browser)
+# ---------------------------------------------------------------------------------------------
+
+
+class _FormulaCounter(HTMLParser):
+    """Counts formulas in a built page: arithmatex elements (Markdown pages) and $-delimited
+    math in the text of notebook markdown cells (outside code)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.arithmatex = 0
+        self._stack: list[tuple[str, bool, bool]] = []  # (tag, in_notebook_md, in_code)
+        self._notebook_text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        in_md, in_code = self._stack[-1][1:] if self._stack else (False, False)
+        if "arithmatex" in classes:
+            self.arithmatex += 1
+        if "jp-RenderedMarkdown" in classes:
+            in_md = True
+            self._notebook_text.append("\n\n")  # a new cell: no formula spans two cells
+        if tag in ("code", "pre"):
+            in_code = True
+        if tag not in ("br", "img", "hr", "input", "meta", "link", "wbr", "source"):
+            self._stack.append((tag, in_md, in_code))
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == tag:
+                del self._stack[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        if self._stack and self._stack[-1][1] and not self._stack[-1][2]:
+            self._notebook_text.append(data)
+
+    @property
+    def notebook_formulas(self) -> int:
+        text = "".join(self._notebook_text)
+        text, display = re.subn(r"\$\$.+?\$\$", " ", text, flags=re.S)
+        inline = len(re.findall(r"(?<!\\)\$[^$\n]+?(?<!\\)\$", text))
+        return display + inline
+
+
+def expected_formulas(html: str) -> int:
+    """Number of formulas a page's HTML contains before any script runs."""
+    counter = _FormulaCounter()
+    counter.feed(html)
+    return counter.arithmatex + counter.notebook_formulas
+
+
+def site_pages(site: Path) -> list[str]:
+    """URL paths of every page of a built site ('' is the home page)."""
+    pages = []
+    for html in sorted(site.rglob("index.html")):
+        rel = html.parent.relative_to(site).as_posix()
+        pages.append("" if rel == "." else rel + "/")
+    return pages
+
+
+def _slug(path: str) -> str:
+    return path.strip("/").replace("/", "__") or "home"
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving and browsing
+# ---------------------------------------------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url(built_site: Path) -> Iterator[str]:
+    """The built site served by a local http.server thread on a free port."""
+    handler = functools.partial(_QuietHandler, directory=str(built_site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "the browser tests need Debian chromium at /usr/bin/chromium: "
+            "run `apt-get install -y chromium` (./dev.sh test does it)"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        # launch() starts chromium with a fresh temporary --user-data-dir of its own.
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class PageProbe:
+    """Records everything one page load asks of the network and prints to the console."""
+
+    def __init__(self, context, base_url: str) -> None:
+        self.base = urlsplit(base_url)
+        self.requests: list[str] = []
+        self.offsite: list[str] = []
+        self.failed: list[str] = []
+        self.console_errors: list[str] = []
+        # The network is cut off for everything that is not the local server.
+        context.route("**/*", self._route)
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        parts = urlsplit(url)
+        if parts.scheme in INLINE_SCHEMES or parts.hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            self.offsite.append(url)
+            route.abort()
+
+    def attach(self, page) -> None:
+        page.on("request", self._on_request)
+        page.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
+        page.on("response", self._on_response)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda e: self.console_errors.append(f"uncaught: {e}"))
+
+    def _on_request(self, request) -> None:
+        if urlsplit(request.url).scheme not in INLINE_SCHEMES:
+            self.requests.append(request.url)
+
+    def _on_response(self, response) -> None:
+        if response.status >= 400:
+            self.failed.append(f"{response.url} (HTTP {response.status})")
+
+    def _on_console(self, message) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+
+_IMAGES_JS = """() => [...document.images].map(img => ({
+    src: img.getAttribute('src') || '',
+    alt: img.getAttribute('alt'),
+    loaded: img.complete && img.naturalWidth > 0,
+    visible: img.getClientRects().length > 0 && getComputedStyle(img).visibility !== 'hidden',
+}))"""
+
+_DARK_VARIANT = re.compile(r"(#only-dark|[-_.]dark\.(svg|png|webp)(\?|#|$))")
+_LIGHT_VARIANT = re.compile(r"#only-light")
+
+
+def _figure_palette_problems(images: list[dict], theme: str) -> list[str]:
+    """The figure variant shown must match the palette (dark files only on the dark page)."""
+    problems = []
+    dark_sources = {i["src"] for i in images if _DARK_VARIANT.search(i["src"])}
+    for img in images:
+        if not img["visible"]:
+            continue
+        src = img["src"]
+        is_dark = bool(_DARK_VARIANT.search(src))
+        has_dark_twin = any(_DARK_VARIANT.sub("", d) == src.split("#")[0] for d in dark_sources)
+        has_dark_twin = has_dark_twin or bool(_LIGHT_VARIANT.search(src))
+        if theme == "light" and is_dark:
+            problems.append(f"dark variant shown on the light page: {src}")
+        if theme == "dark" and not is_dark and has_dark_twin:
+            problems.append(f"light variant shown on the dark page: {src}")
+    return problems
+
+
+def check_page(browser, base_url: str, path: str, theme: str, shots: Path) -> dict:
+    """Load one page in one palette and return its row of the results table."""
+    context = browser.new_context(
+        color_scheme=theme, viewport={"width": 1280, "height": 900}, service_workers="block"
+    )
+    probe = PageProbe(context, base_url)
+    page = context.new_page()
+    probe.attach(page)
+    started = time.perf_counter()
+    try:
+        page.goto(base_url + path, wait_until="load", timeout=30_000)
+        # Lazy images below the fold would otherwise never load in a headless screenshot.
+        page.evaluate(
+            "document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')"
+        )
+        page.wait_for_function("[...document.images].every(i => i.complete)", timeout=15_000)
+        page.wait_for_function("document.body.dataset.mathRendered !== undefined", timeout=15_000)
+        page.wait_for_load_state("networkidle", timeout=15_000)
+        load_s = time.perf_counter() - started
+        scheme = page.evaluate("document.body.getAttribute('data-md-color-scheme')")
+        images = page.evaluate(_IMAGES_JS)
+        html = page.evaluate("document.documentElement.outerHTML")
+        rendered = page.evaluate("document.querySelectorAll('.katex').length")
+        math_errors = page.evaluate(
+            "[...document.querySelectorAll('.katex-error')].map(e => e.getAttribute('title') || e.textContent)"
+        )
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{_slug(path)}--{theme}.png"), full_page=True)
+    finally:
+        context.close()
+    return {
+        "page": "/" + path,
+        "theme": theme,
+        "scheme": scheme,
+        "requests": len(probe.requests),
+        "offsite_requests": probe.offsite,
+        "failed_requests": probe.failed,
+        "console_errors": probe.console_errors,
+        "images": len(images),
+        "images_loaded": sum(i["loaded"] for i in images),
+        "images_without_alt": [i["src"] for i in images if not i["alt"]],
+        "figure_palette_problems": _figure_palette_problems(images, theme),
+        "formulas_expected": expected_formulas(html),
+        "formulas_rendered": rendered,
+        "math_errors": math_errors,
+        "load_s": round(load_s, 2),
+    }
+
+
+def row_problems(row: dict) -> list[str]:
+    problems = []
+    if row["scheme"] != SCHEME[row["theme"]]:
+        problems.append(f"palette is {row['scheme']!r}, expected {SCHEME[row['theme']]!r}")
+    for key in ("offsite_requests", "failed_requests", "console_errors", "math_errors"):
+        problems += [f"{key}: {item}" for item in row[key]]
+    problems += [f"image without alt text: {src}" for src in row["images_without_alt"]]
+    problems += row["figure_palette_problems"]
+    if row["images_loaded"] < row["images"]:
+        problems.append(f"only {row['images_loaded']} of {row['images']} images loaded")
+    if row["formulas_rendered"] < row["formulas_expected"]:
+        problems.append(
+            f"only {row['formulas_rendered']} of {row['formulas_expected']} formulas rendered"
+        )
+    return problems
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'page':44} {'theme':5} {'req':>4} {'off':>4} {'fail':>4} {'cons':>4} "
+    head += f"{'img':>7} {'math':>9} {'load s':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['page'][:44]:44} {r['theme']:5} {r['requests']:>4} {len(r['offsite_requests']):>4} "
+            f"{len(r['failed_requests']):>4} {len(r['console_errors']):>4} "
+            f"{r['images_loaded']:>3}/{r['images']:<3} "
+            f"{r['formulas_rendered']:>4}/{r['formulas_expected']:<4} {r['load_s']:>6.2f}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_page_reads_offline_in_both_palettes(browser, site_url: str, built_site: Path):
+    pages = site_pages(built_site)
+    assert "" in pages and "maximum-likelihood/" in pages, pages
+    rows = [
+        check_page(browser, site_url, path, theme, OUTPUT / "screenshots")
+        for path in pages
+        for theme in THEMES
+    ]
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "browser-results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = format_table(rows)
+    (OUTPUT / "browser-results.txt").write_text(table + "\n")
+    print("\n" + table)
+    problems = [
+        f"/{r['page'].lstrip('/')} [{r['theme']}] {p}" for r in rows for p in row_problems(r)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_search_finds_the_maximum_likelihood_chapter(browser, site_url: str):
+    context = browser.new_context(service_workers="block")
+    probe = PageProbe(context, site_url)
+    page = context.new_page()
+    probe.attach(page)
+    try:
+        page.goto(site_url, wait_until="load")
+        page.locator("label.md-header__button[for='__search']").first.click()
+        page.locator("input.md-search__input").fill("likelihood")
+        results = page.locator(".md-search-result__item a")
+        results.first.wait_for(timeout=15_000)
+        hrefs = results.evaluate_all("links => links.map(a => a.href)")
+    finally:
+        context.close()
+    assert any("maximum-likelihood/" in h for h in hrefs), hrefs
+    assert not probe.offsite and not probe.failed and not probe.console_errors, vars(probe)
+
+
+def test_palette_toggle_switches_between_light_and_dark(browser, site_url: str):
+    context = browser.new_context(color_scheme="light", service_workers="block")
+    page = context.new_page()
+    try:
+        page.goto(site_url, wait_until="load")
+        scheme = "document.body.getAttribute('data-md-color-scheme')"
+        background = "getComputedStyle(document.body).backgroundColor"
+        assert page.evaluate(scheme) == "default"
+        light_bg = page.evaluate(background)
+        page.locator("form[data-md-component='palette'] label:visible").first.click()
+        page.wait_for_function(f"{scheme} === 'slate'", timeout=5_000)
+        dark_bg = page.evaluate(background)
+        page.locator("form[data-md-component='palette'] label:visible").first.click()
+        page.wait_for_function(f"{scheme} === 'default'", timeout=5_000)
+    finally:
+        context.close()
+    assert light_bg != dark_bg, (light_bg, dark_bg)
+
+
+def test_formula_counter_counts_arithmatex_and_notebook_math():
+    html = (
+        '<p><span class="arithmatex">\\(a\\)</span> and <div class="arithmatex">\\[b\\]</div></p>'
+        '<div class="jp-RenderedMarkdown"><p>Inline $x^2$, $$\\sum_i y_i$$ and '
+        "<code>a $ b $ c</code> costs \\$5.</p></div><pre>$not math$</pre>"
+    )
+    assert expected_formulas(html) == 4
