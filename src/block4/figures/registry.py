@@ -69,6 +69,7 @@ class FigureContext:
         strategy: passed to the ``Trainer`` (``"auto"``, ``"ddp"``, ...).
         out_dir: where the figure files go.
         progress: whether Lightning may show its per-run progress bar.
+        name: the name of the figure being made (empty outside the pipeline).
     """
 
     profile: str = "quick"
@@ -79,6 +80,7 @@ class FigureContext:
     strategy: str = "auto"
     out_dir: Path = Path("docs/figures")
     progress: bool = False
+    name: str = ""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -91,8 +93,10 @@ class FigureContext:
     def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``lightning.pytorch.Trainer`` that honour this context.
 
-        Figures train small models: no logger, no checkpoints, no model summary, and a
-        deterministic run. ``overrides`` win over the defaults (e.g. ``max_epochs=5``).
+        Figures train small models: no logger, no checkpoints, no model summary, and
+        deterministic algorithms (``"warn"``: on a GPU an operation without a deterministic
+        kernel warns instead of failing). ``overrides`` win over the defaults (e.g.
+        ``max_epochs=5``).
         """
         kwargs: dict[str, Any] = {
             "accelerator": self.accelerator,
@@ -103,7 +107,7 @@ class FigureContext:
             "enable_checkpointing": False,
             "enable_model_summary": False,
             "enable_progress_bar": self.progress,
-            "deterministic": True,
+            "deterministic": "warn",
         }
         kwargs.update(overrides)
         return kwargs

@@ -8,6 +8,7 @@ both a white and a near-black background.
 
 from __future__ import annotations
 
+import colorsys
 from typing import Any
 
 import matplotlib
@@ -63,3 +64,121 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: floa
     with context():
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", **kw)
     return fig, axes
+
+
+#: Colours of the dark variant: text and axes become this light grey...
+DARK_FOREGROUND = "#e6e6e6"
+#: ...and near-white fills (annotation boxes, white edges) become this dark page colour.
+DARK_BACKGROUND = "#1e2129"
+
+# A colour counts as "neutral" (black, greys, white) below this HLS saturation or chroma;
+# neutral colours are mirrored for the dark page, coloured data is kept as it is.
+_NEUTRAL_CHROMA = 0.08
+
+
+def _lightness(hex_colour: str) -> float:
+    r, g, b = matplotlib.colors.to_rgb(hex_colour)
+    return colorsys.rgb_to_hls(r, g, b)[1]
+
+
+def dark_colour(colour: Any) -> Any:
+    """Map one colour of a light figure to its counterpart on a dark page.
+
+    Neutral colours (black, greys, white) are mirrored in lightness between
+    :data:`DARK_FOREGROUND` and :data:`DARK_BACKGROUND`: black text becomes light grey, a white
+    box becomes the page colour, a mid grey stays a mid grey. Saturated colours (the data
+    colours of :data:`PALETTE`) and ``"none"`` are returned unchanged; alpha is kept.
+    """
+    if colour is None or (isinstance(colour, str) and colour.lower() == "none"):
+        return colour
+    try:
+        r, g, b, a = matplotlib.colors.to_rgba(colour)
+    except (ValueError, TypeError):
+        return colour
+    if max(r, g, b) - min(r, g, b) > _NEUTRAL_CHROMA:
+        return colour
+    light = (r + g + b) / 3
+    fg, bg = _lightness(DARK_FOREGROUND), _lightness(DARK_BACKGROUND)
+    new = fg - (fg - bg) * light
+    return (new, new, new, a)
+
+
+def _hex(colour: Any) -> str:
+    return matplotlib.colors.to_hex(colour, keep_alpha=False)
+
+
+def _dark_array(colours: Any) -> Any:
+    import numpy as np
+
+    arr = np.asarray(colours, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        return colours
+    return np.array([dark_colour(tuple(row)) for row in arr], dtype=float)
+
+
+def dark_variant(fig: Any) -> None:
+    """Recolour ``fig`` in place for a dark page (text, spines, ticks, grid, legend, black lines).
+
+    Called by the pipeline after the light SVG has been written, so the dark file shows
+    exactly the same data: nothing is computed twice. Images (``imshow``) and colour-mapped
+    collections keep their colours; only neutral colours change (see :func:`dark_colour`).
+    """
+    from matplotlib.collections import Collection
+    from matplotlib.image import AxesImage, FigureImage
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.text import Text
+
+    seen: set[int] = set()
+    for ax in fig.get_axes():
+        # Ticks are recoloured through the axis so ticks created on a redraw match; their
+        # artists are then skipped below (mapping a colour twice would undo it).
+        for axis in (ax.xaxis, ax.yaxis):
+            ticks = axis.get_major_ticks() + axis.get_minor_ticks()
+            if not ticks:
+                continue
+            tick = ticks[0]
+            axis.set_tick_params(
+                which="both",
+                color=_hex(dark_colour(tick.tick1line.get_color())),
+                labelcolor=_hex(dark_colour(tick.label1.get_color())),
+                grid_color=_hex(dark_colour(tick.gridline.get_color())),
+                grid_alpha=tick.gridline.get_alpha(),
+            )
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                for part in (
+                    tick.tick1line,
+                    tick.tick2line,
+                    tick.gridline,
+                    tick.label1,
+                    tick.label2,
+                ):
+                    seen.add(id(part))
+
+    for artist in fig.findobj():
+        if id(artist) in seen or isinstance(artist, (AxesImage, FigureImage)):
+            continue
+        seen.add(id(artist))
+        if isinstance(artist, Text):
+            artist.set_color(dark_colour(artist.get_color()))
+            box = artist.get_bbox_patch()
+            if box is not None and id(box) not in seen:
+                seen.add(id(box))
+                box.set_facecolor(dark_colour(box.get_facecolor()))
+                box.set_edgecolor(dark_colour(box.get_edgecolor()))
+            arrow = getattr(artist, "arrow_patch", None)
+            if arrow is not None and id(arrow) not in seen:
+                seen.add(id(arrow))
+                arrow.set_facecolor(dark_colour(arrow.get_facecolor()))
+                arrow.set_edgecolor(dark_colour(arrow.get_edgecolor()))
+        elif isinstance(artist, Line2D):
+            artist.set_color(dark_colour(artist.get_color()))
+            artist.set_markerfacecolor(dark_colour(artist.get_markerfacecolor()))
+            artist.set_markeredgecolor(dark_colour(artist.get_markeredgecolor()))
+        elif isinstance(artist, Patch):
+            artist.set_facecolor(dark_colour(artist.get_facecolor()))
+            artist.set_edgecolor(dark_colour(artist.get_edgecolor()))
+        elif isinstance(artist, Collection):
+            if artist.get_array() is None:  # colour-mapped data keeps its colour map
+                artist.set_facecolor(_dark_array(artist.get_facecolor()))
+            artist.set_edgecolor(_dark_array(artist.get_edgecolor()))

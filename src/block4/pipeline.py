@@ -1,0 +1,1217 @@
+"""The figure pipeline: discovery, fingerprints, the manifest and the freshness contract.
+
+Every figure of the site is a function registered with
+:func:`block4.figures.registry.figure`. This module finds those functions by *reading* the
+figure modules with :mod:`ast` (so listing and checking never import torch or Lightning),
+computes a **fingerprint** per figure, runs the figures that are stale and records what it
+made in ``docs/figures/manifest.json``.
+
+Fingerprint:
+    sha256 over the pipeline's format version, the figure's name, function, parameters,
+    profile and seed, and the bytes of every source it depends on: its own module, every
+    ``block4`` module that module imports (transitively, including imports inside
+    functions and ``"block4.x"`` strings), ``block4/figures/style.py``, and package data
+    files named by a string literal in one of those modules (e.g. ``"blood_pressure.csv"``).
+
+Freshness:
+    a figure is *fresh* when its manifest entry's fingerprint equals the fingerprint
+    recomputed with the profile and seed **recorded in that entry** (committed figures may
+    come from a ``full`` run on a GPU) and its output files exist unchanged. Otherwise it is
+    *stale* (sources, parameters or files changed) or *missing* (never made, or a file is
+    gone). An entry whose function no longer exists is an *orphan*.
+
+Safety:
+    every file and the manifest are written to a temporary file and renamed into place; the
+    manifest is re-read and updated under a file lock after each figure, so a failing or
+    interrupted figure leaves the previous files and entry as they were, and several
+    processes may run the pipeline at once.
+
+The command line (``python scripts/make_figures.py``) is :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from block4.figures.registry import NAME_PATTERN, PROFILES, FigureContext
+
+#: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
+FORMAT_VERSION = 1
+
+#: The package whose sources fingerprints cover.
+PACKAGE = "block4"
+
+#: Profiles from worst to best; a run asked for a better profile than an entry was made
+#: with re-makes that figure (``full`` is never replaced by ``quick`` unless forced).
+PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}
+
+#: ``--accelerator`` values (those Lightning's ``Trainer`` accepts).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+#: ``--strategy`` values offered by the command line (Lightning accepts these names).
+STRATEGIES = (
+    "auto",
+    "ddp",
+    "ddp_spawn",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "deepspeed",
+    "single_device",
+)
+
+#: The command that (re)makes figures, as shown in messages.
+COMMAND = "python scripts/make_figures.py"
+
+#: Keys of the numbers dict: they appear in prose as ``{{ figure.key }}``.
+NUMBER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Environment variable through which a run tells the processes Lightning's DDP launcher
+# starts (they re-execute the script) exactly which figures to make, in which order.
+_PLAN_ENV = "BLOCK4_FIGURES_PLAN"
+
+
+class PipelineError(Exception):
+    """A problem the user must fix (bad figure declaration, bad input, bad return value)."""
+
+
+class UsageError(PipelineError):
+    """A bad command-line input: unknown figure, profile or device specification."""
+
+
+# --------------------------------------------------------------------------------------------
+# Project layout
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    """Where the sources and the generated figures of a checkout live.
+
+    Args:
+        root: the repository root (holding ``src/`` and ``docs/``).
+        src: the directory containing the ``block4`` package (default ``root/src``).
+        out_dir: where figures and ``manifest.json`` go (default ``root/docs/figures``).
+    """
+
+    root: Path
+    src: Path = None  # type: ignore[assignment]
+    out_dir: Path = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        root = Path(self.root).resolve()
+        object.__setattr__(self, "root", root)
+        object.__setattr__(self, "src", Path(self.src or root / "src").resolve())
+        object.__setattr__(self, "out_dir", Path(self.out_dir or root / "docs" / "figures"))
+
+    @property
+    def package_dir(self) -> Path:
+        return self.src / PACKAGE
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.package_dir / "figures"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / "manifest.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.out_dir / ".manifest.lock"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the repository root, in POSIX form (for messages and links)."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery (ast only)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FigureInfo:
+    """A figure as declared in the source: ``@figure(name, chapter=..., params=...)``.
+
+    Attributes:
+        name: the figure's name (its files are ``<name>.svg`` and ``<name>.dark.svg``).
+        chapter: the chapter page it belongs to.
+        params: the literal keyword arguments passed to the function.
+        module: the dotted module name, e.g. ``block4.figures.activations``.
+        function: the function's name in that module.
+        path: the module's file.
+        line: the line of the ``def``.
+    """
+
+    name: str
+    chapter: str
+    params: dict[str, Any]
+    module: str
+    function: str
+    path: Path
+    line: int
+
+
+class _Sources:
+    """Reads, hashes and parses the package's source files once per process."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._bytes: dict[Path, bytes] = {}
+        self._trees: dict[Path, ast.Module] = {}
+        self._deps: dict[str, tuple[str, ...]] = {}
+        self._data_files: dict[str, list[Path]] | None = None
+
+    def read(self, path: Path) -> bytes:
+        if path not in self._bytes:
+            self._bytes[path] = path.read_bytes()
+        return self._bytes[path]
+
+    def digest(self, path: Path) -> str:
+        return hashlib.sha256(self.read(path)).hexdigest()
+
+    def tree(self, path: Path) -> ast.Module:
+        if path not in self._trees:
+            try:
+                self._trees[path] = ast.parse(self.read(path), filename=str(path))
+            except SyntaxError as err:
+                raise PipelineError(
+                    f"{self.project.relative(path)}:{err.lineno}: cannot parse ({err.msg})"
+                ) from None
+        return self._trees[path]
+
+    def module_file(self, module: str) -> Path | None:
+        """The file of ``module`` (``block4.x.y``) under ``src``, or None."""
+        parts = module.split(".")
+        if not parts or parts[0] != PACKAGE or not all(p.isidentifier() for p in parts):
+            return None
+        base = self.project.src.joinpath(*parts)
+        if base.with_suffix(".py").is_file():
+            return base.with_suffix(".py")
+        if (base / "__init__.py").is_file():
+            return base / "__init__.py"
+        return None
+
+    def data_files(self) -> dict[str, list[Path]]:
+        """Non-Python files of the package by base name (data a module may load)."""
+        if self._data_files is None:
+            found: dict[str, list[Path]] = {}
+            for path in sorted(self.project.package_dir.rglob("*")):
+                if (
+                    path.is_file()
+                    and path.suffix not in (".py", ".pyc")
+                    and "__pycache__" not in path.parts
+                ):
+                    found.setdefault(path.name, []).append(path)
+            self._data_files = found
+        return self._data_files
+
+    def direct_dependencies(self, module: str) -> tuple[set[str], set[Path]]:
+        """Modules ``module`` imports (anywhere in it) and data files it names."""
+        path = self.module_file(module)
+        if path is None:
+            return set(), set()
+        is_package = path.name == "__init__.py"
+        package = module if is_package else module.rpartition(".")[0]
+        candidates: set[str] = set()
+        data: set[Path] = set()
+        data_files = self.data_files()
+        for node in ast.walk(self.tree(path)):
+            if isinstance(node, ast.Import):
+                candidates.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base_parts = package.split(".")
+                    if node.level > 1:
+                        base_parts = base_parts[: -(node.level - 1)]
+                    base = ".".join(base_parts)
+                    if node.module:
+                        base = f"{base}.{node.module}" if base else node.module
+                else:
+                    base = node.module or ""
+                candidates.add(base)
+                candidates.update(f"{base}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = node.value
+                if value.startswith(PACKAGE + ".") and " " not in value:
+                    candidates.add(value)
+                name = value.rsplit("/", 1)[-1]
+                if name in data_files and "\n" not in value:
+                    data.update(data_files[name])
+        modules: set[str] = set()
+        for candidate in candidates:
+            parts = candidate.split(".")
+            # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c.
+            for i in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                if self.module_file(prefix) is not None:
+                    modules.add(prefix)
+        modules.discard(module)
+        return modules, data
+
+    def closure(self, module: str) -> tuple[str, ...]:
+        """Every source file (relative to ``src``) that ``module`` depends on, sorted."""
+        if module in self._deps:
+            return self._deps[module]
+        seen_modules: set[str] = set()
+        files: set[Path] = set()
+        todo = [module]
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        while todo:
+            current = todo.pop()
+            if current in seen_modules:
+                continue
+            seen_modules.add(current)
+            path = self.module_file(current)
+            if path is None:
+                continue
+            files.add(path)
+            imported, data = self.direct_dependencies(current)
+            files.update(data)
+            todo.extend(imported - seen_modules)
+        style = self.project.figures_dir / "style.py"
+        if style.is_file():
+            files.add(style)
+        result = tuple(sorted(p.relative_to(self.project.src).as_posix() for p in files))
+        self._deps[module] = result
+        return result
+
+
+def _literal(node: ast.AST, what: str, where: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise PipelineError(
+            f"{where}: {what} of @figure must be a literal (a string, number, or a "
+            "list/dict of literals) so the pipeline can read it without importing the module"
+        ) from None
+
+
+def _is_figure_decorator(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == "figure") or (
+        isinstance(func, ast.Attribute) and func.attr == "figure"
+    )
+
+
+def discover(project: Project, *, sources: _Sources | None = None) -> dict[str, FigureInfo]:
+    """Find every ``@figure`` in ``block4/figures/*.py`` by reading the source.
+
+    Returns:
+        The figures by name, sorted by module and line.
+
+    Raises:
+        PipelineError: a decorator with non-literal arguments, a bad or duplicate name, or a
+            module that does not parse.
+    """
+    sources = sources or _Sources(project)
+    found: dict[str, FigureInfo] = {}
+    if not project.figures_dir.is_dir():
+        return found
+    for path in sorted(project.figures_dir.glob("*.py")):
+        module = f"{PACKAGE}.figures.{path.stem}" if path.stem != "__init__" else ""
+        if not module:
+            continue
+        for node in ast.walk(sources.tree(path)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for dec in node.decorator_list:
+                if not _is_figure_decorator(dec):
+                    continue
+                assert isinstance(dec, ast.Call)
+                where = f"{project.relative(path)}:{dec.lineno}"
+                kwargs = {kw.arg: kw.value for kw in dec.keywords if kw.arg}
+                if dec.args:
+                    name = _literal(dec.args[0], "the name", where)
+                elif "name" in kwargs:
+                    name = _literal(kwargs["name"], "the name", where)
+                else:
+                    raise PipelineError(f"{where}: @figure needs a name as first argument")
+                if not isinstance(name, str) or not NAME_PATTERN.match(name):
+                    raise PipelineError(
+                        f"{where}: figure name {name!r} must be snake_case: [a-z][a-z0-9_]*"
+                    )
+                if "chapter" not in kwargs:
+                    raise PipelineError(f"{where}: @figure({name!r}) needs chapter=...")
+                chapter = _literal(kwargs["chapter"], "chapter", where)
+                params = _literal(kwargs["params"], "params", where) if "params" in kwargs else {}
+                if params is None:
+                    params = {}
+                if not isinstance(params, dict):
+                    raise PipelineError(f"{where}: params of @figure({name!r}) must be a dict")
+                if name in found:
+                    other = found[name]
+                    raise PipelineError(
+                        f"figure {name!r} is defined twice: "
+                        f"{project.relative(other.path)}:{other.line} and {where}"
+                    )
+                found[name] = FigureInfo(
+                    name=name,
+                    chapter=str(chapter),
+                    params=params,
+                    module=module,
+                    function=node.name,
+                    path=path,
+                    line=node.lineno,
+                )
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints
+# --------------------------------------------------------------------------------------------
+
+
+def dependencies(
+    project: Project, info: FigureInfo, *, sources: _Sources | None = None
+) -> dict[str, str]:
+    """The source files ``info`` depends on (relative to ``src``) with their sha256."""
+    sources = sources or _Sources(project)
+    return {rel: sources.digest(project.src / rel) for rel in sources.closure(info.module)}
+
+
+def fingerprint(
+    project: Project,
+    info: FigureInfo,
+    profile: str,
+    seed: int,
+    *,
+    sources: _Sources | None = None,
+) -> str:
+    """The figure's fingerprint for ``profile`` and ``seed`` (a sha256 hex digest)."""
+    deps = dependencies(project, info, sources=sources)
+    return _fingerprint_of(info, profile, seed, deps)
+
+
+def _fingerprint_of(info: FigureInfo, profile: str, seed: int, deps: dict[str, str]) -> str:
+    header = {
+        "format": FORMAT_VERSION,
+        "name": info.name,
+        "function": info.function,
+        "module": info.module,
+        "params": info.params,
+        "profile": profile,
+        "seed": seed,
+    }
+    h = hashlib.sha256(json.dumps(header, sort_keys=True, default=repr).encode())
+    for rel, digest in sorted(deps.items()):
+        h.update(f"\n{rel}\0{digest}".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "figures": {}}
+
+
+def load_manifest(project: Project) -> dict[str, Any]:
+    """Read ``manifest.json`` (an empty manifest if there is none)."""
+    try:
+        text = project.manifest_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return empty_manifest()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PipelineError(
+            f"{project.relative(project.manifest_path)} is not valid JSON: {err}"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("figures"), dict):
+        raise PipelineError(f"{project.relative(project.manifest_path)} has no 'figures' table")
+    return data
+
+
+def _dump_manifest(manifest: dict[str, Any]) -> bytes:
+    manifest = dict(manifest)
+    manifest["format"] = FORMAT_VERSION
+    manifest["figures"] = dict(sorted(manifest["figures"].items()))
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def manifest_lock(project: Project) -> Iterator[None]:
+    """Hold an exclusive lock on the manifest (several pipelines may run at once)."""
+    project.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield
+        return
+    with open(project.lock_path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def update_manifest(project: Project, name: str, entry: dict[str, Any] | None) -> None:
+    """Set (or, with ``entry=None``, remove) one figure's entry, under the lock."""
+    with manifest_lock(project):
+        manifest = load_manifest(project)
+        if entry is None:
+            manifest["figures"].pop(name, None)
+        else:
+            manifest["figures"][name] = entry
+        atomic_write(project.manifest_path, _dump_manifest(manifest))
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FigureStatus:
+    """The state of one figure: ``fresh``, ``stale``, ``missing`` or ``orphan``.
+
+    Attributes:
+        name: the figure's name.
+        state: ``fresh`` (matches its code), ``stale`` (code, parameters or files changed),
+            ``missing`` (never made, or a file is gone), ``orphan`` (an entry in the manifest
+            whose function no longer exists).
+        reason: a short human explanation (empty when fresh).
+        info: the declaration (None for an orphan).
+        entry: the manifest entry (None when never made).
+    """
+
+    name: str
+    state: str
+    reason: str = ""
+    info: FigureInfo | None = None
+    entry: dict[str, Any] | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return self.state == "fresh"
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def figure_status(
+    project: Project,
+    *,
+    figures: dict[str, FigureInfo] | None = None,
+    manifest: dict[str, Any] | None = None,
+    sources: _Sources | None = None,
+) -> dict[str, FigureStatus]:
+    """The status of every declared figure (and of orphaned manifest entries)."""
+    sources = sources or _Sources(project)
+    figures = discover(project, sources=sources) if figures is None else figures
+    manifest = load_manifest(project) if manifest is None else manifest
+    entries: dict[str, Any] = manifest["figures"]
+    result: dict[str, FigureStatus] = {}
+    for name, info in figures.items():
+        entry = entries.get(name)
+        if entry is None:
+            result[name] = FigureStatus(name, "missing", "never made", info, None)
+            continue
+        missing = [f for f in entry.get("files", {}).values() if not (project.out_dir / f).exists()]
+        if missing or not entry.get("files"):
+            result[name] = FigureStatus(
+                name, "missing", f"file {', '.join(missing) or '?'} is missing", info, entry
+            )
+            continue
+        deps = dependencies(project, info, sources=sources)
+        fp = _fingerprint_of(info, entry.get("profile", ""), entry.get("seed", 0), deps)
+        if fp != entry.get("fingerprint"):
+            result[name] = FigureStatus(name, "stale", _why_stale(info, entry, deps), info, entry)
+            continue
+        changed = [
+            f
+            for f, digest in entry.get("sha256", {}).items()
+            if _file_digest(project.out_dir / f) != digest
+        ]
+        if changed:
+            reason = f"{', '.join(changed)} changed outside the pipeline"
+            result[name] = FigureStatus(name, "stale", reason, info, entry)
+            continue
+        result[name] = FigureStatus(name, "fresh", "", info, entry)
+    for name, entry in entries.items():
+        if name not in figures:
+            result[name] = FigureStatus(
+                name, "orphan", "no @figure function of this name any more", None, entry
+            )
+    return result
+
+
+def _why_stale(info: FigureInfo, entry: dict[str, Any], deps: dict[str, str]) -> str:
+    recorded: dict[str, str] = entry.get("sources", {})
+    changed = sorted(rel for rel, d in deps.items() if recorded.get(rel, "")[:16] != d[:16])
+    gone = sorted(set(recorded) - set(deps))
+    parts = []
+    if changed:
+        parts.append("changed: " + ", ".join(changed))
+    if gone:
+        parts.append("no longer used: " + ", ".join(gone))
+    if entry.get("params") != info.params:
+        parts.append("parameters changed")
+    if entry.get("function") not in (None, info.function) or entry.get("module") not in (
+        None,
+        info.module,
+    ):
+        parts.append("moved")
+    return "; ".join(parts) or "fingerprint changed"
+
+
+def stale_figures(project: Project, names: Iterable[str] | None = None) -> list[FigureStatus]:
+    """The figures (of ``names``, default all) that are not fresh, orphans included."""
+    status = figure_status(project)
+    wanted = set(names) if names is not None else None
+    return [s for n, s in status.items() if not s.fresh and (wanted is None or n in wanted)]
+
+
+def refresh_command(names: Iterable[str], profile: str | None = None) -> str:
+    """The command that re-makes ``names``."""
+    cmd = f"{COMMAND} --only {' '.join(sorted(names))}"
+    if profile:
+        cmd += f" --profile {profile}"
+    return cmd
+
+
+# --------------------------------------------------------------------------------------------
+# Running figures
+# --------------------------------------------------------------------------------------------
+
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a distributed run (only rank 0 writes files)."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK"):
+        value = os.environ.get(var)
+        if value not in (None, "", "0"):
+            return False
+    return True
+
+
+def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | str]:
+    """Check that a figure's numbers are a flat dict of JSON values; return a plain copy."""
+    if not isinstance(numbers, dict):
+        raise PipelineError(
+            f"figure {name!r} must return (Figure, dict of numbers); "
+            f"the second item is a {type(numbers).__name__}"
+        )
+    clean: dict[str, bool | int | float | str] = {}
+    for key, value in numbers.items():
+        if not isinstance(key, str) or not NUMBER_KEY.match(key):
+            raise PipelineError(
+                f"figure {name!r}: number key {key!r} must be an identifier "
+                "(letters, digits, underscores) so prose can quote it as {{ figure.key }}"
+            )
+        if isinstance(value, bool):
+            clean[key] = value
+        elif isinstance(value, int):
+            clean[key] = int(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise PipelineError(
+                    f"figure {name!r}: numbers[{key!r}] is {value}; JSON has no NaN/inf "
+                    "(return a string such as 'diverged' instead)"
+                )
+            clean[key] = float(value)
+        elif isinstance(value, str):
+            clean[key] = value
+        else:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            raise PipelineError(
+                f"figure {name!r}: numbers[{key!r}] is a {kind}; allowed are float, int, str "
+                "and bool (convert tensors and numpy scalars with float(...) or int(...))"
+            )
+    return clean
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist, key in (
+        ("torch", "torch"),
+        ("pytorch-lightning", "lightning"),
+        ("lightning", "lightning"),
+        ("matplotlib", "matplotlib"),
+        ("numpy", "numpy"),
+        ("block4", "block4"),
+    ):
+        if key in versions:
+            continue
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[key] = metadata.version(dist)
+    return versions
+
+
+def _device(ctx: FigureContext) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and ctx.accelerator in ("auto", "gpu", "cuda"):
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_available():
+                name = torch.cuda.get_device_name(0)
+                count = ctx.devices if ctx.devices != "auto" else torch.cuda.device_count()
+                nodes = f" x {ctx.num_nodes} nodes" if ctx.num_nodes > 1 else ""
+                return f"{name} x{count}{nodes}"
+    if ctx.accelerator == "mps":
+        return "Apple MPS"
+    devices = f" x{ctx.devices}" if ctx.devices not in ("auto", 1, "1") else ""
+    return f"cpu{devices}"
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def _quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+
+
+def render(fig: Any) -> tuple[bytes, bytes]:
+    """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
+    from block4.figures import style
+
+    with style.context():
+        light = io.BytesIO()
+        fig.savefig(light, format="svg", metadata={"Date": None}, facecolor="white")
+        style.dark_variant(fig)
+        dark = io.BytesIO()
+        fig.savefig(dark, format="svg", metadata={"Date": None}, transparent=True)
+    return light.getvalue(), dark.getvalue()
+
+
+def run_figure(
+    project: Project,
+    info: FigureInfo,
+    ctx: FigureContext,
+    *,
+    write: bool = True,
+    sources: _Sources | None = None,
+) -> dict[str, Any]:
+    """Make one figure: import its module, run it, write both SVGs and its manifest entry.
+
+    Nothing is written unless the function returns a valid result; the files and the entry
+    are replaced atomically, one after the other.
+
+    Returns:
+        The new manifest entry.
+    """
+    sources = sources or _Sources(project)
+    deps = dependencies(project, info, sources=sources)  # the sources as they are now
+    fp = _fingerprint_of(info, ctx.profile, ctx.seed, deps)
+    module = importlib.import_module(info.module)
+    _quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
+    func = getattr(module, info.function, None)
+    if func is None:
+        raise PipelineError(f"{info.module} has no function {info.function!r}")
+    from block4.figures import style
+
+    _seed_everything(ctx.seed)
+    start = time.perf_counter()
+    with style.context():
+        result = func(ctx, **info.params)
+    wall = time.perf_counter() - start
+    from matplotlib.figure import Figure
+
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise PipelineError(f"figure {info.name!r} must return (Figure, dict of numbers)")
+    fig, numbers = result
+    if not isinstance(fig, Figure):
+        raise PipelineError(
+            f"figure {info.name!r} must return a matplotlib Figure first, got {type(fig).__name__}"
+        )
+    numbers = validate_numbers(info.name, numbers)
+    import matplotlib.pyplot as plt
+
+    try:
+        light, dark = render(fig)
+    finally:
+        plt.close(fig)
+    files = {"light": f"{info.name}.svg", "dark": f"{info.name}.dark.svg"}
+    entry = {
+        "chapter": info.chapter,
+        "module": info.module,
+        "function": info.function,
+        "source": project.relative(info.path),
+        "line": info.line,
+        "params": info.params,
+        "profile": ctx.profile,
+        "seed": ctx.seed,
+        "fingerprint": fp,
+        "sources": {rel: d[:16] for rel, d in deps.items()},
+        "device": _device(ctx),
+        "trainer": {
+            "accelerator": ctx.accelerator,
+            "devices": ctx.devices,
+            "num_nodes": ctx.num_nodes,
+            "strategy": ctx.strategy,
+        },
+        "versions": _versions(),
+        "wall_time_s": round(wall, 2),
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "numbers": numbers,
+        "files": files,
+        "sha256": {
+            files["light"]: hashlib.sha256(light).hexdigest(),
+            files["dark"]: hashlib.sha256(dark).hexdigest(),
+        },
+    }
+    if write:
+        atomic_write(project.out_dir / files["light"], light)
+        atomic_write(project.out_dir / files["dark"], dark)
+        update_manifest(project, info.name, entry)
+    return entry
+
+
+def prune_orphans(project: Project, names: Iterable[str]) -> None:
+    """Remove the files and manifest entries of figures whose function no longer exists."""
+    with manifest_lock(project):
+        manifest = load_manifest(project)
+        for name in names:
+            entry = manifest["figures"].pop(name, None) or {}
+            for f in entry.get("files", {}).values():
+                with contextlib.suppress(FileNotFoundError):
+                    (project.out_dir / f).unlink()
+        atomic_write(project.manifest_path, _dump_manifest(manifest))
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@dataclass
+class Progress:
+    """One line per figure with the overall position, elapsed time and an ETA."""
+
+    total: int
+    estimates: dict[str, float] = field(default_factory=dict)
+    stream: Any = None
+    done: int = 0
+    start: float = field(default_factory=time.perf_counter)
+    spent: list[float] = field(default_factory=list)
+
+    def _eta(self, remaining: Sequence[str]) -> str:
+        avg = sum(self.spent) / len(self.spent) if self.spent else None
+        total = 0.0
+        for name in remaining:
+            guess = self.estimates.get(name, avg)
+            if guess is None:
+                return "?"
+            total += guess
+        return _clock(total)
+
+    def _bar(self) -> str:
+        width = 20
+        filled = int(width * self.done / max(self.total, 1))
+        return "#" * filled + "." * (width - filled)
+
+    def begin(self, k: int, info: FigureInfo, profile: str, remaining: Sequence[str]) -> None:
+        elapsed = _clock(time.perf_counter() - self.start)
+        self._print(
+            f"[{self._bar()}] figure {k}/{self.total}: {info.name} ({info.chapter}, {profile})"
+            f" | elapsed {elapsed} | ETA {self._eta(remaining)}"
+        )
+
+    def end(self, info: FigureInfo, seconds: float, ok: bool, detail: str = "") -> None:
+        self.done += 1
+        if ok:
+            self.spent.append(seconds)
+        mark = "done" if ok else "FAILED"
+        self._print(f"    {mark} {info.name} in {seconds:.1f} s{detail}")
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+_EPILOG = f"""\
+profiles:
+  smoke   {PROFILES["smoke"]}
+  quick   {PROFILES["quick"]}
+  full    {PROFILES["full"]}
+
+freshness:
+  A figure is fresh when the fingerprint stored in docs/figures/manifest.json (a hash of the
+  source of every block4 module the figure imports, its parameters, profile and seed) still
+  matches the code. A run makes only stale or missing figures, plus figures made with a worse
+  profile than --profile asks for; --force re-makes everything selected. `mkdocs build
+  --strict` refuses a page that shows a stale figure. Interrupt any time: a re-run resumes.
+
+examples:
+  {COMMAND}                          # make stale/missing figures (quick profile)
+  {COMMAND} --list                   # name, chapter, status, profile, device of every figure
+  {COMMAND} --check                  # exit 1 and name every stale figure (used by CI)
+  {COMMAND} --only activation_functions --force
+  {COMMAND} --profile full --accelerator gpu --devices 1     # publication figures on one GPU
+
+multi-GPU and clusters (Lightning is the distributed engine; only rank 0 writes files):
+  {COMMAND} --profile full --accelerator gpu --devices 4 --strategy ddp
+  SLURM: in an sbatch script with `#SBATCH --nodes=2 --ntasks-per-node=4 --gpus-per-node=4`
+    srun {COMMAND} --profile full --accelerator gpu --devices 4 --num-nodes 2 --strategy ddp
+  (--devices and --num-nodes must match the SLURM allocation; Lightning reads the ranks
+  from SLURM's environment.)
+
+exit status: 0 success, 1 a figure failed or --check found stale figures,
+  2 bad command-line input (nothing is written), 130 interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"make_figures.py: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``make_figures.py`` argument parser."""
+    p = _Parser(
+        prog="make_figures.py",
+        description="Make the figures of the block4 site and keep them in step with the code.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=None,
+        help="how much compute each figure gets (default: quick); see 'profiles' below",
+    )
+    p.add_argument("--only", nargs="+", metavar="NAME", help="make only these figures")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list figures and their status")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 if a figure is stale or missing; run nothing"
+    )
+    p.add_argument("--force", action="store_true", help="re-make the selected figures")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="base seed (default: the seed a figure was made with, else 0)",
+    )
+    p.add_argument(
+        "--accelerator",
+        choices=list(ACCELERATORS),
+        default="auto",
+        help="Lightning Trainer accelerator (default: auto)",
+    )
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="Lightning Trainer devices: auto, a count N, -1 (all) or a list like 0,1",
+    )
+    p.add_argument(
+        "--num-nodes", default="1", help="Lightning Trainer num_nodes (default: 1)", metavar="N"
+    )
+    p.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        default="auto",
+        help="Lightning Trainer strategy (default: auto; ddp for several GPUs or nodes)",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where figures and manifest.json go (default: docs/figures)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show Lightning's progress bar per training run (default: when a terminal)",
+    )
+    return p
+
+
+def parse_devices(text: str) -> int | str:
+    """Validate a ``--devices`` value; return what Lightning's ``Trainer`` takes."""
+    text = str(text).strip()
+    if text == "auto":
+        return "auto"
+    if re.fullmatch(r"-1|[1-9][0-9]*", text):
+        return int(text)
+    if re.fullmatch(r"[0-9]+(,[0-9]+)*,?", text):
+        return text  # explicit device indices, e.g. "0,1"
+    raise UsageError(
+        f"--devices {text!r} is not valid; allowed: auto, a positive count (e.g. 2), "
+        "-1 for all devices, or device indices like 0,1"
+    )
+
+
+def parse_num_nodes(text: str) -> int:
+    if not re.fullmatch(r"[1-9][0-9]*", str(text).strip()):
+        raise UsageError(f"--num-nodes {text!r} is not valid; allowed: a positive integer")
+    return int(text)
+
+
+def _check_accelerator(accelerator: str, devices: int | str) -> None:
+    """Fail early (before anything is written) when the asked-for device is not there."""
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UsageError(
+            f"--accelerator {accelerator} but no CUDA GPU is available here; "
+            "allowed on this machine: --accelerator auto or cpu"
+        )
+    if isinstance(devices, int) and devices > count:
+        raise UsageError(
+            f"--devices {devices} but only {count} GPU(s) are available; allowed: 1..{count}, "
+            "-1 or auto"
+        )
+
+
+def _format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def list_table(status: dict[str, FigureStatus]) -> str:
+    """The ``--list`` table."""
+    rows = [["NAME", "CHAPTER", "STATUS", "PROFILE", "DEVICE", "DATE", "REASON"]]
+    for name, st in sorted(
+        status.items(), key=lambda kv: ((kv[1].info.chapter if kv[1].info else "~"), kv[0])
+    ):
+        entry = st.entry or {}
+        rows.append(
+            [
+                name,
+                st.info.chapter if st.info else entry.get("chapter", "-"),
+                st.state,
+                entry.get("profile", "-"),
+                entry.get("device", "-"),
+                entry.get("date", "-")[:10],
+                st.reason,
+            ]
+        )
+    return _format_table(rows)
+
+
+def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
+    """Run the command line; returns the exit status (see ``make_figures.py --help``)."""
+    args = build_parser().parse_args(argv)
+    root = Path(root or Path.cwd())
+    try:
+        devices = parse_devices(args.devices)
+        num_nodes = parse_num_nodes(args.num_nodes)
+        project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
+        sources = _Sources(project)
+        figures = discover(project, sources=sources)
+        if args.only:
+            unknown = [n for n in args.only if n not in figures]
+            if unknown:
+                raise UsageError(
+                    f"unknown figure {', '.join(map(repr, unknown))}; allowed: "
+                    + (", ".join(sorted(figures)) or "(no figures are defined)")
+                )
+        status = figure_status(project, figures=figures, sources=sources)
+    except UsageError as err:
+        print(f"make_figures.py: error: {err}", file=sys.stderr)
+        return 2
+    except PipelineError as err:
+        print(f"make_figures.py: error: {err}", file=sys.stderr)
+        return 2
+
+    selected = list(args.only) if args.only else list(figures)
+    if args.list:
+        shown = {n: s for n, s in status.items() if not args.only or n in selected}
+        print(list_table(shown) if shown else "no figures are defined")
+        return 0
+    if args.check:
+        bad = [status[n] for n in sorted(status) if not status[n].fresh]
+        if args.only:
+            bad = [s for s in bad if s.name in selected]
+        if not bad:
+            print(f"all {len(selected)} figures are fresh")
+            return 0
+        for st in bad:
+            print(f"{st.state}: {st.name} ({st.reason})")
+        runnable = [s.name for s in bad if s.state != "orphan"]
+        if runnable:
+            print(f"refresh with: {refresh_command(runnable)}")
+        if any(s.state == "orphan" for s in bad):
+            print(f"remove orphans with: {COMMAND}")
+        return 1
+
+    profile = args.profile or "quick"
+    plan_env = os.environ.get(_PLAN_ENV)
+    if plan_env:  # a process started by Lightning's DDP launcher: do what rank 0 does
+        plan = json.loads(plan_env)
+        todo = [(name, seed) for name, seed in plan["figures"] if name in figures]
+        profile = plan["profile"]
+    else:
+        todo = []
+        for name in selected:
+            st = status[name]
+            recorded = (st.entry or {}).get("profile")
+            upgrade = (
+                args.profile is not None
+                and recorded in PROFILE_RANK
+                and PROFILE_RANK[profile] > PROFILE_RANK[recorded]
+            )
+            if args.force or not st.fresh or upgrade:
+                seed = args.seed if args.seed is not None else (st.entry or {}).get("seed", 0)
+                todo.append((name, int(seed)))
+    rank_zero = is_rank_zero()
+    orphans = [n for n, s in status.items() if s.state == "orphan"]
+    if orphans and not args.only and rank_zero:
+        prune_orphans(project, orphans)
+        print(f"removed orphaned figures: {', '.join(orphans)}", file=sys.stderr)
+    if not todo:
+        if rank_zero:
+            print(f"all {len(selected)} figures are fresh; nothing to do")
+        return 0
+
+    try:
+        _check_accelerator(args.accelerator, devices)
+    except UsageError as err:
+        print(f"make_figures.py: error: {err}", file=sys.stderr)
+        return 2
+    os.environ[_PLAN_ENV] = json.dumps({"profile": profile, "figures": todo})
+    progress_bar = sys.stderr.isatty() if args.progress is None else args.progress
+    _quiet_lightning()
+    estimates = {
+        n: float((status[n].entry or {}).get("wall_time_s", 0))
+        for n, _ in todo
+        if (status[n].entry or {}).get("profile") == profile
+    }
+    progress = Progress(total=len(todo), estimates=estimates)
+    failures: list[str] = []
+    made: list[str] = []
+    for k, (name, seed) in enumerate(todo, start=1):
+        info = figures[name]
+        ctx = FigureContext(
+            profile=profile,
+            seed=seed,
+            accelerator=args.accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=args.strategy,
+            out_dir=project.out_dir,
+            progress=progress_bar and rank_zero,
+            name=name,
+        )
+        if rank_zero:
+            progress.begin(k, info, profile, [n for n, _ in todo[k - 1 :]])
+        start = time.perf_counter()
+        try:
+            run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
+        except KeyboardInterrupt:
+            if rank_zero:
+                print(
+                    f"\ninterrupted during {name}: its previous files and manifest entry are "
+                    f"unchanged; {len(made)} figure(s) were saved. Run the same command again "
+                    "to resume.",
+                    file=sys.stderr,
+                )
+            return 130
+        except Exception as err:  # one failing figure must not stop the others
+            failures.append(name)
+            if rank_zero:
+                progress.end(info, time.perf_counter() - start, ok=False)
+                where = f"{project.relative(info.path)}:{info.line}"
+                print(f"    error in {info.name} ({where}): {err}", file=sys.stderr)
+                if not isinstance(err, PipelineError):
+                    traceback.print_exc(file=sys.stderr)
+            continue
+        made.append(name)
+        if rank_zero:
+            progress.end(info, time.perf_counter() - start, ok=True)
+    if rank_zero:
+        elapsed = _clock(time.perf_counter() - progress.start)
+        print(
+            f"made {len(made)} figure(s) in {elapsed} ({profile} profile) into "
+            f"{project.relative(project.out_dir)}",
+            file=sys.stderr,
+        )
+        if failures:
+            print(
+                f"{len(failures)} figure(s) failed: {', '.join(failures)}; their previous files "
+                f"and manifest entries are unchanged. Fix and re-run: "
+                f"{refresh_command(failures, profile)}",
+                file=sys.stderr,
+            )
+    return 1 if failures else 0
+
+
+def quoted(argv: Sequence[str]) -> str:
+    """``argv`` as a shell command line."""
+    return " ".join(shlex.quote(a) for a in argv)
