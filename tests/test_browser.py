@@ -90,6 +90,8 @@ class _FormulaCounter(HTMLParser):
     def notebook_formulas(self) -> int:
         text = "".join(self._notebook_text)
         text, display = re.subn(r"\$\$.+?\$\$", " ", text, flags=re.S)
+        text, environments = re.subn(r"\\begin\{([a-z]+\*?)\}.*?\\end\{\1\}", " ", text, flags=re.S)
+        display += environments
         inline = len(re.findall(r"(?<!\\)\$[^$\n]+?(?<!\\)\$", text))
         return display + inline
 
@@ -373,6 +375,7 @@ def test_formula_counter_counts_arithmatex_and_notebook_math():
     html = (
         '<p><span class="arithmatex">\\(a\\)</span> and <div class="arithmatex">\\[b\\]</div></p>'
         '<div class="jp-RenderedMarkdown"><p>Inline $x^2$, $$\\sum_i y_i$$ and '
-        "<code>a $ b $ c</code> costs \\$5.</p></div><pre>$not math$</pre>"
+        "<code>a $ b $ c</code> costs \\$5.</p><p>\\begin{align}a&=b\\end{align}</p></div>"
+        "<pre>$not math$</pre>"
     )
-    assert expected_formulas(html) == 4
+    assert expected_formulas(html) == 5

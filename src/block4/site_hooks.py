@@ -12,6 +12,11 @@ blocks are removed from the rendered notebook HTML. A notebook that does contain
 diagram gets a warning, which fails ``mkdocs build --strict``: such a diagram could not be
 drawn offline.
 
+Jupyter's markdown renderer (nbconvert) treats ``\\(`` as an escaped parenthesis, so a notebook
+formula written as ``\\( ... \\)`` or ``\\[ ... \\]`` reaches the page as plain text with its
+backslashes gone. Notebooks must use ``$ ... $`` and ``$$ ... $$``; the hook warns (strict: fails)
+on the other form, naming the notebook.
+
 mkdocs-material, given a ``repo_url``, asks the GitHub API for the repository's stars and forks
 on every page load. The repository link stays; the hook only unmarks it as the ``source``
 component, so the theme never makes that request.
@@ -39,6 +44,24 @@ _OFFSITE = re.compile(
 )
 
 
+# Code spans and fenced code, where a backslash-parenthesis is not math.
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+_BACKSLASH_MATH = re.compile(r"\\[(\[]")
+
+
+def notebook_backslash_math(path: str) -> list[str]:
+    """Markdown-cell lines of a notebook that write math as ``\\( \\)`` or ``\\[ \\]``."""
+    import jupytext  # only needed on notebook pages
+
+    found = []
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type != "markdown":
+            continue
+        text = _CODE.sub("", cell.source)
+        found += [line.strip() for line in text.splitlines() if _BACKSLASH_MATH.search(line)]
+    return found
+
+
 def strip_notebook_cdn_assets(html: str) -> str:
     """Remove the MathJax 2 loader and the CDN mermaid import from a notebook's HTML."""
     html = _MATHJAX2.sub("", html)
@@ -58,6 +81,13 @@ def on_page_content(html, page, config, files):  # noqa: ARG001 - MkDocs hook si
     """Make notebook pages self-contained; warn (strict: fail) on any remaining off-site asset."""
     if "jupyter-wrapper" in html:
         html = strip_notebook_cdn_assets(html)
+        for line in notebook_backslash_math(page.file.abs_src_path):
+            log.warning(
+                "%s: write notebook math as $...$ or $$...$$; Jupyter's markdown drops the "
+                "backslashes of \\( \\) and \\[ \\]: %s",
+                page.file.src_uri,
+                line[:120],
+            )
         if 'class="jp-Mermaid' in html:
             log.warning(
                 "%s contains a mermaid diagram, which cannot be drawn offline; "
