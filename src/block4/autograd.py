@@ -718,8 +718,10 @@ def draw_graph(
 
     def size_of(n: GraphNode) -> tuple[float, float]:
         if n.kind == "op":
-            w = _text_width(n.title, op_size) * unit + 0.2
-            return (0.5, 0.5) if w <= 0.5 else (w, 0.46)
+            title_lines = n.title.split("\n")
+            w = max(_text_width(t, op_size) for t in title_lines) * unit + 0.2
+            h = 0.46 + 0.2 * (len(title_lines) - 1)
+            return (0.5, 0.5) if w <= 0.5 and h <= 0.5 else (max(w, h), h)
         lines = lines_of(n)
         w = max((_text_width(t, value_size) for t, _, _ in lines), default=0.3) * unit
         return max(0.6, w + 0.2), 0.16 + 0.21 * max(1, len(lines))
@@ -738,6 +740,7 @@ def draw_graph(
     top = max(ys[k] + sizes[k][1] / 2 for k in keys) + 0.05 if keys else 0.5
     bottom = min(ys[k] - sizes[k][1] / 2 for k in keys) - 0.05 if keys else -0.5
 
+    given_ax = False
     with context():
         if ax is None:
             height = (top - bottom) * scale + (0.35 if title else 0.1)
@@ -746,25 +749,29 @@ def draw_graph(
             )
         else:
             fig = ax.figure
+            given_ax = True
         ax.set_axis_off()
         ax.set_aspect("equal")
         ax.set_xlim(left, right)
         ax.set_ylim(bottom, top)
         if title:
             ax.set_title(title)
+        # In axes smaller than the graph's natural size, shrink the text with the drawing.
+        shrink = min(1.0, _fit(ax, right - left, top - bottom) / scale) if given_ax else 1.0
+        value_size, op_size = value_size * shrink, op_size * shrink
 
         for n in nodes:
             x, y = xs[n.key], ys[n.key]
             w, h = sizes[n.key]
             if n.kind == "op":
-                if w <= 0.5:
+                if w <= 0.5 and h <= 0.5:
                     patch = Circle((x, y), 0.25, facecolor=_OP_FILL, edgecolor=_LINE, lw=1.1)
                 else:
                     patch = FancyBboxPatch(
-                        (x - w / 2 + h / 2, y - 0.001),
-                        w - h,
-                        0.002,
-                        boxstyle=f"round,pad={h / 2:.3f}",
+                        (x - w / 2 + 0.23, y - h / 2 + 0.23),
+                        w - 0.46,
+                        h - 0.46,
+                        boxstyle="round,pad=0.23",
                         facecolor=_OP_FILL,
                         edgecolor=_LINE,
                         lw=1.1,
@@ -799,7 +806,7 @@ def draw_graph(
 
         def port(k: Any, side: float) -> tuple[float, float]:
             w = sizes[k][0]
-            half = 0.25 if by_key[k].kind == "op" and w <= 0.5 else w / 2
+            half = 0.25 if by_key[k].kind == "op" and w <= 0.5 and sizes[k][1] <= 0.5 else w / 2
             return xs[k] + side * half, ys[k]
 
         multiplicity = Counter(edges)
@@ -822,6 +829,16 @@ def draw_graph(
                 )
             )
     return fig
+
+
+def _fit(ax: Axes, width: float, height: float) -> float:
+    """Inches per layout unit that ``ax`` offers a drawing of ``width`` x ``height`` units."""
+    root = ax.figure.figure  # the top-level Figure, also for axes inside a SubFigure
+    engine = root.get_layout_engine()
+    if engine is not None:
+        engine.execute(root)  # place the axes where the final figure will have them
+    box = ax.get_window_extent()
+    return min(box.width / width, box.height / height) / root.dpi
 
 
 # Neutral greys: the dark variant of a figure mirrors them (see block4.figures.style).

@@ -1,0 +1,224 @@
+"""Figures of the chapter "Computational graphs".
+
+Both graphs are *captured* from real PyTorch code with ``torch.fx`` and run once
+(``ShapeProp``) so every edge knows the tensor it carries; :func:`block4.autograd.draw_graph`
+then draws them. Nothing here trains, so every profile makes them in well under a second.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from block4.autograd import GraphNode, draw_graph
+from block4.figures.registry import FigureContext, figure
+
+
+# --8<-- [start:product]
+def product(m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
+    """The seed's example: a scalar times a matrix product."""
+    return 10 * torch.matmul(m1, m2)
+
+
+# --8<-- [end:product]
+
+
+# --8<-- [start:mlp]
+def mnist_mlp(p_drop: float = 0.2) -> nn.Sequential:
+    """The MNIST-style MLP of the chapter: 28x28 image -> 512 ReLU units -> 10 class probabilities."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(28 * 28, 512),
+        nn.ReLU(),
+        nn.Dropout(p_drop),
+        nn.Linear(512, 10),
+        nn.Softmax(dim=1),
+    )
+
+
+# --8<-- [end:mlp]
+
+
+class OpLevelTracer(fx.Tracer):
+    """A ``torch.fx`` tracer that records the operations *inside* the layers.
+
+    The default tracer keeps ``nn.Linear`` and friends as opaque ``call_module`` nodes; tracing
+    through them shows the weights and biases as inputs of the ``linear`` operations, the
+    same level of detail as TensorBoard's view of a Keras model.
+    """
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return False
+
+
+def capture_op_level(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """Trace ``model`` down to its tensor operations and record each node's output shape."""
+    graph = OpLevelTracer().trace(model)
+    gm = fx.GraphModule(model, graph)
+    ShapeProp(gm).propagate(example)
+    return gm
+
+
+OP_NAMES = {
+    torch.matmul: "matmul",
+    operator.mul: "×",
+    operator.add: "+",
+    torch.nn.functional.linear: "linear",
+    torch.nn.functional.relu: "ReLU",
+    torch.nn.functional.dropout: "dropout",
+    torch.nn.functional.softmax: "softmax",
+}
+
+
+def _op_title(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    title = OP_NAMES.get(node.target, getattr(node.target, "__name__", str(node.target)))
+    if title == "dropout":
+        title = f"dropout\np={node.kwargs.get('p', 0.5):g}"
+    return title
+
+
+def _shape_text(node: fx.Node, batch: str | None) -> str:
+    shape = list(node.meta["tensor_meta"].shape)
+    dims = [str(d) for d in shape]
+    if batch is not None and dims:
+        dims[0] = batch
+    return "×".join(dims) if dims else "scalar"
+
+
+def _tensor_text(t: torch.Tensor) -> str:
+    def fmt(x: Any) -> str:
+        return "[" + ", ".join(fmt(v) for v in x) + "]" if isinstance(x, list) else f"{x:g}"
+
+    return fmt(t.tolist())
+
+
+def fx_to_graph(
+    gm: fx.GraphModule,
+    *,
+    values: dict[str, torch.Tensor] | None = None,
+    batch: str | None = None,
+    titles: dict[str, str] | None = None,
+) -> tuple[list[GraphNode], list[tuple[Any, Any]]]:
+    """Turn a shape-propagated fx graph into :class:`~block4.autograd.GraphNode` s and edges.
+
+    Every tensor (input, parameter, intermediate result) becomes a value node showing its
+    shape, and its contents where ``values`` has them; every operation becomes an op node.
+    Python numbers used as operands (the ``10`` of ``10 * x``) become constant value nodes.
+
+    Args:
+        gm: the traced module, after ``ShapeProp``.
+        values: tensor contents by fx node name, shown in the forward colour.
+        batch: a symbol for the batch dimension (e.g. ``"N"``), replacing the first dimension.
+        titles: display names by fx node name.
+    """
+    values = values or {}
+    titles = titles or {}
+    nodes: list[GraphNode] = []
+    edges: list[tuple[Any, Any]] = []
+    tensor_of: dict[str, str] = {}  # fx node name -> key of the value node carrying its output
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr"):
+            is_param = node.op == "get_attr"
+            title = titles.get(node.name, str(node.target))
+            shape = _shape_text(node, None if is_param else batch)
+            value = _tensor_text(values[node.name]) if node.name in values else None
+            note = str(node.target) if is_param else shape if value else None
+            nodes.append(GraphNode(key=node.name, title=title, value=value or shape, note=note))
+            tensor_of[node.name] = node.name
+        elif node.op in ("call_function", "call_method", "call_module"):
+            op_key = f"op:{node.name}"
+            nodes.append(GraphNode(key=op_key, kind="op", title=_op_title(node)))
+            for i, arg in enumerate(node.args):
+                if isinstance(arg, fx.Node):
+                    edges.append((tensor_of[arg.name], op_key))
+                elif isinstance(arg, (int, float)) and node.op == "call_function":
+                    const_key = f"const:{node.name}:{i}"
+                    nodes.append(
+                        GraphNode(key=const_key, title="", value=f"{arg:g}", note="constant")
+                    )
+                    edges.append((const_key, op_key))
+            out_key = f"out:{node.name}"
+            shape = _shape_text(node, batch)
+            value = _tensor_text(values[node.name]) if node.name in values else None
+            nodes.append(
+                GraphNode(
+                    key=out_key,
+                    title=titles.get(node.name, ""),
+                    value=value or shape,
+                    note=shape if value else None,
+                )
+            )
+            edges.append((op_key, out_key))
+            tensor_of[node.name] = out_key
+    return nodes, edges
+
+
+@figure("graph_matmul_product", chapter="computational-graphs", params={"scale": 10.0})
+def graph_matmul_product(ctx: FigureContext, scale: float):
+    """The graph of ``10 * (M1 @ M2)`` with M1 = [[3, 3]], M2 = [[2], [2]], captured by torch.fx.
+
+    Numbers: ``matmul`` (the 1x1 product, 12), ``product`` (120), ``n_ops`` (2),
+    ``n_tensors`` (the edges' tensors: M1, M2, 10, M1 @ M2, the product).
+    """
+    m1 = torch.tensor([[3.0, 3.0]])
+    m2 = torch.tensor([[2.0], [2.0]])
+    gm = fx.symbolic_trace(product)
+    ShapeProp(gm).propagate(m1, m2)
+    values = {"m1": m1, "m2": m2}
+    for node in gm.graph.nodes:  # run the captured graph once more to read every result
+        if node.op == "call_function":
+            args = [values[a.name] if isinstance(a, fx.Node) else a for a in node.args]
+            values[node.name] = node.target(*args)
+    out = values["mul"]
+    assert float(out) == float(product(m1, m2))
+    nodes, edges = fx_to_graph(
+        gm, values=values, titles={"m1": "M1", "m2": "M2", "matmul": "M1 @ M2", "mul": "product"}
+    )
+    fig = draw_graph(nodes, edges, scale=0.9)
+    n_ops = sum(1 for n in nodes if n.kind == "op")
+    return fig, {
+        "matmul": float(values["matmul"]),
+        "product": float(out),
+        "scale": scale,
+        "n_ops": n_ops,
+        "n_tensors": len(nodes) - n_ops,
+    }
+
+
+@figure("graph_mlp_captured", chapter="computational-graphs", params={"p_drop": 0.2})
+def graph_mlp_captured(ctx: FigureContext, p_drop: float):
+    """The MNIST-style MLP as torch.fx captures it, traced down to its tensor operations.
+
+    Numbers: ``n_ops`` (operations in the captured graph), ``n_parameter_tensors``,
+    ``n_parameters`` (407,050), ``n_module_nodes`` (nodes of the default, layer-level trace),
+    ``hidden`` (512), ``classes`` (10).
+    """
+    torch.manual_seed(ctx.seed)
+    model = mnist_mlp(p_drop)
+    gm = capture_op_level(model, torch.zeros(1, 28, 28))
+    # W1, b1, W2, b2 in the order the layers use them; the note keeps PyTorch's own name
+    params = [n for n in gm.graph.nodes if n.op == "get_attr"]
+    titles = {
+        n.name: f"{'W' if str(n.target).endswith('weight') else 'b'}{i // 2 + 1}"
+        for i, n in enumerate(params)
+    }
+    titles["input_1"] = "images"
+    nodes, edges = fx_to_graph(gm, batch="N", titles=titles)
+    fig = draw_graph(nodes, edges, scale=0.75)
+    module_level = fx.symbolic_trace(model)
+    n_ops = sum(1 for n in nodes if n.kind == "op")
+    return fig, {
+        "n_ops": n_ops,
+        "n_parameter_tensors": sum(1 for n in gm.graph.nodes if n.op == "get_attr"),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "n_module_nodes": len(list(module_level.graph.nodes)),
+        "hidden": 512,
+        "classes": 10,
+        "p_drop": p_drop,
+    }
