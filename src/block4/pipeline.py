@@ -1003,7 +1003,7 @@ def parse_devices(text: str) -> int | str:
         return "auto"
     if re.fullmatch(r"-1|[1-9][0-9]*", text):
         return int(text)
-    if re.fullmatch(r"[0-9]+(,[0-9]+)*,?", text):
+    if re.fullmatch(r"[0-9]+(,[0-9]+)+,?|[0-9]+,", text):
         return text  # explicit device indices, e.g. "0,1"
     raise UsageError(
         f"--devices {text!r} is not valid; allowed: auto, a positive count (e.g. 2), "

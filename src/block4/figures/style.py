@@ -8,7 +8,6 @@ both a white and a near-black background.
 
 from __future__ import annotations
 
-import colorsys
 from typing import Any
 
 import matplotlib
@@ -76,11 +75,6 @@ DARK_BACKGROUND = "#1e2129"
 _NEUTRAL_CHROMA = 0.08
 
 
-def _lightness(hex_colour: str) -> float:
-    r, g, b = matplotlib.colors.to_rgb(hex_colour)
-    return colorsys.rgb_to_hls(r, g, b)[1]
-
-
 def dark_colour(colour: Any) -> Any:
     """Map one colour of a light figure to its counterpart on a dark page.
 
@@ -98,9 +92,9 @@ def dark_colour(colour: Any) -> Any:
     if max(r, g, b) - min(r, g, b) > _NEUTRAL_CHROMA:
         return colour
     light = (r + g + b) / 3
-    fg, bg = _lightness(DARK_FOREGROUND), _lightness(DARK_BACKGROUND)
-    new = fg - (fg - bg) * light
-    return (new, new, new, a)
+    fg = matplotlib.colors.to_rgb(DARK_FOREGROUND)
+    bg = matplotlib.colors.to_rgb(DARK_BACKGROUND)
+    return tuple(f + (b_ - f) * light for f, b_ in zip(fg, bg, strict=True)) + (a,)
 
 
 def _hex(colour: Any) -> str:

@@ -1,0 +1,351 @@
+"""End-to-end runs of ``scripts/make_figures.py`` (smoke profile) in a miniature checkout.
+
+Every test works in a temporary copy (see ``make_project`` in test_pipeline.py) and runs the
+real command line in a subprocess: real matplotlib figures, real files, real manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_pipeline import ROOT, make_project
+
+SCRIPT = "scripts/make_figures.py"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    for var in ("BLOCK4_FIGURES_PLAN", "LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
+        env.pop(var, None)
+    return env
+
+
+def run(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def snapshot(out_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out_dir.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "repo")
+
+
+@pytest.fixture
+def made(repo: Path) -> Path:
+    """A checkout whose two figures have been made once (smoke profile)."""
+    proc = run(repo, "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    return repo
+
+
+def figures_dir(repo: Path) -> Path:
+    return repo / "docs" / "figures"
+
+
+def manifest(repo: Path) -> dict:
+    return json.loads((figures_dir(repo) / "manifest.json").read_text())
+
+
+# -- making figures ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_writes_both_files_and_the_entry_and_a_second_run_does_nothing(repo: Path) -> None:
+    proc = run(repo, "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert "figure 1/2: line_plot (demo, smoke)" in proc.stderr
+    assert "figure 2/2: other_plot (demo2, smoke)" in proc.stderr
+    assert "ETA" in proc.stderr and "elapsed" in proc.stderr
+    out = figures_dir(repo)
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == [
+        "line_plot.dark.svg",
+        "line_plot.svg",
+        "manifest.json",
+        "other_plot.dark.svg",
+        "other_plot.svg",
+    ]
+    entry = manifest(repo)["figures"]["line_plot"]
+    assert entry["numbers"] == {"slope": 2.0, "n": 5, "profile": "smoke", "ok": True}
+    assert entry["profile"] == "smoke" and entry["seed"] == 0
+    assert entry["files"] == {"light": "line_plot.svg", "dark": "line_plot.dark.svg"}
+    assert entry["source"] == "src/block4/figures/demo.py"
+    assert entry["device"] == "cpu"
+    assert {"python", "matplotlib", "numpy"} <= set(entry["versions"])
+    assert entry["wall_time_s"] >= 0 and entry["date"].endswith("+00:00")
+    assert "block4/helper.py" in entry["sources"]
+    before = snapshot(out)
+
+    again = run(repo, "--profile", "smoke")
+    assert again.returncode == 0, again.stderr
+    assert "all 2 figures are fresh; nothing to do" in again.stdout
+    assert "figure 1/" not in again.stderr
+    assert snapshot(out) == before  # nothing rewritten, not even the manifest
+
+
+@pytest.mark.slow
+def test_force_reproduces_byte_identical_svgs(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    proc = run(made, "--force", "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    after = snapshot(figures_dir(made))
+    for name in ("line_plot.svg", "line_plot.dark.svg", "other_plot.svg", "other_plot.dark.svg"):
+        assert after[name] == before[name], name
+    assert after["line_plot.svg"] != after["line_plot.dark.svg"]
+
+
+@pytest.mark.slow
+def test_a_better_profile_remakes_and_a_worse_one_keeps(made: Path) -> None:
+    proc = run(made, "--profile", "quick", "--only", "other_plot")
+    assert "figure 1/1: other_plot (demo2, quick)" in proc.stderr
+    assert manifest(made)["figures"]["other_plot"]["numbers"] == {"end": 0.25}
+    proc = run(made, "--profile", "smoke")  # never downgrades a figure
+    assert "nothing to do" in proc.stdout
+    assert manifest(made)["figures"]["other_plot"]["profile"] == "quick"
+    listing = run(made, "--list").stdout.splitlines()
+    assert listing[0].split()[:5] == ["NAME", "CHAPTER", "STATUS", "PROFILE", "DEVICE"]
+    assert listing[1].split()[:5] == ["line_plot", "demo", "fresh", "smoke", "cpu"]
+    assert listing[2].split()[:5] == ["other_plot", "demo2", "fresh", "quick", "cpu"]
+
+
+# -- freshness --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_editing_a_dependency_makes_exactly_that_figure_stale(made: Path) -> None:
+    assert run(made, "--check").returncode == 0
+    helper = made / "src" / "block4" / "helper.py"
+    helper.write_text("SCALE = 3.0\n")
+    proc = run(made, "--check")
+    assert proc.returncode == 1
+    assert "stale: line_plot (changed: block4/helper.py)" in proc.stdout
+    assert "other_plot" not in proc.stdout.replace("--only line_plot", "")
+    assert "refresh with: python scripts/make_figures.py --only line_plot" in proc.stdout
+    helper.write_text("SCALE = 2.0\n")  # back to the recorded source: fresh again
+    assert run(made, "--check").returncode == 0
+
+
+@pytest.mark.slow
+def test_editing_an_unrelated_module_keeps_figures_fresh(made: Path) -> None:
+    (made / "src" / "block4" / "unrelated.py").write_text("VALUE = 42\n")
+    proc = run(made, "--check")
+    assert proc.returncode == 0, proc.stdout
+    assert "all 2 figures are fresh" in proc.stdout
+
+
+@pytest.mark.slow
+def test_editing_params_or_deleting_a_file_is_noticed(made: Path) -> None:
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(demo.read_text().replace('"n": 5', '"n": 7'))
+    (figures_dir(made) / "other_plot.dark.svg").unlink()
+    proc = run(made, "--check")
+    assert proc.returncode == 1
+    assert "stale: line_plot (changed: block4/figures/demo.py; parameters changed)" in proc.stdout
+    assert "missing: other_plot (file other_plot.dark.svg is missing)" in proc.stdout
+    proc = run(made, "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert manifest(made)["figures"]["line_plot"]["numbers"]["n"] == 7
+    assert run(made, "--check").returncode == 0
+
+
+@pytest.mark.slow
+def test_a_renamed_figure_is_pruned(made: Path) -> None:
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(demo.read_text().replace('@figure("line_plot"', '@figure("rising_line"'))
+    proc = run(made, "--check")
+    assert proc.returncode == 1
+    assert "orphan: line_plot" in proc.stdout and "missing: rising_line" in proc.stdout
+    proc = run(made, "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert "removed orphaned figures: line_plot" in proc.stderr
+    assert not (figures_dir(made) / "line_plot.svg").exists()
+    assert sorted(manifest(made)["figures"]) == ["other_plot", "rising_line"]
+
+
+# -- failures and interruptions ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_failing_figure_leaves_previous_files_and_entry_byte_identical(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(
+        demo.read_text().replace(
+            "    return fig, {", "    raise RuntimeError('boom')\n    return fig, {"
+        )
+    )
+    proc = run(made, "--profile", "smoke")
+    assert proc.returncode == 1
+    assert "FAILED line_plot" in proc.stderr and "RuntimeError: boom" in proc.stderr
+    assert "their previous files and manifest entries are unchanged" in proc.stderr
+    assert snapshot(figures_dir(made)) == before
+    assert run(made, "--check").returncode == 1  # still stale: the code changed
+
+
+@pytest.mark.slow
+def test_a_bad_return_value_is_reported_and_nothing_written(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(demo.read_text().replace('"ok": True}', '"ok": [1]}'))
+    proc = run(made, "--profile", "smoke")
+    assert proc.returncode == 1
+    assert "numbers['ok'] is a builtins.list; allowed are float, int, str and bool" in proc.stderr
+    assert snapshot(figures_dir(made)) == before
+
+
+@pytest.mark.slow
+def test_sigint_mid_figure_leaves_no_partial_file_and_a_rerun_completes(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    original = demo.read_text()
+    slow = original.replace(
+        "    return fig, {",
+        "    import os, time\n"
+        "    if os.environ.get('DEMO_SLOW'):\n"
+        "        print('working', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    return fig, {",
+    ).replace('"n": 5', '"n": 6')  # a real change, so line_plot is stale
+    demo.write_text(slow)
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--profile", "smoke"],
+        cwd=made,
+        env=dict(_env(), DEMO_SLOW="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "working"  # inside the figure function now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during line_plot" in err and "to resume" in err
+    assert snapshot(figures_dir(made)) == before
+    assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
+
+    resumed = run(made, "--profile", "smoke")  # DEMO_SLOW unset: the figure finishes
+    assert resumed.returncode == 0, resumed.stderr
+    assert "figure 1/1: line_plot" in resumed.stderr  # only what was still stale
+    assert manifest(made)["figures"]["line_plot"]["numbers"]["n"] == 6
+    assert run(made, "--check").returncode == 0
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_both_land_in_the_manifest(repo: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, SCRIPT, "--profile", "smoke", "--only", name],
+            cwd=repo,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in ("line_plot", "other_plot")
+    ]
+    for p in procs:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    assert sorted(manifest(repo)["figures"]) == ["line_plot", "other_plot"]
+    assert run(repo, "--check").returncode == 0
+
+
+# -- bad inputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "nope"], "unknown figure 'nope'; allowed: line_plot, other_plot"),
+        (["--profile", "turbo"], "invalid choice: 'turbo' (choose from 'smoke', 'quick', 'full')"),
+        (["--devices", "two"], "--devices 'two' is not valid; allowed: auto, a positive count"),
+        (["--num-nodes", "0"], "--num-nodes '0' is not valid; allowed: a positive integer"),
+        (["--accelerator", "abacus"], "invalid choice: 'abacus' (choose from 'auto', 'cpu'"),
+        (["--strategy", "magic"], "invalid choice: 'magic' (choose from 'auto', 'ddp'"),
+        (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_message_and_write_nothing(
+    repo: Path, args: list[str], message: str
+) -> None:
+    proc = run(repo, *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stderr.count("error:") == 1
+    assert not figures_dir(repo).exists()
+
+
+@pytest.mark.slow
+def test_asking_for_a_gpu_that_is_not_there_exits_2(repo: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run(repo, "--accelerator", "gpu", "--profile", "smoke")
+    assert proc.returncode == 2
+    assert "--accelerator gpu but no CUDA GPU is available here" in proc.stderr
+    assert not figures_dir(repo).exists()
+
+
+# -- speed: listing and checking never import the heavy libraries ------------------------------
+
+_PROBE = """
+import runpy, sys, time
+start = time.perf_counter()
+sys.argv = ["make_figures.py", *sys.argv[1:]]
+try:
+    runpy.run_path("scripts/make_figures.py", run_name="__main__")
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("torch", "lightning", "pytorch_lightning", "matplotlib")
+               if m in sys.modules)
+print("HEAVY", ",".join(heavy) or "-", f"{time.perf_counter() - start:.3f}")
+"""
+
+
+def _probe(root: Path, *args: str) -> tuple[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY")][-1]
+    _, heavy, seconds = line.split()
+    return heavy, float(seconds)
+
+
+@pytest.mark.parametrize("args", [["--list"], ["--check"]])
+def test_list_and_check_on_the_repository_import_no_heavy_library(args: list[str]) -> None:
+    heavy, seconds = _probe(ROOT, *args)
+    assert heavy == "-"
+    assert seconds < 5
+
+
+@pytest.mark.slow
+def test_a_no_change_run_imports_no_figure_module_and_is_fast(made: Path) -> None:
+    heavy, seconds = _probe(made, "--profile", "smoke")
+    assert heavy == "-"
+    start = time.perf_counter()
+    proc = run(made)
+    assert "nothing to do" in proc.stdout
+    assert time.perf_counter() - start < 5  # including interpreter start-up

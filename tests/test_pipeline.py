@@ -1,0 +1,464 @@
+"""Unit tests of block4.pipeline: discovery, dependencies, fingerprints, status, numbers.
+
+They work on a small project written into a temporary directory (``make_project``), never on
+docs/figures. The end-to-end runs of the command line are in test_make_figures.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from block4 import pipeline
+from block4.figures import style
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEMO = '''\
+"""Demo figures for the pipeline tests."""
+import os
+import time
+
+from block4.figures.registry import FigureContext, figure
+from block4.figures.style import PALETTE, subplots
+
+
+@figure("line_plot", chapter="demo", params={"n": 5, "label": "a line"})
+def line_plot(ctx: FigureContext, n: int, label: str):
+    from block4 import helper  # an import inside the function is a dependency too
+
+    fig, ax = subplots(width=3, height=2)
+    xs = list(range(n))
+    ax.plot(xs, [helper.SCALE * x for x in xs], color=PALETTE[0], label=label)
+    ax.plot(xs, xs, color="black", label="reference")
+    ax.set_xlabel("x (units)")
+    ax.set_ylabel("y (units)")
+    ax.legend()
+    return fig, {"slope": helper.SCALE, "n": n, "profile": ctx.profile, "ok": True}
+
+
+'''
+
+DEMO2 = '''\
+"""A second figure module that does not use block4.helper."""
+from block4.figures.registry import FigureContext, figure
+from block4.figures.style import subplots
+
+
+@figure("other_plot", chapter="demo2")
+def other_plot(ctx: FigureContext):
+    fig, ax = subplots(width=3, height=2)
+    ax.plot([0, 1], [1, ctx.pick(smoke=0.5, quick=0.25, full=0.125)])
+    ax.set_title("other")
+    return fig, {"end": ctx.pick(smoke=0.5, quick=0.25, full=0.125)}
+'''
+
+MKDOCS_YML = """\
+site_name: demo
+site_url: http://localhost:8000/
+repo_url: https://example.org/demo/demo
+edit_uri: edit/trunk/docs/
+theme:
+  name: material
+  font: false
+markdown_extensions:
+  - attr_list
+  - md_in_html
+hooks:
+  - src/block4/docs_hooks.py
+"""
+
+INDEX_MD = """\
+# Demo
+
+The slope is {{ line_plot.slope }} and, formatted, {{ line_plot.slope:.2f }}.
+
+![A rising line and a reference line](figures/line_plot.svg "The line rises twice as fast.")
+
+![Another line](figures/other_plot.svg "Another takeaway.")
+
+`{{ not_a_figure.key }}` stays as it is in code.
+"""
+
+
+def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
+    """A miniature checkout: the real pipeline, registry, style and hook, plus demo figures."""
+    src = tmp / "src" / "block4"
+    (src / "figures").mkdir(parents=True)
+    for rel in (
+        "__init__.py",
+        "pipeline.py",
+        "docs_hooks.py",
+        "figures/__init__.py",
+        "figures/registry.py",
+        "figures/style.py",
+    ):
+        shutil.copy(ROOT / "src" / "block4" / rel, src / rel)
+    (src / "helper.py").write_text("SCALE = 2.0\n")
+    (src / "unrelated.py").write_text("VALUE = 1\n")
+    (src / "figures" / "demo.py").write_text(DEMO)
+    (src / "figures" / "demo2.py").write_text(DEMO2)
+    (tmp / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "make_figures.py", tmp / "scripts" / "make_figures.py")
+    if with_docs:
+        (tmp / "docs").mkdir()
+        (tmp / "mkdocs.yml").write_text(MKDOCS_YML)
+        (tmp / "docs" / "index.md").write_text(INDEX_MD)
+    return tmp
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> pipeline.Project:
+    return pipeline.Project(make_project(tmp_path))
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+# -- discovery --------------------------------------------------------------------------------
+
+
+def test_discover_reads_names_chapters_and_params(project: pipeline.Project) -> None:
+    figures = pipeline.discover(project)
+    assert list(figures) == ["line_plot", "other_plot"]
+    line = figures["line_plot"]
+    assert line.chapter == "demo"
+    assert line.params == {"n": 5, "label": "a line"}
+    assert line.module == "block4.figures.demo"
+    assert line.function == "line_plot"
+    assert line.path == project.figures_dir / "demo.py"
+    assert figures["other_plot"].params == {}
+    assert figures["other_plot"].module == "block4.figures.demo2"
+
+
+def test_discover_rejects_non_literal_arguments(project: pipeline.Project) -> None:
+    write(
+        project.figures_dir / "bad.py",
+        """
+        from block4.figures.registry import figure
+        N = 3
+        @figure("bad_plot", chapter="demo", params={"n": N})
+        def bad_plot(ctx, n):
+            pass
+        """,
+    )
+    with pytest.raises(
+        pipeline.PipelineError, match=r"bad.py:4: params of @figure must be a literal"
+    ):
+        pipeline.discover(project)
+
+
+def test_discover_rejects_duplicate_and_badly_named_figures(project: pipeline.Project) -> None:
+    write(
+        project.figures_dir / "dup.py",
+        """
+        from block4.figures import registry
+        @registry.figure("line_plot", chapter="demo")
+        def again(ctx):
+            pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match="'line_plot' is defined twice"):
+        pipeline.discover(project)
+    write(
+        project.figures_dir / "dup.py",
+        """
+        from block4.figures.registry import figure
+        @figure("Bad-Name", chapter="demo")
+        def again(ctx):
+            pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match="must be snake_case"):
+        pipeline.discover(project)
+
+
+def test_discover_reports_a_syntax_error_with_file_and_line(project: pipeline.Project) -> None:
+    (project.figures_dir / "broken.py").write_text("def f(:\n")
+    with pytest.raises(pipeline.PipelineError, match=r"broken.py:1: cannot parse"):
+        pipeline.discover(project)
+
+
+# -- dependencies -----------------------------------------------------------------------------
+
+
+def test_dependencies_follow_imports_transitively(project: pipeline.Project) -> None:
+    pkg = project.package_dir
+    write(pkg / "sub" / "__init__.py", "")
+    write(pkg / "sub" / "leaf.py", "import math\n")
+    write(pkg / "sub" / "mid.py", "from . import leaf\nfrom ..helper import SCALE\n")
+    write(pkg / "_data" / "table.csv", "a,b\n1,2\n")
+    write(pkg / "loader.py", 'import importlib\nNAME = "block4.unrelated"\nFILE = "table.csv"\n')
+    write(
+        project.figures_dir / "deps.py",
+        """
+        import torch  # not part of block4: ignored
+        from block4.figures.registry import figure
+
+        @figure("deps_plot", chapter="demo")
+        def deps_plot(ctx):
+            from block4.sub import mid
+            import block4.loader
+        """,
+    )
+    info = pipeline.discover(project)["deps_plot"]
+    deps = pipeline.dependencies(project, info)
+    assert sorted(deps) == [
+        "block4/__init__.py",
+        "block4/_data/table.csv",
+        "block4/figures/__init__.py",
+        "block4/figures/deps.py",
+        "block4/figures/registry.py",
+        "block4/figures/style.py",
+        "block4/helper.py",
+        "block4/loader.py",
+        "block4/sub/__init__.py",
+        "block4/sub/leaf.py",
+        "block4/sub/mid.py",
+        "block4/unrelated.py",
+    ]
+    assert all(len(d) == 64 for d in deps.values())
+
+
+def test_line_plot_depends_on_helper_but_not_on_unrelated(project: pipeline.Project) -> None:
+    figures = pipeline.discover(project)
+    line = pipeline.dependencies(project, figures["line_plot"])
+    other = pipeline.dependencies(project, figures["other_plot"])
+    assert "block4/helper.py" in line and "block4/unrelated.py" not in line
+    assert "block4/helper.py" not in other
+    assert "block4/figures/style.py" in other
+
+
+# -- fingerprints -----------------------------------------------------------------------------
+
+
+def test_fingerprint_changes_with_sources_params_profile_and_seed(
+    project: pipeline.Project,
+) -> None:
+    info = pipeline.discover(project)["line_plot"]
+    base = pipeline.fingerprint(project, info, "smoke", 0)
+    assert base == pipeline.fingerprint(project, info, "smoke", 0)
+    assert base != pipeline.fingerprint(project, info, "quick", 0)
+    assert base != pipeline.fingerprint(project, info, "smoke", 1)
+    changed = pipeline.FigureInfo(**{**info.__dict__, "params": {"n": 6, "label": "a line"}})
+    assert base != pipeline.fingerprint(project, changed, "smoke", 0)
+    (project.package_dir / "helper.py").write_text("SCALE = 3.0\n")
+    assert base != pipeline.fingerprint(project, info, "smoke", 0)
+    (project.package_dir / "helper.py").write_text("SCALE = 2.0\n")
+    assert base == pipeline.fingerprint(project, info, "smoke", 0)
+    (project.package_dir / "unrelated.py").write_text("VALUE = 2\n")
+    assert base == pipeline.fingerprint(project, info, "smoke", 0)
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def _fake_entry(project: pipeline.Project, name: str, profile: str = "full") -> dict:
+    """A manifest entry as a run with ``profile`` would record it (files written too)."""
+    info = pipeline.discover(project)[name]
+    deps = pipeline.dependencies(project, info)
+    files = {"light": f"{name}.svg", "dark": f"{name}.dark.svg"}
+    project.out_dir.mkdir(parents=True, exist_ok=True)
+    for f in files.values():
+        (project.out_dir / f).write_text("<svg/>")
+    return {
+        "profile": profile,
+        "seed": 0,
+        "params": info.params,
+        "function": info.function,
+        "module": info.module,
+        "fingerprint": pipeline.fingerprint(project, info, profile, 0),
+        "sources": {k: v[:16] for k, v in deps.items()},
+        "files": files,
+        "numbers": {},
+    }
+
+
+def test_status_is_judged_against_the_recorded_profile(project: pipeline.Project) -> None:
+    status = pipeline.figure_status(project)
+    assert {n: s.state for n, s in status.items()} == {
+        "line_plot": "missing",
+        "other_plot": "missing",
+    }
+    pipeline.update_manifest(project, "line_plot", _fake_entry(project, "line_plot", "full"))
+    status = pipeline.figure_status(project)
+    assert status["line_plot"].state == "fresh"  # made with `full`: fresh, whatever the default
+    (project.package_dir / "helper.py").write_text("SCALE = 4.0\n")
+    status = pipeline.figure_status(project)
+    assert status["line_plot"].state == "stale"
+    assert status["line_plot"].reason == "changed: block4/helper.py"
+    assert status["other_plot"].state == "missing"
+
+
+def test_a_deleted_file_means_missing_and_an_edited_one_stale(project: pipeline.Project) -> None:
+    entry = _fake_entry(project, "line_plot")
+    entry["sha256"] = {"line_plot.svg": pipeline._file_digest(project.out_dir / "line_plot.svg")}
+    pipeline.update_manifest(project, "line_plot", entry)
+    assert pipeline.figure_status(project)["line_plot"].fresh
+    (project.out_dir / "line_plot.svg").write_text("<svg>edited</svg>")
+    st = pipeline.figure_status(project)["line_plot"]
+    assert (st.state, st.reason) == ("stale", "line_plot.svg changed outside the pipeline")
+    (project.out_dir / "line_plot.dark.svg").unlink()
+    st = pipeline.figure_status(project)["line_plot"]
+    assert (st.state, st.reason) == ("missing", "file line_plot.dark.svg is missing")
+
+
+def test_an_entry_without_a_function_is_an_orphan(project: pipeline.Project) -> None:
+    entry = _fake_entry(project, "line_plot")
+    pipeline.update_manifest(project, "gone_plot", entry)
+    status = pipeline.figure_status(project)
+    assert status["gone_plot"].state == "orphan"
+    pipeline.prune_orphans(project, ["gone_plot"])
+    assert "gone_plot" not in pipeline.load_manifest(project)["figures"]
+    assert not (project.out_dir / "line_plot.svg").exists()  # the orphan's files are removed
+
+
+def test_stale_figures_and_refresh_command(project: pipeline.Project) -> None:
+    names = [s.name for s in pipeline.stale_figures(project)]
+    assert names == ["line_plot", "other_plot"]
+    assert pipeline.refresh_command(names) == (
+        "python scripts/make_figures.py --only line_plot other_plot"
+    )
+
+
+# -- manifest ---------------------------------------------------------------------------------
+
+
+def test_manifest_is_written_atomically_and_sorted(project: pipeline.Project) -> None:
+    pipeline.update_manifest(project, "b_plot", {"x": 1})
+    pipeline.update_manifest(project, "a_plot", {"x": 2})
+    text = project.manifest_path.read_text()
+    data = json.loads(text)
+    assert data["format"] == pipeline.FORMAT_VERSION
+    assert list(data["figures"]) == ["a_plot", "b_plot"]
+    assert text.endswith("}\n")
+    assert [p.name for p in project.out_dir.iterdir() if ".tmp" in p.name] == []
+    pipeline.update_manifest(project, "b_plot", None)
+    assert list(pipeline.load_manifest(project)["figures"]) == ["a_plot"]
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "f.svg"
+    target.write_bytes(b"old")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.svg"]
+
+
+def test_a_broken_manifest_is_reported(project: pipeline.Project) -> None:
+    project.out_dir.mkdir(parents=True)
+    project.manifest_path.write_text("{not json")
+    with pytest.raises(pipeline.PipelineError, match="manifest.json is not valid JSON"):
+        pipeline.load_manifest(project)
+
+
+# -- numbers and inputs -----------------------------------------------------------------------
+
+
+def test_validate_numbers_accepts_plain_values() -> None:
+    numbers = {"a": 1, "b": 0.5, "c": "text", "d": True}
+    assert pipeline.validate_numbers("f", numbers) == numbers
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        ([1, 2], "the second item is a list"),
+        ({"a b": 1}, "must be an identifier"),
+        ({"a": float("nan")}, "JSON has no NaN/inf"),
+        ({"a": [1, 2]}, "numbers\\['a'\\] is a builtins.list; allowed are float, int, str"),
+        ({"a": {"nested": 1}}, "is a builtins.dict"),
+    ],
+)
+def test_validate_numbers_rejects_bad_values(numbers, message) -> None:
+    with pytest.raises(pipeline.PipelineError, match=message):
+        pipeline.validate_numbers("f", numbers)
+
+
+def test_validate_numbers_names_numpy_scalars() -> None:
+    import numpy as np
+
+    assert pipeline.validate_numbers("f", {"a": np.float64(0.5)}) == {"a": 0.5}
+    with pytest.raises(pipeline.PipelineError, match=r"numpy.int64.*int\(\.\.\.\)"):
+        pipeline.validate_numbers("f", {"a": np.int64(3)})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("auto", "auto"), ("2", 2), ("-1", -1), ("0,1", "0,1")]
+)
+def test_parse_devices_accepts_lightning_forms(text, value) -> None:
+    assert pipeline.parse_devices(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "x", "1.5", "-2", ""])
+def test_parse_devices_rejects_others(text) -> None:
+    with pytest.raises(pipeline.UsageError, match="allowed: auto, a positive count"):
+        pipeline.parse_devices(text)
+
+
+def test_rank_zero_follows_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert pipeline.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pipeline.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not pipeline.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    assert not pipeline.is_rank_zero()
+
+
+def test_help_documents_profiles_and_clusters(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("smoke", "quick", "full", "--strategy ddp", "srun", "--num-nodes", "--check"):
+        assert word in out
+
+
+# -- dark variant -----------------------------------------------------------------------------
+
+
+def test_dark_colour_mirrors_neutrals_and_keeps_data_colours() -> None:
+    from matplotlib.colors import to_hex
+
+    assert to_hex(style.dark_colour("black")) == style.DARK_FOREGROUND
+    assert to_hex(style.dark_colour("white")) == style.DARK_BACKGROUND
+    for colour in style.PALETTE[:6]:
+        assert style.dark_colour(colour) == colour
+    assert style.dark_colour("none") == "none"
+    assert style.dark_colour((0, 0, 0, 0.5))[3] == 0.5
+
+
+def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
+    def draw():
+        fig, ax = style.subplots(width=3, height=2)
+        ax.plot([0, 1], [0, 1], color=style.PALETTE[0], label="data")
+        ax.plot([0, 1], [1, 0], color="black", label="reference")
+        ax.set_xlabel("x (m)")
+        ax.legend()
+        return fig
+
+    light, dark = pipeline.render(draw())
+    light2, dark2 = pipeline.render(draw())
+    assert (light, dark) == (light2, dark2)  # byte-identical for the same figure
+    assert b"Date" not in light and b"<dc:date>" not in light
+    assert style.PALETTE[0].lower().encode() in dark.lower()  # data colour kept
+    assert style.DARK_FOREGROUND.encode() in dark  # text, spines and the black line
+    assert b"#000000" in light and b"#000000" not in dark
