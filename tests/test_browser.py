@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
 import threading
 import time
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("BLOCK4_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -145,8 +146,8 @@ def site_url(built_site: Path) -> Iterator[str]:
 def browser():
     if not CHROMIUM.exists():
         pytest.fail(
-            "the browser tests need Debian chromium at /usr/bin/chromium: "
-            "run `apt-get install -y chromium` (./dev.sh test does it)"
+            f"the browser tests need Chromium at {CHROMIUM}: run `apt-get install -y chromium` "
+            "(./dev.sh test does it) or point BLOCK4_CHROMIUM at a Chromium/Chrome binary"
         )
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:

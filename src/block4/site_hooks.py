@@ -17,6 +17,11 @@ formula written as ``\\( ... \\)`` or ``\\[ ... \\]`` reaches the page as plain 
 backslashes gone. Notebooks must use ``$ ... $`` and ``$$ ... $$``; the hook warns (strict: fails)
 on the other form, naming the notebook.
 
+Links in notebook markdown are written as in the repository (``../maximum-likelihood.md``, which
+also works inside Jupyter); MkDocs does not rewrite them on notebook pages, so the hook does:
+each relative link to a documentation file becomes that page's URL, and a link to a file that
+does not exist gets a warning.
+
 mkdocs-material, given a ``repo_url``, asks the GitHub API for the repository's stars and forks
 on every page load. The repository link stays; the hook only unmarks it as the ``source``
 component, so the theme never makes that request.
@@ -27,7 +32,9 @@ Registered in ``mkdocs.yml`` under ``hooks:``.
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("mkdocs.plugins.block4.site_hooks")
 
@@ -62,6 +69,32 @@ def notebook_backslash_math(path: str) -> list[str]:
     return found
 
 
+_HREF = re.compile(r'(<a\b[^>]*?\bhref=")([^"]+)(")')
+
+
+def rewrite_notebook_links(html: str, page, files) -> str:
+    """Point relative links to documentation sources (``*.md``, notebooks) at their pages."""
+
+    def replace(match: re.Match) -> str:
+        href = match.group(2)
+        parts = urlsplit(href)
+        if parts.scheme or parts.netloc or not parts.path or href.startswith("/"):
+            return match.group(0)
+        src_dir = posixpath.dirname(page.file.src_uri)
+        target_uri = posixpath.normpath(posixpath.join(src_dir, unquote(parts.path)))
+        target = files.get_file_from_path(target_uri)
+        if target is None:
+            if target_uri.endswith((".md", ".py", ".ipynb")):
+                log.warning("%s links to %s, which is not in the docs", page.file.src_uri, href)
+            return match.group(0)
+        url = target.url_relative_to(page.file)
+        if parts.fragment:
+            url += "#" + parts.fragment
+        return match.group(1) + url + match.group(3)
+
+    return _HREF.sub(replace, html)
+
+
 def strip_notebook_cdn_assets(html: str) -> str:
     """Remove the MathJax 2 loader and the CDN mermaid import from a notebook's HTML."""
     html = _MATHJAX2.sub("", html)
@@ -81,6 +114,7 @@ def on_page_content(html, page, config, files):  # noqa: ARG001 - MkDocs hook si
     """Make notebook pages self-contained; warn (strict: fail) on any remaining off-site asset."""
     if "jupyter-wrapper" in html:
         html = strip_notebook_cdn_assets(html)
+        html = rewrite_notebook_links(html, page, files)
         for line in notebook_backslash_math(page.file.abs_src_path):
             log.warning(
                 "%s: write notebook math as $...$ or $$...$$; Jupyter's markdown drops the "

@@ -1,0 +1,132 @@
+"""Every internal link, anchor and asset reference of the built site resolves.
+
+``mkdocs build --strict`` already rejects broken links between Markdown pages; this test also
+covers what it does not see: links inside raw HTML, notebook pages, the theme's own assets,
+``#anchor`` targets on other pages, and ``url(...)`` references in the site's stylesheets.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+# Link-bearing attributes of HTML elements.
+_LINK_ATTRS = {"href", "src", "srcset", "poster", "data"}
+# Schemes that never point into the site.
+_EXTERNAL_SCHEMES = {"http", "https", "mailto", "tel", "data", "javascript", "blob"}
+
+
+class _PageLinks(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None:
+                continue
+            if name in ("id", "name") and tag != "meta":
+                self.ids.add(value)
+            elif name == "srcset":
+                self.links += [part.split()[0] for part in value.split(",") if part.strip()]
+            elif name in _LINK_ATTRS:
+                self.links.append(value)
+
+
+def _parse(path: Path) -> _PageLinks:
+    parser = _PageLinks()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def _target(site: Path, page: Path, link: str) -> tuple[Path, str] | None:
+    """The file and fragment an internal link points to; None for external links."""
+    parts = urlsplit(link)
+    if parts.scheme in _EXTERNAL_SCHEMES or parts.netloc:
+        return None
+    path = unquote(parts.path)
+    if not path:
+        return page, parts.fragment
+    base = site if path.startswith("/") else page.parent
+    target = (base / path.lstrip("/")).resolve()
+    if target.is_dir() or path.endswith("/"):
+        target = target / "index.html"
+    return target, parts.fragment
+
+
+def broken_links(site: Path) -> list[str]:
+    """Every internal link or anchor in ``site`` that does not resolve, as readable lines."""
+    site = site.resolve()
+    pages = sorted(site.rglob("*.html"))
+    parsed = {page: _parse(page) for page in pages}
+    problems = []
+    for page, links in parsed.items():
+        rel = page.relative_to(site)
+        for link in links.links:
+            target = _target(site, page, link)
+            if target is None:
+                continue
+            file, fragment = target
+            if site not in file.parents and file != site:
+                problems.append(f"{rel}: {link} points outside the site")
+            elif not file.is_file():
+                problems.append(f"{rel}: {link} -> missing {file.relative_to(site)}")
+            elif fragment and file.suffix == ".html":
+                ids = parsed[file].ids if file in parsed else _parse(file).ids
+                if unquote(fragment) not in ids:
+                    problems.append(
+                        f"{rel}: {link} -> no anchor #{fragment} in {file.relative_to(site)}"
+                    )
+    return problems
+
+
+_CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")]+)['\"]?\s*\)")
+
+
+def broken_stylesheet_urls(site: Path, stylesheets: list[Path]) -> list[str]:
+    problems = []
+    for css in stylesheets:
+        for ref in _CSS_URL.findall(css.read_text(encoding="utf-8")):
+            parts = urlsplit(ref)
+            if parts.scheme or ref.startswith("#"):
+                continue  # data: URIs, SVG fragment references
+            if not (css.parent / unquote(parts.path)).is_file():
+                problems.append(f"{css.relative_to(site)}: url({ref}) is missing")
+    return problems
+
+
+def test_link_checker_finds_broken_links_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<h2 id="top">T</h2><a href="a/">ok</a> <a href="a/#sec">ok</a> <a href="#top">ok</a>'
+        '<a href="b/">missing page</a> <a href="a/#nope">missing anchor</a>'
+        '<img src="img/x.png"> <a href="https://example.org/x">external</a>'
+    )
+    (tmp_path / "a" / "index.html").write_text(
+        '<p id="sec">S</p><a href="../index.html#top">up</a>'
+    )
+    problems = broken_links(tmp_path)
+    assert len(problems) == 3, problems
+    assert any("b/" in p for p in problems)
+    assert any("#nope" in p for p in problems)
+    assert any("img/x.png" in p for p in problems)
+
+
+@pytest.mark.slow
+def test_every_internal_link_and_anchor_resolves(built_site: Path) -> None:
+    problems = broken_links(built_site)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_site_stylesheets_reference_only_existing_files(built_site: Path) -> None:
+    own = [p for p in built_site.glob("stylesheets/*.css")]
+    own += list(built_site.glob("javascripts/vendor/**/*.css"))
+    assert own, "the site's own stylesheets were not copied into the build"
+    problems = broken_stylesheet_urls(built_site, own)
+    assert not problems, "\n".join(problems)
