@@ -349,3 +349,15 @@ def test_a_no_change_run_imports_no_figure_module_and_is_fast(made: Path) -> Non
     proc = run(made)
     assert "nothing to do" in proc.stdout
     assert time.perf_counter() - start < 5  # including interpreter start-up
+
+
+# -- the repository itself ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_committed_figures_match_the_code() -> None:
+    """CI fails while a figure in docs/figures is older than the code that makes it."""
+    proc = run(ROOT, "--check")
+    assert proc.returncode == 0, (
+        "figures are stale; re-make and commit them:\n" + proc.stdout + proc.stderr
+    )

@@ -1,0 +1,265 @@
+"""The MkDocs hook: figure blocks, provenance, numbers in prose, freshness in strict builds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mkdocs.exceptions import PluginError
+from test_pipeline import make_project
+
+from block4 import docs_hooks, pipeline
+
+
+def _entry(name: str, numbers: dict, profile: str = "full") -> dict:
+    return {
+        "profile": profile,
+        "device": "NVIDIA H100 x1",
+        "date": "2026-11-27T21:00:00+00:00",
+        "fingerprint": "0123456789abcdef" * 4,
+        "source": "src/block4/figures/demo.py",
+        "line": 9,
+        "files": {"light": f"{name}.svg", "dark": f"{name}.dark.svg"},
+        "numbers": numbers,
+    }
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The hook configured for a miniature checkout, with a hand-made status table."""
+    root = make_project(tmp_path, with_docs=True)
+    config = SimpleNamespace(
+        config_file_path=str(root / "mkdocs.yml"),
+        docs_dir=str(root / "docs"),
+        repo_url="https://example.org/demo/demo/",
+        edit_uri="edit/trunk/docs/",
+        plugins={},
+    )
+    monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
+    docs_hooks.on_config(config)
+    docs_hooks.on_pre_build(config)
+    fresh = pipeline.FigureStatus(
+        "line_plot", "fresh", entry=_entry("line_plot", {"slope": 2.0, "third": 1 / 3, "n": 5})
+    )
+    stale = pipeline.FigureStatus(
+        "other_plot",
+        "stale",
+        "changed: block4/helper.py",
+        entry=_entry("other_plot", {"end": 0.25}, "quick"),
+    )
+    never = pipeline.FigureStatus("new_plot", "missing", "never made")
+    monkeypatch.setattr(
+        docs_hooks._state,
+        "status",
+        {"line_plot": fresh, "other_plot": stale, "new_plot": never},
+    )
+    return docs_hooks
+
+
+def page_markdown(hooks, text: str, src_uri: str = "chapter.md") -> str:
+    page = SimpleNamespace(file=SimpleNamespace(src_uri=src_uri))
+    return hooks.on_page_markdown(text, page=page, config=None, files=None)
+
+
+def test_a_figure_reference_becomes_a_figure_with_both_variants_and_provenance(hooks) -> None:
+    md = page_markdown(hooks, '![A rising line](figures/line_plot.svg "It rises.")\n')
+    assert '<figure class="b4-figure" id="figure-line-plot" markdown="span">' in md
+    assert "![A rising line](figures/line_plot.svg#only-light){ loading=lazy }" in md
+    assert "![A rising line](figures/line_plot.dark.svg#only-dark){ loading=lazy }" in md
+    assert '<figcaption markdown="span">It rises.<br><span class="b4-provenance"' in md
+    assert "full profile · NVIDIA H100 x1 · 2026-11-27 · " in md
+    assert '<code title="fingerprint">01234567</code>' in md
+    assert (
+        '<a href="https://example.org/demo/demo/blob/trunk/src/block4/figures/demo.py#L9">'
+        "demo.py:9</a>"
+    ) in md
+
+
+def test_relative_paths_attributes_and_indentation_are_kept(hooks) -> None:
+    md = page_markdown(
+        hooks,
+        '    ![Alt](../figures/line_plot.svg "Cap."){ width="400" }\n',
+        src_uri="sub/page.md",
+    )
+    assert '    ![Alt](../figures/line_plot.svg#only-light){ width="400" }' in md
+    assert all(line.startswith("    ") for line in md.strip("\n").splitlines())
+
+
+def test_a_figure_inside_a_sentence_or_code_is_left_alone(hooks) -> None:
+    text = 'See ![inline](figures/line_plot.svg) here.\n\n```md\n![A](figures/line_plot.svg "c")\n```\n'
+    assert page_markdown(hooks, text) == text
+
+
+def test_numbers_are_replaced_with_optional_format_specs(hooks) -> None:
+    md = page_markdown(
+        hooks,
+        "slope {{ line_plot.slope }}, third {{line_plot.third}}, {{ line_plot.third:.2% }}, "
+        "n={{ line_plot.n:03d }}; code `{{ line_plot.slope }}` stays.",
+    )
+    assert md == "slope 2, third 0.3333, 33.33%, n=005; code `{{ line_plot.slope }}` stays."
+
+
+def test_numbers_inside_fenced_code_stay(hooks) -> None:
+    text = "~~~\n{{ nothing.here }}\n~~~\n"
+    assert page_markdown(hooks, text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ lin_plot.slope }}", "unknown figure 'lin_plot' in {{ lin_plot.slope }} (known: "),
+        (
+            "{{ line_plot.slop }}",
+            "figure 'line_plot' has no number 'slop' (it has: n, slope, third)",
+        ),
+        ("{{ line_plot.slope:q }}", "{{ line_plot.slope:q }}: bad format spec"),
+        ("![x](figures/no_plot.svg)", "unknown figure 'no_plot' (known: line_plot, new_plot"),
+        ("![](figures/line_plot.svg)", "figure 'line_plot' has no alt text"),
+    ],
+)
+def test_unknown_names_and_keys_stop_the_build(hooks, text: str, message: str) -> None:
+    with pytest.raises(PluginError) as err:
+        page_markdown(hooks, text + "\n", src_uri="chapter.md")
+    assert "block4: chapter.md: " in str(err.value)
+    assert message in str(err.value)
+
+
+def test_a_stale_figure_on_a_page_warns_with_the_refresh_command(
+    hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        md = page_markdown(hooks, '![Other](figures/other_plot.svg "c")\n{{ other_plot.end }}')
+    assert "0.25" in md  # the build still shows the last figure and number
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "block4: figure 'other_plot' used on chapter.md is stale (changed: block4/helper.py); "
+        "refresh it with: python scripts/make_figures.py --only other_plot"
+    ]
+
+
+def test_a_never_made_figure_warns_and_shows_a_placeholder(
+    hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        md = page_markdown(hooks, "value {{ new_plot.anything }}")
+    assert 'class="b4-missing-number"' in md
+    assert "'new_plot' used on chapter.md is missing (never made)" in caplog.text
+
+
+def test_notebook_cache_is_keyed_on_the_package_sources(tmp_path: Path) -> None:
+    root = make_project(tmp_path, with_docs=True)
+    project = pipeline.Project(root)
+    plugin = SimpleNamespace(config={"cache": True, "cache_dir": ".cache/mkdocs-jupyter"})
+    config = SimpleNamespace(plugins={"mkdocs-jupyter": plugin})
+    docs_hooks._key_notebook_cache(config, project)
+    first = plugin.config["cache_dir"]
+    assert first.startswith(str(root / ".cache" / "mkdocs-jupyter" / "block4-"))
+    docs_hooks._key_notebook_cache(config, project)
+    assert plugin.config["cache_dir"] == first
+    (project.package_dir / "unrelated.py").write_text("VALUE = 3\n")
+    docs_hooks._key_notebook_cache(config, project)
+    assert plugin.config["cache_dir"] != first
+
+
+def test_the_hook_is_wired_in_mkdocs_yml() -> None:
+    text = (Path(__file__).resolve().parents[1] / "mkdocs.yml").read_text()
+    assert "  - src/block4/docs_hooks.py" in text
+    assert "  - stylesheets/figures.css" in text
+
+
+# -- real builds ------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", NO_MKDOCS_2_WARNING="1")
+    env.pop("BLOCK4_FIGURES_PLAN", None)
+    env.pop("BLOCK4_MKDOCS_COMMAND", None)
+    return env
+
+
+def _make(root: Path, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "scripts/make_figures.py", *args],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def _build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=root,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_strict_build_passes_when_fresh_and_fails_naming_the_stale_figure(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "repo", with_docs=True)
+    _make(root, "--profile", "smoke")
+    site = tmp_path / "site"
+    proc = _build(root, site)
+    assert proc.returncode == 0, proc.stderr
+    html = (site / "index.html").read_text()
+    assert "The slope is 2 and, formatted, 2.00." in html
+    assert 'src="figures/line_plot.svg#only-light"' in html
+    assert 'src="figures/line_plot.dark.svg#only-dark"' in html
+    assert 'alt="A rising line and a reference line"' in html
+    assert "The line rises twice as fast." in html
+    assert "smoke profile · cpu · " in html
+    assert "https://example.org/demo/demo/blob/trunk/src/block4/figures/demo.py#L" in html
+    assert "<code>{{ not_a_figure.key }}</code>" in html
+    assert (site / "figures" / "line_plot.dark.svg").is_file()
+
+    (root / "src" / "block4" / "unrelated.py").write_text("VALUE = 7\n")
+    assert _build(root, site).returncode == 0  # an unrelated edit keeps the site buildable
+
+    (root / "src" / "block4" / "helper.py").write_text("SCALE = 5.0\n")
+    proc = _build(root, site)
+    assert proc.returncode == 1
+    assert (
+        "figure 'line_plot' used on index.md is stale (changed: block4/helper.py); "
+        "refresh it with: python scripts/make_figures.py --only line_plot"
+    ) in proc.stderr
+    assert "'other_plot' used on" not in proc.stderr
+    assert "Aborted with 2 warnings in strict mode!" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_serve_remakes_stale_figures_before_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "repo", with_docs=True)
+    _make(root, "--profile", "smoke")
+    (root / "src" / "block4" / "helper.py").write_text("SCALE = 4.0\n")
+    config = SimpleNamespace(
+        config_file_path=str(root / "mkdocs.yml"),
+        docs_dir=str(root / "docs"),
+        repo_url="",
+        edit_uri="",
+        plugins={},
+    )
+    monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
+    docs_hooks.on_startup(command="serve", dirty=False)
+    try:
+        docs_hooks.on_config(config)
+        docs_hooks.on_pre_build(config)
+    finally:
+        os.environ.pop("BLOCK4_MKDOCS_COMMAND", None)
+    status = docs_hooks._state.status
+    assert status["line_plot"].fresh
+    assert status["line_plot"].entry["profile"] == "quick"
+    assert status["line_plot"].entry["numbers"]["slope"] == 4.0
+    assert status["other_plot"].entry["profile"] == "smoke"  # fresh figures are not re-made
