@@ -1,0 +1,125 @@
+"""Time ``scripts/make_figures.py``: every figure of a profile, a no-change run and ``--check``.
+
+Usage::
+
+    python benchmarks/figures.py --profile quick              # in a temporary copy of the repo
+    python benchmarks/figures.py --profile full --accelerator gpu --in-place
+
+By default the figures are made in a temporary copy of the repository, so the committed
+figures stay untouched; ``--in-place`` regenerates the repository's own figures (what one does
+on a GPU to publish the ``full`` profile). Per-figure wall times come from the manifest the run
+writes. Writes ``figures_<profile>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ROOT, python, write_result  # noqa: E402
+
+PROFILES = ("smoke", "quick", "full")
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the tracked and untracked-but-not-ignored files of the repository to ``dest``."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listing.split("\0")):
+        src = ROOT / rel
+        if src.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
+
+
+def run_cli(repo: Path, args: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    env = dict(os.environ, PYTHONPATH=str(repo / "src"))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [python(), str(repo / "scripts" / "make_figures.py"), *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    return time.perf_counter() - start, proc
+
+
+def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict:
+    selection = ["--only", *only] if only else []
+    total, proc = run_cli(repo, ["--force", "--profile", profile, *extra, *selection])
+    if proc.returncode != 0:
+        raise SystemExit(f"make_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    no_change, proc2 = run_cli(repo, ["--profile", profile, *extra, *selection])
+    if proc2.returncode != 0:
+        raise SystemExit(f"no-change run failed:\n{proc2.stderr[-3000:]}")
+    check, proc3 = run_cli(repo, ["--check"])
+    manifest = json.loads((repo / "docs" / "figures" / "manifest.json").read_text())
+    entries = manifest.get("figures", manifest)
+    rows = []
+    for name, entry in sorted(entries.items()):
+        if only and name not in only:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "chapter": entry.get("chapter"),
+                "wall_s": round(float(entry.get("wall_time_s", entry.get("wall_s", 0.0))), 2),
+                "device": entry.get("device"),
+            }
+        )
+    rows.sort(key=lambda r: -r["wall_s"])
+    return {
+        "profile": profile,
+        "total_s": round(total, 1),
+        "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
+        "no_change_run_s": round(no_change, 2),
+        "check_s": round(check, 2),
+        "check_exit_code": proc3.returncode,
+        "n_figures": len(rows),
+        "figures": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--accelerator", default=None, help="passed to make_figures.py")
+    parser.add_argument(
+        "--only", nargs="+", default=[], metavar="NAME", help="time these figures only"
+    )
+    parser.add_argument("--in-place", action="store_true", help="regenerate the repo's own figures")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    extra = ["--accelerator", args.accelerator] if args.accelerator else []
+
+    if args.in_place:
+        results = measure(ROOT, args.profile, extra, args.only)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = measure(copy_repo(Path(tmp)), args.profile, extra, args.only)
+    path = write_result(f"figures_{args.profile}", results, args.out_dir)
+    print(
+        f"{results['n_figures']} figures, profile {args.profile}: total {results['total_s']} s, "
+        f"no-change {results['no_change_run_s']} s, --check {results['check_s']} s -> {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""MkDocs hook that renders ``benchmarks/results/*.json`` into the Performance page.
+
+Markers in ``docs/performance.md`` are replaced at build time, so the page always shows the
+latest measured numbers and the machine they were measured on:
+
+- ``<!-- benchmark: NAME -->``: the results of ``benchmarks/results/NAME.json`` as tables
+  (scalars as a metric/value table, lists of records as their own table) plus its machine line.
+- ``<!-- benchmark-plot: figures -->``: a bar chart of per-figure wall times for every profile
+  measured (``figures_<profile>.json``), inlined as SVG that follows the light/dark palette.
+
+A marker naming a missing or unreadable result file fails the build with the file's name and
+the script that writes it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.exceptions import PluginError
+
+MARKER = re.compile(r"<!--\s*benchmark(-plot)?:\s*([A-Za-z0-9_]+)\s*-->")
+#: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
+_INK = "#010203"
+
+
+def _results_dir(config: Any) -> Path:
+    return Path(config["config_file_path"]).resolve().parent / "benchmarks" / "results"
+
+
+def load_result(results_dir: Path, name: str) -> dict[str, Any]:
+    """Read one result file, with a clear error when it is missing or malformed."""
+    path = results_dir / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PluginError(
+            f"performance page: {path} is missing; run the benchmark that writes it "
+            f"(see benchmarks/README.md)"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise PluginError(f"performance page: {path} is not valid JSON: {exc}") from None
+    for key in ("benchmark", "date", "machine", "results"):
+        if key not in data:
+            raise PluginError(f"performance page: {path} has no {key!r} field")
+    return data
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.2e}"
+    if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return ", ".join(_fmt(v) for v in value)
+    if value is None:
+        return "—"
+    return str(value).replace("|", "\\|")
+
+
+def _flatten(prefix: str, value: Any, scalars: list[tuple[str, Any]], tables: dict) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else key, sub, scalars, tables)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        tables[prefix] = value
+    else:
+        scalars.append((prefix, value))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (
+        f"*Measured {data['date'][:10]} on {m.get('cpu')} ({m.get('cores')} cores){gpu}; "
+        f"torch {m.get('torch')}, pytorch-lightning {m.get('pytorch_lightning')}.*"
+    )
+
+
+def render_result(data: dict[str, Any]) -> str:
+    """Markdown for one result file: its tables, its scalars and its machine."""
+    scalars: list[tuple[str, Any]] = []
+    tables: dict[str, list[dict[str, Any]]] = {}
+    _flatten("", data["results"], scalars, tables)
+    parts = []
+    if scalars:
+        parts.append(_table([{"metric": k, "value": v} for k, v in scalars]))
+    for name, rows in tables.items():
+        parts.append(f"**{name}**\n\n{_table(rows)}")
+    parts.append(machine_line(data))
+    return "\n\n".join(parts)
+
+
+def figure_times_svg(results_dir: Path) -> str:
+    """Inline SVG: wall time per figure, one bar group per measured profile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for path in sorted(results_dir.glob("figures_*.json")):
+        data = load_result(results_dir, path.stem)
+        rows = data["results"].get("figures", [])
+        label = (
+            f"{data['results'].get('profile', path.stem)} ({data['machine'].get('gpu') or 'CPU'})"
+        )
+        runs[label] = {r["name"]: float(r["wall_s"]) for r in rows}
+    if not runs:
+        raise PluginError(
+            f"performance page: no figures_<profile>.json in {results_dir}; "
+            "run python benchmarks/figures.py"
+        )
+    names = sorted({n for times in runs.values() for n in times})
+    colors = ["#0072B2", "#E69F00", "#009E73", "#CC79A7"]
+    height = 0.8 / len(runs)
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "block4", "font.size": 9}):
+        fig, ax = plt.subplots(
+            figsize=(7.0, 0.28 * len(names) * len(runs) + 1.2), layout="constrained"
+        )
+        for i, (label, times) in enumerate(runs.items()):
+            ys = [k + i * height for k in range(len(names))]
+            ax.barh(
+                ys,
+                [times.get(n, 0.0) for n in names],
+                height=height,
+                label=label,
+                color=colors[i % 4],
+            )
+        ax.set_yticks([k + 0.4 - height / 2 for k in range(len(names))], names)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time per figure (s, log scale)")
+        ax.legend(loc="lower right", labelcolor=_INK)
+        for spine in ("top", "right"):
+            ax.spines[spine].set_visible(False)
+        for item in [ax.xaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
+            item.set_color(_INK)
+        ax.tick_params(colors=_INK)
+        for spine in ax.spines.values():
+            spine.set_color(_INK)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", transparent=True, metadata={"Date": None})
+        plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    return (
+        '<div class="perf-plot" role="img" aria-label="Wall time per figure and profile">'
+        + svg.replace(_INK, "currentColor")
+        + "</div>"
+    )
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """Replace the benchmark markers of any page (in practice the Performance page)."""
+    if "<!-- benchmark" not in markdown:
+        return markdown
+    results_dir = _results_dir(config)
+
+    def replace(match: re.Match[str]) -> str:
+        is_plot, name = match.group(1), match.group(2)
+        if is_plot:
+            if name != "figures":
+                raise PluginError(f"performance page: unknown plot {name!r}; allowed: figures")
+            return figure_times_svg(results_dir)
+        return render_result(load_result(results_dir, name))
+
+    return MARKER.sub(replace, markdown)

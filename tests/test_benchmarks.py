@@ -1,0 +1,96 @@
+"""Benchmark scripts run (at tiny sizes) and write valid JSON; the Performance page renders it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mkdocs.exceptions import PluginError
+
+from block4 import perf_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(dir_: Path, name: str, results: dict) -> None:
+    payload = {
+        "benchmark": name,
+        "date": "2026-01-02T03:04:05+00:00",
+        "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None, "torch": "2.x", "pytorch_lightning": "2.y"},
+        "results": results,
+    }
+    (dir_ / f"{name}.json").write_text(json.dumps(payload))
+
+
+def test_render_result_tables_scalars_and_machine(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "demo",
+        {"ratio": 1.0634, "goal_met": True, "per_epoch": {"plain_s": 0.5}, "rows": [{"a": 1, "b": "x"}]},
+    )
+    md = perf_report.render_result(perf_report.load_result(tmp_path, "demo"))
+    assert "| ratio | 1.06 |" in md
+    assert "| goal_met | yes |" in md
+    assert "| per_epoch.plain_s | 0.5 |" in md
+    assert "| a | b |" in md and "| 1 | x |" in md
+    assert "Test CPU (2 cores), no GPU" in md and "2026-01-02" in md
+
+
+def test_missing_or_broken_result_is_a_clear_build_error(tmp_path: Path) -> None:
+    with pytest.raises(PluginError, match="nothing.json is missing"):
+        perf_report.load_result(tmp_path, "nothing")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(PluginError, match="not valid JSON"):
+        perf_report.load_result(tmp_path, "bad")
+    (tmp_path / "partial.json").write_text('{"benchmark": "partial"}')
+    with pytest.raises(PluginError, match="has no 'date' field"):
+        perf_report.load_result(tmp_path, "partial")
+
+
+def test_figure_time_plot_is_inline_svg_following_the_palette(tmp_path: Path) -> None:
+    rows = [{"name": "fig_a", "wall_s": 1.5}, {"name": "fig_b", "wall_s": 12.0}]
+    _write(tmp_path, "figures_quick", {"profile": "quick", "figures": rows})
+    html = perf_report.figure_times_svg(tmp_path)
+    assert html.startswith('<div class="perf-plot"') and "<svg" in html
+    assert "currentColor" in html and perf_report._INK not in html
+    assert "fig_a" in html and "fig_b" in html
+
+
+def test_markers_are_replaced_and_unknown_plot_rejected(tmp_path: Path) -> None:
+    _write(tmp_path, "demo", {"x": 2})
+    config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    _write(tmp_path / "benchmarks" / "results", "demo", {"x": 2})
+    out = perf_report.on_page_markdown("A\n<!-- benchmark: demo -->\nB", None, config, None)
+    assert "| x | 2 |" in out and "<!--" not in out
+    with pytest.raises(PluginError, match="unknown plot 'nope'"):
+        perf_report.on_page_markdown("<!-- benchmark-plot: nope -->", None, config, None)
+
+
+@pytest.mark.slow
+def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "figures.py"),
+            "--profile",
+            "smoke",
+            "--only",
+            "graph_matmul_product",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    data = json.loads((tmp_path / "figures_smoke.json").read_text())
+    assert data["benchmark"] == "figures_smoke"
+    results = data["results"]
+    assert results["n_figures"] == 1
+    assert results["figures"][0]["name"] == "graph_matmul_product"
+    assert results["total_s"] > 0 and results["no_change_run_s"] > 0
+    assert data["machine"]["cores"] >= 1
