@@ -114,10 +114,11 @@ def backprop_sigmoid_gate(
 ):
     """A sigmoid neuron backpropagated op by op (top) and as a single sigmoid gate (bottom).
 
-    Numbers: ``s`` (the pre-activation), ``f``, ``local`` (= f (1 - f), the sigmoid gate's
+    Numbers: the five inputs, ``s`` (the pre-activation), ``f``, ``local`` (= f (1 - f), the sigmoid gate's
     local gradient), ``grad_<leaf>`` for the five leaves (identical in both graphs),
     ``max_abs_difference`` between the two graphs' gradients, ``n_ops_elementary`` and
-    ``n_ops_gate``, and the sigmoid's local gradient ``local_at_<x>`` at x = -10, 0, 10.
+    ``n_ops_gate``, the sigmoid's local gradient ``local_at_<x>`` at x = -10, 0, 10, and
+    ``best_case_10_layers`` (its maximum, 1/4, to the power 10).
     """
     args = (w0, x0, w1, x1, w2)
     f_ops, leaves_ops = sigmoid_neuron(*args, one_gate=False)
@@ -128,7 +129,8 @@ def backprop_sigmoid_gate(
     ]
     fig, axes = _stacked_panels(panels, fmt="{:.2f}")
     s = w0 * x0 + w1 * x1 + w2
-    numbers: dict[str, float] = {"s": s, "f": f_gate.data, "local": f_gate.data * (1 - f_gate.data)}
+    numbers: dict[str, float] = dict(w0=w0, x0=x0, w1=w1, x1=x1, w2=w2)
+    numbers |= {"s": s, "f": f_gate.data, "local": f_gate.data * (1 - f_gate.data)}
     for leaf in leaves_gate:
         numbers[f"grad_{leaf.label}"] = leaf.grad
     numbers["max_abs_difference"] = max(
@@ -140,6 +142,8 @@ def backprop_sigmoid_gate(
         probe = Value(at)
         probe.sigmoid().backward()
         numbers[f"local_at_{key}"] = probe.grad
+    # the best case through ten stacked sigmoids: the largest local gradient, ten times over
+    numbers["best_case_10_layers"] = numbers["local_at_0"] ** 10
     return fig, numbers
 
 
