@@ -231,6 +231,19 @@ _IMAGES_JS = """() => [...document.images].map(img => ({
     visible: img.getClientRects().length > 0 && getComputedStyle(img).visibility !== 'hidden',
 }))"""
 
+# Figures on the page whose caption (provenance line aside) is empty.
+_UNCAPTIONED_FIGURES_JS = """() => [...document.querySelectorAll('.md-content figure')]
+    .filter(f => f.querySelector('img, svg'))
+    .filter(f => {
+        const caption = f.querySelector('figcaption');
+        if (!caption) return true;
+        const text = [...caption.childNodes]
+            .filter(n => !(n.classList && n.classList.contains('b4-provenance')))
+            .map(n => n.textContent).join('').trim();
+        return text.length === 0;
+    })
+    .map(f => f.id || (f.querySelector('img') || {}).src || 'figure')"""
+
 _DARK_VARIANT = re.compile(r"(#only-dark|[-_.]dark\.(svg|png|webp)(\?|#|$))")
 _LIGHT_VARIANT = re.compile(r"#only-light")
 
@@ -271,6 +284,7 @@ def check_page(context, base_url: str, path: str, theme: str, shots: Path) -> di
         load_s = time.perf_counter() - started
         scheme = page.evaluate("document.body.getAttribute('data-md-color-scheme')")
         images = page.evaluate(_IMAGES_JS)
+        uncaptioned = page.evaluate(_UNCAPTIONED_FIGURES_JS)
         rendered = page.evaluate("document.querySelectorAll('.katex').length")
         math_errors = page.evaluate(
             "[...document.querySelectorAll('.katex-error')]"
@@ -292,6 +306,7 @@ def check_page(context, base_url: str, path: str, theme: str, shots: Path) -> di
         "images_loaded": sum(i["loaded"] for i in images),
         "images_without_alt": [i["src"] for i in images if not i["alt"]],
         "figure_palette_problems": _figure_palette_problems(images, theme),
+        "figures_without_caption": uncaptioned,
         "formulas_expected": expected_formulas(source),
         "formulas_rendered": rendered,
         "math_errors": math_errors,
@@ -314,6 +329,7 @@ def row_problems(row: dict) -> list[str]:
         problems += [f"{key}: {item}" for item in row[key]]
     problems += [f"image without alt text: {src}" for src in row["images_without_alt"]]
     problems += row["figure_palette_problems"]
+    problems += [f"figure without a caption: {f}" for f in row["figures_without_caption"]]
     if row["images_loaded"] < row["images"]:
         problems.append(f"only {row['images_loaded']} of {row['images']} images loaded")
     if row["formulas_rendered"] < row["formulas_expected"]:

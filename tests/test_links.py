@@ -1,4 +1,5 @@
-"""Every internal link, anchor and asset reference of the built site resolves.
+"""Every internal link, anchor and asset reference of the built site resolves, and every
+chapter has the parts a reader navigates by.
 
 ``mkdocs build --strict`` already rejects broken links between Markdown pages; this test also
 covers what it does not see: links inside raw HTML, notebook pages, the theme's own assets,
@@ -7,6 +8,7 @@ covers what it does not see: links inside raw HTML, notebook pages, the theme's 
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -130,3 +132,47 @@ def test_site_stylesheets_reference_only_existing_files(built_site: Path) -> Non
     assert own, "the site's own stylesheets were not copied into the build"
     problems = broken_stylesheet_urls(built_site, own)
     assert not problems, "\n".join(problems)
+
+
+CHAPTERS = [
+    "computational-graphs",
+    "backpropagation",
+    "activations",
+    "normalization-and-residuals",
+    "maximum-likelihood",
+    "probabilistic-heads",
+]
+
+
+def chapter_structure_problems(html: str) -> list[str]:
+    """What a chapter page lacks: learning goals first, exercises with folded solutions,
+    a summary, a companion notebook link, previous/next links in the footer."""
+    problems = []
+    article = html.split('<article class="md-content__inner', 1)[-1].split("</article>", 1)[0]
+    headings = re.findall(r"<h2[^>]*>(.*?)</h2>", article, re.S)
+    titles = [html_lib.unescape(re.sub(r"<[^>]+>", "", h)).strip(" ¶").lower() for h in headings]
+    goals = article.lower().find("learning goals")
+    first_h2 = article.find("<h2")
+    if goals < 0 or (first_h2 >= 0 and goals > first_h2):
+        problems.append("no 'Learning goals' before the first section")
+    if not any(t.startswith("exercises") for t in titles):
+        problems.append("no 'Exercises' section")
+    elif "<details" not in article.split("Exercises", 1)[-1]:
+        problems.append("exercises have no collapsible solutions (??? blocks)")
+    if not titles or not titles[-1].startswith("summary"):
+        problems.append(f"the last section is not 'Summary' (sections: {titles})")
+    if "notebooks/" not in article:
+        problems.append("no link to the companion notebook")
+    if "md-footer__link--prev" not in html or "md-footer__link--next" not in html:
+        problems.append("no previous/next links in the footer")
+    return problems
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_has_goals_exercises_summary_notebook_and_prev_next(
+    built_site: Path, chapter: str
+) -> None:
+    html = (built_site / chapter / "index.html").read_text(encoding="utf-8")
+    problems = chapter_structure_problems(html)
+    assert not problems, f"{chapter}: " + "; ".join(problems)
