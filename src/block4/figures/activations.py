@@ -299,6 +299,8 @@ def mean_band(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float]
 
 #: Activations of the deep-network experiments (leaky ReLU behaves like ReLU there).
 DEEP_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "gelu")
+#: Those drawn: leaky ReLU's curves lie on top of ReLU's (its numbers are in the manifest).
+PLOTTED_DEEP_ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 INIT_LABELS = {"default": "PyTorch default init", "kaiming": "Kaiming (He) init"}
 
 
@@ -312,7 +314,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
 
     One panel per initialisation. Solid: the gradient at the initial weights (step 0);
     dashed: geometric mean over the last training epoch. Layer ``depth + 1`` is the output
-    layer.
+    layer. Leaky ReLU is trained and measured too but not drawn: its curves lie on ReLU's.
 
     Numbers (``<act>_<init>`` for each activation and init):
     ``ratio_init_<act>_<init>`` = |grad block0| / |grad head| at step 0,
@@ -352,6 +354,8 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
                 errors.append(curve.errors[-1])
             color = ACTIVATION_COLORS[act]
             for runs, style in ((at_init, "-"), (trained, "--")):
+                if act not in PLOTTED_DEEP_ACTIVATIONS:
+                    break
                 mean, low, high = geometric_band(runs)
                 ax.semilogy(
                     layers,
@@ -376,9 +380,9 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
         )
         ax.set_xticks(sorted({1, *range(5, depth + 1, 5), depth + 1}))
     axes[0].set_ylabel("‖∂loss/∂W‖ of the layer (log scale)")
-    axes[0].plot([], [], "-", color=ROLE["truth"], label="at init (step 0)")
-    axes[0].plot([], [], "--", color=ROLE["truth"], label=f"after {epochs} epochs")
-    axes[0].legend(loc="lower right", ncol=2, fontsize=8)
+    axes[-1].plot([], [], "-", color=ROLE["truth"], label="at init (step 0)")
+    axes[-1].plot([], [], "--", color=ROLE["truth"], label=f"after {epochs} epochs")
+    axes[-1].legend(loc="lower right", ncol=2, fontsize=8)
     return fig, numbers
 
 
@@ -534,4 +538,186 @@ def relu_vs_tanh(
     ax.legend(loc="upper right")
     numbers["speedup_max"] = max(ratios) if ratios else "n/a"
     numbers["speedup_min"] = min(ratios) if ratios else "n/a"
+    return fig, numbers
+
+
+class DeadUnitTracker(pl.Callback):
+    """Fraction of hidden ReLU units that output 0 for *every* training image ("dead").
+
+    A dead unit passes no gradient to its incoming weights and bias for any input, so they stop
+    changing; in the first hidden layer (fixed inputs) such a unit is dead for good, deeper
+    units can come back when the layers below them change. Measured on the whole training split (evaluation
+    mode) at the initial weights and every ``every_n_steps`` steps; measurement stops once the
+    weights are no longer finite.
+
+    Attributes:
+        steps: the global steps measured.
+        dead: the dead fraction over all hidden units at those steps.
+        dead_per_layer: per hidden layer, the dead fraction at those steps.
+    """
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        self.every_n_steps = every_n_steps
+        self.steps: list[int] = []
+        self.dead: list[float] = []
+        self.dead_per_layer: list[list[float]] = []
+
+    @torch.no_grad()
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            return
+        x, _ = trainer.datamodule.tensors("train")
+        was_training = pl_module.training
+        pl_module.eval()
+        h = x.to(pl_module.device)
+        per_layer, n_dead, n_units = [], 0, 0
+        for _, block in pl_module.body.hidden_blocks():
+            h = block(h)
+            never_active = (h > 0).sum(0) == 0
+            per_layer.append(float(never_active.float().mean()))
+            n_dead += int(never_active.sum())
+            n_units += never_active.numel()
+        pl_module.train(was_training)
+        self.steps.append(trainer.global_step)
+        self.dead.append(n_dead / n_units)
+        self.dead_per_layer.append(per_layer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measure(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step % self.every_n_steps == 0:
+            self._measure(trainer, pl_module)
+
+
+@figure(
+    "dead_relus",
+    chapter="activations",
+    params={
+        "depth": 6,
+        "width": 64,
+        "lr_normal": 0.01,
+        "lr_high": 0.2,
+        "lrs": [0.003, 0.01, 0.03, 0.06, 0.1, 0.2, 0.3],
+    },
+)
+def dead_relus(
+    ctx: FigureContext,
+    depth: int,
+    width: int,
+    lr_normal: float,
+    lr_high: float,
+    lrs: list,
+):
+    """Dead ReLUs: units that never activate, at a normal and at a high learning rate.
+
+    A ``depth`` x ``width`` ReLU MLP (Kaiming init, SGD with momentum 0.9) on digits. Left:
+    the dead fraction during the first epochs, one line per seed; right: the dead fraction
+    after training vs learning rate, with the final training error.
+
+    Numbers: ``dead_normal`` / ``dead_high`` (mean dead fraction after training over seeds),
+    ``dead_init`` (at the initial weights), ``error_normal`` / ``error_high`` (final training
+    error of the runs that finished), ``diverged_high`` / ``diverged_normal`` (runs whose loss
+    became NaN), ``seeds``, ``epochs``, ``dead_max`` (largest mean over the sweep).
+    """
+    epochs = ctx.pick(smoke=1, quick=5, full=15)
+    seeds = ctx.pick(
+        smoke=[ctx.seed],
+        quick=[ctx.seed + i for i in range(3)],
+        full=[ctx.seed + i for i in range(8)],
+    )
+    lrs = sorted(
+        set(ctx.pick(smoke=[lr_normal, lr_high], quick=lrs, full=lrs)) | {lr_normal, lr_high}
+    )
+    results: dict[float, list[tuple[DeadUnitTracker, TrainingCurve, bool]]] = {}
+    for rate in lrs:
+        results[rate] = []
+        for seed in seeds:
+            tracker = DeadUnitTracker(every_n_steps=1)
+            _, curve, diverged = train_classifier(
+                ctx,
+                epochs=epochs,
+                seed=seed,
+                callbacks=[tracker],
+                depth=depth,
+                width=width,
+                activation="relu",
+                init="kaiming",
+                lr=rate,
+            )
+            results[rate].append((tracker, curve, diverged))
+
+    numbers: dict[str, Any] = {
+        "epochs": epochs,
+        "depth": depth,
+        "width": width,
+        "seeds": len(seeds),
+        "lr_normal": lr_normal,
+        "lr_high": lr_high,
+    }
+    fig, (ax_t, ax_lr) = subplots(1, 2, width=10.5, height=3.6)
+    n_steps = steps_per_epoch(digits(ctx, ctx.seed))
+    for rate, name, color in ((lr_normal, "normal", PALETTE[2]), (lr_high, "high", PALETTE[4])):
+        for i, (tracker, _, diverged) in enumerate(results[rate]):
+            x = [s / n_steps for s in tracker.steps]
+            ax_t.plot(
+                x,
+                tracker.dead,
+                color=color,
+                alpha=0.8,
+                linewidth=1.3,
+                label=f"lr = {rate:g} ({name})" if i == 0 else None,
+            )
+            if diverged:
+                ax_t.plot(x[-1:], tracker.dead[-1:], "x", color=color, markersize=7, mew=2)
+        runs = results[rate]
+        numbers[f"dead_{name}"] = sum(t.dead[-1] for t, _, _ in runs) / len(runs)
+        finished = [c.errors[-1] for _, c, d in runs if not d]
+        numbers[f"error_{name}"] = sum(finished) / len(finished) if finished else "none finished"
+        numbers[f"diverged_{name}"] = sum(d for _, _, d in runs)
+    numbers["dead_init"] = results[lr_normal][0][0].dead[0]
+    ax_t.plot([], [], "x", color=ROLE["truth"], mew=2, label="loss became NaN")
+    ax_t.set(
+        title="dead units during training",
+        xlabel="epoch",
+        ylabel="fraction of hidden units dead",
+        ylim=(-0.02, 1.0),
+    )
+    ax_t.legend(loc="upper right")
+
+    means = [sum(t.dead[-1] for t, _, _ in results[r]) / len(seeds) for r in lrs]
+    for r in lrs:
+        for t, _, d in results[r]:
+            ax_lr.plot(
+                [r],
+                [t.dead[-1]],
+                "x" if d else "o",
+                color=PALETTE[0],
+                alpha=0.6,
+                markersize=5,
+                mew=1.5,
+            )
+    ax_lr.semilogx(lrs, means, "-", color=PALETTE[0], label="dead fraction: seeds, mean")
+    ax_lr.plot([], [], "x", color=PALETTE[0], mew=1.5, label="seed whose loss became NaN")
+    errors = []
+    for r in lrs:
+        finished = [c.errors[-1] for _, c, d in results[r] if not d]
+        errors.append(sum(finished) / len(finished) if finished else math.nan)
+    ax_err = ax_lr.twinx()
+    ax_err.semilogx(
+        lrs, errors, "s--", color=PALETTE[1], markersize=4, label="training error (finished runs)"
+    )
+    ax_err.set_ylabel("final training error", color=PALETTE[1])
+    ax_err.set_ylim(-0.02, 1.0)
+    ax_err.grid(False)
+    ax_lr.set(
+        title=f"after {epochs} epochs",
+        xlabel="learning rate (SGD, momentum 0.9)",
+        ylabel="fraction of hidden units dead",
+        ylim=(-0.02, 1.0),
+    )
+    h1, l1 = ax_lr.get_legend_handles_labels()
+    h2, l2 = ax_err.get_legend_handles_labels()
+    ax_lr.legend(h1 + h2, l1 + l2, loc="upper left")
+    numbers["dead_max"] = max(means)
     return fig, numbers
