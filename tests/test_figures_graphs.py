@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import runpy
 import subprocess
 import sys
+from contextlib import redirect_stdout
 
 import matplotlib.pyplot as plt
 import pytest
@@ -97,12 +99,14 @@ def test_sigmoid_gate_matches_torch(ctx: FigureContext) -> None:
 
 
 def test_fx_printout_on_the_page_is_current(root) -> None:
-    example = runpy.run_path(str(root / "docs/examples/graphs_fx_mlp.py"))
     shown = (root / "docs/examples/graphs_fx_mlp.txt").read_text()
     recorded = shown.splitlines()[0].removeprefix("torch ")
     if recorded != torch.__version__.split("+")[0]:
         pytest.skip(f"printout recorded with torch {recorded}, running {torch.__version__}")
-    assert example["printout"]() == shown, (
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        example = runpy.run_path(str(root / "docs/examples/graphs_fx_mlp.py"), run_name="example")
+    assert example["snippet_file"](printed.getvalue()) == shown, (
         "refresh with: python docs/examples/graphs_fx_mlp.py --write"
     )
 

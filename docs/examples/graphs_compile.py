@@ -13,19 +13,19 @@ from block4.figures.computational_graphs import mnist_mlp
 
 # --8<-- [start:compile]
 def show_graph(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
-    """A torch.compile backend that prints the captured graph and runs it as it is."""
+    """A torch.compile backend: print the captured graph, run it unchanged."""
     print(f"captured {len(gm.graph.nodes)} nodes:")
     for node in gm.graph.nodes:
         if node.op == "call_function" or node.op == "call_method":
             print("   ", node.op, getattr(node.target, "__name__", node.target))
-    return gm.forward  # a real backend (inductor) would return optimised code here
+    return gm.forward  # a real backend (Inductor) returns optimised code
 
 
 model = mnist_mlp().eval()
 compiled = torch.compile(model, backend=show_graph)
 images = torch.rand(64, 28, 28)
 probabilities = compiled(images)  # first call: capture the graph, then run it
-probabilities = compiled(images)  # later calls reuse the captured graph: nothing printed
+probabilities = compiled(images)  # later calls reuse the graph: no output
 # --8<-- [end:compile]
 
 if __name__ == "__main__":

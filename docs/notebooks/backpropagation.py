@@ -16,7 +16,7 @@
 # Experiments for the chapter [Backpropagation and the chain rule](../backpropagation.md), with
 # `block4.autograd`, a scalar engine whose every operation carries its local backward rule.
 #
-# 1. The worked example \(f = (x + y)\,z\), checked against `torch.autograd`.
+# 1. The worked example $f = (x + y)\,z$, checked against `torch.autograd`.
 # 2. The patterns: add distributes, multiply switches, max routes, a copy adds.
 # 3. A sigmoid neuron, backpropagated op by op and as one gate — and trained.
 # 4. Gradient flow through a stack of sigmoids or ReLUs.
@@ -64,8 +64,8 @@ for name, gate in [("add", lambda a, b: a + b), ("mul", lambda a, b: a * b), ("m
     print(f"{name}: dx = {a.grad:+g}, dy = {b.grad:+g}")
 
 # %% [markdown]
-# A copy adds: in \(f = x y + x\) the value \(x\) is used twice, and its gradient is the sum
-# \(y + 1\) of both uses (Exercise 1 of the chapter).
+# A copy adds: in $f = x y + x$ the value $x$ is used twice, and its gradient is the sum
+# $y + 1$ of both uses (Exercise 1 of the chapter).
 
 # %%
 x, y = Value(2.0, "x"), Value(5.0, "y")
@@ -87,7 +87,7 @@ print("after zero_grad and backward:", x.grad, y.grad)
 # %% [markdown]
 # ## 3. A sigmoid neuron
 #
-# \(f = \sigma(w_0 x_0 + w_1 x_1 + w_2)\) from elementary operations and as one sigmoid gate:
+# $f = \sigma(w_0 x_0 + w_1 x_1 + w_2)$ from elementary operations and as one sigmoid gate:
 # the gradients agree.
 
 # %%
@@ -104,7 +104,7 @@ for one_gate in (False, True):
 
 # %% [markdown]
 # Gradients are what training needs. Here the engine trains the neuron to output 1 for the input
-# \((1, 2)\) and 0 for \((-1, -1)\) by gradient descent on the cross-entropy; only the three
+# $(1, 2)$ and 0 for $(-1, -1)$ by gradient descent on the cross-entropy; only the three
 # weights learn.
 
 # %%
@@ -126,8 +126,8 @@ for step in range(31):
 # %% [markdown]
 # ## 4. Gradient flow through a stack
 #
-# The gradient at the input of a stack of \(L\) scalar layers \(h \mapsto \mathrm{act}(h)\)
-# is a product of \(L\) local gradients. With sigmoids (local gradient at most 1/4) and tanh it
+# The gradient at the input of a stack of $L$ scalar layers $h \mapsto \mathrm{act}(h)$
+# is a product of $L$ local gradients. With sigmoids (local gradient at most 1/4) and tanh it
 # vanishes; a ReLU in its active region passes it on unchanged.
 
 # %%

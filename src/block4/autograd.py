@@ -122,7 +122,7 @@ class Value:
         other = _as_value(other, "+", self, left=True)
         out = Value(self.data + other.data, _children=(self, other), _op="+")
 
-        def _backward() -> None:  # d(a+b)/da = d(a+b)/db = 1: add distributes the gradient
+        def _backward() -> None:  # d(a+b)/da = d(a+b)/db = 1: add distributes
             self.grad += out.grad
             other.grad += out.grad
 
@@ -136,7 +136,7 @@ class Value:
         other = _as_value(other, "*", self, left=True)
         out = Value(self.data * other.data, _children=(self, other), _op="*")
 
-        def _backward() -> None:  # d(ab)/da = b, d(ab)/db = a: multiply switches the inputs
+        def _backward() -> None:  # d(ab)/da = b, d(ab)/db = a: multiply switches
             self.grad += other.data * out.grad
             other.grad += self.data * out.grad
 
@@ -273,11 +273,11 @@ class Value:
 
     # --8<-- [start:sigmoid]
     def sigmoid(self) -> Value:
-        """The logistic function ``1 / (1 + e^-x)`` as one gate; local gradient ``s (1 - s)``."""
+        """The logistic function ``1 / (1 + e^-x)`` as one gate."""
         s = _sigmoid(self.data)
         out = Value(s, _children=(self,), _op="sigmoid")
 
-        def _backward() -> None:  # ds/da = s (1 - s): at most 1/4, tiny when |a| is large
+        def _backward() -> None:  # ds/da = s (1 - s): at most 1/4, tiny for large |a|
             self.grad += s * (1.0 - s) * out.grad
 
         out._backward = _backward
@@ -287,7 +287,7 @@ class Value:
 
     # --8<-- [start:relu]
     def relu(self) -> Value:
-        """``max(0, x)``; the gradient passes where ``x > 0`` and is zero elsewhere (also at 0)."""
+        """``max(0, x)``; the gradient passes where ``x > 0``, elsewhere (and at 0) it is 0."""
         out = Value(self.data if self.data > 0.0 else 0.0, _children=(self,), _op="relu")
 
         def _backward() -> None:
@@ -338,7 +338,7 @@ class Value:
             if not node.is_leaf:
                 node.grad = 0.0  # interior gradients belong to this pass only
         self.grad += seed
-        for node in reversed(order):  # a node's grad is complete before it is passed on
+        for node in reversed(order):  # a node's grad is complete before it is used
             node._backward()  # input.grad += local gradient * node.grad
 
     # --8<-- [end:backward]
