@@ -351,6 +351,78 @@ def test_a_no_change_run_imports_no_figure_module_and_is_fast(made: Path) -> Non
     assert time.perf_counter() - start < 5  # including interpreter start-up
 
 
+TRAIN = '''\
+"""A figure trained with Lightning (tiny)."""
+import pytorch_lightning as pl
+import torch
+
+from block4.figures.registry import FigureContext, figure
+from block4.figures.style import subplots
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.losses = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.losses.append(loss.item())
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@figure("tiny_training", chapter="demo3", params={"epochs": 2})
+def tiny_training(ctx: FigureContext, epochs: int):
+    torch.manual_seed(ctx.seed)
+    x = torch.randn(64, 4)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=16
+    )
+    model = Tiny()
+    trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs))
+    trainer.fit(model, data)
+    fig, ax = subplots(width=3, height=2)
+    ax.plot(model.losses)
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE")
+    return fig, {
+        "final_loss": model.losses[-1],
+        "steps": len(model.losses),
+        "world_size": int(trainer.world_size),
+    }
+'''
+
+
+@pytest.mark.slow
+def test_a_ddp_run_on_two_cpu_processes_writes_once(made: Path) -> None:
+    """Lightning's DDP launcher re-runs the script per rank: all ranks make the same figure,
+    only rank 0 writes it."""
+    (made / "src" / "block4" / "figures" / "train.py").write_text(TRAIN)
+    proc = run(
+        made,
+        *("--profile", "smoke", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"),
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("figure 1/1: tiny_training") == 1  # one progress line: rank 0
+    entry = manifest(made)["figures"]["tiny_training"]
+    assert entry["numbers"]["world_size"] == 2
+    assert entry["numbers"]["steps"] == 4  # 64 samples / 16 per batch / 2 ranks x 2 epochs
+    assert entry["device"] == "cpu x2"
+    assert entry["trainer"] == {
+        "accelerator": "cpu",
+        "devices": 2,
+        "num_nodes": 1,
+        "strategy": "ddp",
+    }
+    assert run(made, "--check").returncode == 0
+
+
 # -- the repository itself ---------------------------------------------------------------------
 
 

@@ -440,8 +440,10 @@ def test_dark_colour_mirrors_neutrals_and_keeps_data_colours() -> None:
 
     assert to_hex(style.dark_colour("black")) == style.DARK_FOREGROUND
     assert to_hex(style.dark_colour("white")) == style.DARK_BACKGROUND
-    for colour in style.PALETTE[:6]:
+    for colour in style.PALETTE[1:6]:  # light enough for a dark page: kept exactly
         assert style.dark_colour(colour) == colour
+    blue = style.dark_colour(style.PALETTE[0])  # too dark on a dark page: lightened, same hue
+    assert to_hex(blue) == "#4095c5"
     assert style.dark_colour("none") == "none"
     assert style.dark_colour((0, 0, 0, 0.5))[3] == 0.5
 
@@ -449,7 +451,7 @@ def test_dark_colour_mirrors_neutrals_and_keeps_data_colours() -> None:
 def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
     def draw():
         fig, ax = style.subplots(width=3, height=2)
-        ax.plot([0, 1], [0, 1], color=style.PALETTE[0], label="data")
+        ax.plot([0, 1], [0, 1], color=style.PALETTE[2], label="data")
         ax.plot([0, 1], [1, 0], color="black", label="reference")
         ax.set_xlabel("x (m)")
         ax.legend()
@@ -459,6 +461,6 @@ def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
     light2, dark2 = pipeline.render(draw())
     assert (light, dark) == (light2, dark2)  # byte-identical for the same figure
     assert b"Date" not in light and b"<dc:date>" not in light
-    assert style.PALETTE[0].lower().encode() in dark.lower()  # data colour kept
+    assert style.PALETTE[2].lower().encode() in dark.lower()  # a data colour kept
     assert style.DARK_FOREGROUND.encode() in dark  # text, spines and the black line
     assert b"#000000" in light and b"#000000" not in dark

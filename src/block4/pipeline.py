@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -637,6 +636,15 @@ def is_rank_zero() -> bool:
     return True
 
 
+def external_world_size() -> int:
+    """How many processes a cluster launcher (``srun``, ``torchrun``) started for this run."""
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
 def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | str]:
     """Check that a figure's numbers are a flat dict of JSON values; return a plain copy."""
     if not isinstance(numbers, dict):
@@ -728,6 +736,9 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
+    )
 
 
 def render(fig: Any) -> tuple[bytes, bytes]:
@@ -1112,6 +1123,13 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         return 1
 
     profile = args.profile or "quick"
+    force = args.force
+    if not force and external_world_size() > 1:
+        # srun/torchrun start every rank at once; a rank that starts late would see the
+        # manifest rank 0 already updated and plan fewer figures. Make all selected figures.
+        force = True
+        if is_rank_zero():
+            print("several ranks were launched: making every selected figure", file=sys.stderr)
     plan_env = os.environ.get(_PLAN_ENV)
     if plan_env:  # a process started by Lightning's DDP launcher: do what rank 0 does
         plan = json.loads(plan_env)
@@ -1127,7 +1145,7 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
                 and recorded in PROFILE_RANK
                 and PROFILE_RANK[profile] > PROFILE_RANK[recorded]
             )
-            if args.force or not st.fresh or upgrade:
+            if force or not st.fresh or upgrade:
                 seed = args.seed if args.seed is not None else (st.entry or {}).get("seed", 0)
                 todo.append((name, int(seed)))
     rank_zero = is_rank_zero()
@@ -1210,8 +1228,3 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
                 file=sys.stderr,
             )
     return 1 if failures else 0
-
-
-def quoted(argv: Sequence[str]) -> str:
-    """``argv`` as a shell command line."""
-    return " ".join(shlex.quote(a) for a in argv)

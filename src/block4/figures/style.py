@@ -73,6 +73,17 @@ DARK_BACKGROUND = "#1e2129"
 # A colour counts as "neutral" (black, greys, white) below this HLS saturation or chroma;
 # neutral colours are mirrored for the dark page, coloured data is kept as it is.
 _NEUTRAL_CHROMA = 0.08
+# Saturated colours darker than this (relative luminance) are lightened on the dark page.
+_MIN_DARK_LUMINANCE = 0.2
+
+
+def _luminance(r: float, g: float, b: float) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
 
 
 def dark_colour(colour: Any) -> Any:
@@ -80,8 +91,10 @@ def dark_colour(colour: Any) -> Any:
 
     Neutral colours (black, greys, white) are mirrored in lightness between
     :data:`DARK_FOREGROUND` and :data:`DARK_BACKGROUND`: black text becomes light grey, a white
-    box becomes the page colour, a mid grey stays a mid grey. Saturated colours (the data
-    colours of :data:`PALETTE`) and ``"none"`` are returned unchanged; alpha is kept.
+    box becomes the page colour, a mid grey stays a mid grey. Saturated colours keep their
+    hue; the few too dark to read on a dark page (relative luminance below
+    ``0.2``, e.g. the palette's blue) are mixed with a quarter of white. ``"none"`` is
+    returned unchanged and alpha is kept.
     """
     if colour is None or (isinstance(colour, str) and colour.lower() == "none"):
         return colour
@@ -90,7 +103,9 @@ def dark_colour(colour: Any) -> Any:
     except (ValueError, TypeError):
         return colour
     if max(r, g, b) - min(r, g, b) > _NEUTRAL_CHROMA:
-        return colour
+        if _luminance(r, g, b) >= _MIN_DARK_LUMINANCE:
+            return colour
+        return (r + (1 - r) * 0.25, g + (1 - g) * 0.25, b + (1 - b) * 0.25, a)
     light = (r + g + b) / 3
     fg = matplotlib.colors.to_rgb(DARK_FOREGROUND)
     bg = matplotlib.colors.to_rgb(DARK_BACKGROUND)
