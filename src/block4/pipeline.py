@@ -183,6 +183,7 @@ class _Sources:
         self._bytes: dict[Path, bytes] = {}
         self._trees: dict[Path, ast.Module] = {}
         self._deps: dict[str, tuple[str, ...]] = {}
+        self._direct: dict[str, tuple[set[str], set[Path]]] = {}
         self._data_files: dict[str, list[Path]] | None = None
 
     def read(self, path: Path) -> bytes:
@@ -231,6 +232,11 @@ class _Sources:
 
     def direct_dependencies(self, module: str) -> tuple[set[str], set[Path]]:
         """Modules ``module`` imports (anywhere in it) and data files it names."""
+        if module not in self._direct:
+            self._direct[module] = self._scan(module)
+        return self._direct[module]
+
+    def _scan(self, module: str) -> tuple[set[str], set[Path]]:
         path = self.module_file(module)
         if path is None:
             return set(), set()
@@ -292,7 +298,7 @@ class _Sources:
             files.add(path)
             imported, data = self.direct_dependencies(current)
             files.update(data)
-            todo.extend(imported - seen_modules)
+            todo.extend(sorted(imported - seen_modules))
         style = self.project.figures_dir / "style.py"
         if style.is_file():
             files.add(style)
