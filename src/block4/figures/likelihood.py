@@ -573,7 +573,7 @@ def mle_least_squares(ctx: FigureContext, sigma: float):
     """
     pl.seed_everything(ctx.seed, workers=True, verbose=False)
     epochs = ctx.pick(smoke=40, quick=80, full=200)
-    epochs_sigma = ctx.pick(smoke=300, quick=1500, full=4000)
+    epochs_sigma = ctx.pick(smoke=300, quick=800, full=3000)
     ages, sbps = _blood_pressure()
     intercept_ls, slope_ls = least_squares(ages, sbps)
 

@@ -215,8 +215,8 @@ def diabetes_runs(ctx: FigureContext) -> list[dict[str, Any]]:
     """
 
     def make() -> list[dict[str, Any]]:
-        n_splits = ctx.pick(smoke=1, quick=5, full=10)
-        epochs = ctx.pick(smoke=10, quick=150, full=300)
+        n_splits = ctx.pick(smoke=1, quick=4, full=10)
+        epochs = ctx.pick(smoke=10, quick=100, full=300)
         runs = []
         for split in range(n_splits):
             seed = ctx.seed + split
@@ -289,7 +289,7 @@ def mixture_models(ctx: FigureContext) -> dict[str, Any]:
 
     def make() -> dict[str, Any]:
         n = ctx.pick(smoke=500, quick=3000, full=6000)
-        epochs = ctx.pick(smoke=10, quick=200, full=600)
+        epochs = ctx.pick(smoke=10, quick=150, full=600)
         x, y = make_inverse_sine(n, ctx.seed)
         x_test, y_test = make_inverse_sine(2000, ctx.seed + 1)
         out: dict[str, Any] = {"test": (x_test, y_test), "train": (x, y)}
@@ -298,7 +298,7 @@ def mixture_models(ctx: FigureContext) -> dict[str, Any]:
             ("gaussian", "gaussian", {"heteroscedastic": True}),
         ):
             pl.seed_everything(ctx.seed, verbose=False)
-            data = InMemoryDataModule({"train": (x, y)}, batch_size=200, seed=ctx.seed)
+            data = InMemoryDataModule({"train": (x, y)}, batch_size=250, seed=ctx.seed)
             model = ProbabilisticRegressor(
                 in_features=1,
                 head=head,
