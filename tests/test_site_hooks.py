@@ -1,0 +1,90 @@
+"""block4.site_hooks: notebook pages lose their CDN scripts, notebook math and links are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from jinja2 import Environment, FileSystemLoader
+from jupyter_core.paths import jupyter_path
+
+from block4 import site_hooks
+
+
+def _nbconvert_header() -> str:
+    """The MathJax 2 and mermaid blocks exactly as the installed nbconvert writes them."""
+    dirs = [d for d in jupyter_path("nbconvert", "templates") if Path(d, "base").is_dir()]
+    assert dirs, "nbconvert's templates were not found"
+    env = Environment(loader=FileSystemLoader(dirs))
+    return env.from_string(
+        '{% from "base/mathjax.html.j2" import mathjax %}'
+        '{% from "lab/mermaidjs.html.j2" import mermaid_js %}'
+        "<p>before</p>{{ mathjax() }}{{ mermaid_js() }}<p>after</p>"
+    ).render()
+
+
+def test_notebook_cdn_scripts_are_stripped() -> None:
+    html = _nbconvert_header()
+    assert "cdnjs" in html and "mermaid" in html  # the template still does what we strip
+    stripped = site_hooks.strip_notebook_cdn_assets(html)
+    assert "cdnjs" not in stripped
+    assert "<script" not in stripped
+    assert "mathjax" not in stripped.lower()
+    assert stripped.startswith("<p>before</p>") and stripped.endswith("<p>after</p>")
+
+
+def test_offsite_assets_are_found() -> None:
+    html = (
+        '<img src="https://img.example.org/badge.svg"><script src="//cdn.example.org/x.js">'
+        '</script><a href="https://example.org">a link is fine</a><img src="figures/a.svg">'
+    )
+    assert len(site_hooks.offsite_assets(html)) == 2
+
+
+def test_notebook_math_with_backslash_delimiters_is_reported(tmp_path: Path) -> None:
+    notebook = tmp_path / "nb.py"
+    notebook.write_text(
+        "# %% [markdown]\n"
+        "# Good: $x^2$ and $$y$$; code `\\(not math\\)` is ignored.\n"
+        "# Bad: \\(p(y \\mid x)\\)\n"
+        "\n"
+        "# %%\n"
+        'print("\\\\(in code\\\\)")\n'
+    )
+    found = site_hooks.notebook_backslash_math(str(notebook))
+    assert found == ["Bad: \\(p(y \\mid x)\\)"]
+
+
+def test_notebook_links_point_at_pages() -> None:
+    from mkdocs.structure.files import File, Files
+
+    def doc(path: str) -> File:
+        return File(path, "/docs", "/site", use_directory_urls=True)
+
+    # A notebook page lives at notebooks/<name>/ like a Markdown page of the same name.
+    files = Files([doc("maximum-likelihood.md"), doc("notebooks/maximum_likelihood.md")])
+    page = SimpleNamespace(file=files.get_file_from_path("notebooks/maximum_likelihood.md"))
+    html = (
+        '<a href="../maximum-likelihood.md#the-recipe">chapter</a>'
+        '<a href="https://example.org/x.md">external</a><a href="#local">local</a>'
+    )
+    out = site_hooks.rewrite_notebook_links(html, page, files)
+    assert '<a href="../../maximum-likelihood/#the-recipe">' in out
+    assert 'href="https://example.org/x.md"' in out and 'href="#local"' in out
+
+
+def test_github_facts_request_is_disabled() -> None:
+    header = '<a href="https://github.com/o/r" title="Go to repository" class="md-source" data-md-component="source">'
+    out = site_hooks.on_post_page(header, page=None, config=None)
+    assert 'data-md-component="source"' not in out and 'class="md-source"' in out
+
+
+@pytest.mark.parametrize(
+    "src", ["docs/javascripts/math.js", "docs/javascripts/vendor/katex/katex.min.js"]
+)
+def test_math_assets_are_in_the_repository(root: Path, src: str) -> None:
+    # The site never downloads its math renderer: the files are committed.
+    assert (root / src).is_file()
+    fonts = list((root / "docs/javascripts/vendor/katex/fonts").glob("*.woff2"))
+    assert len(fonts) >= 15
