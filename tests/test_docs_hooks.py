@@ -90,9 +90,14 @@ def test_relative_paths_attributes_and_indentation_are_kept(hooks) -> None:
     assert all(line.startswith("    ") for line in md.strip("\n").splitlines())
 
 
-def test_a_figure_inside_a_sentence_or_code_is_left_alone(hooks) -> None:
-    text = 'See ![inline](figures/line_plot.svg) here.\n\n```md\n![A](figures/line_plot.svg "c")\n```\n'
-    assert page_markdown(hooks, text) == text
+def test_a_figure_inside_a_sentence_is_left_alone_with_a_warning(
+    hooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = 'See ![inline](figures/line_plot.svg) here.\n\n```md\n![A](figures/other_plot.svg "c")\n```\n'
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        assert page_markdown(hooks, text) == text
+    assert "figure 'line_plot' on chapter.md is not on a line of its own" in caplog.text
+    assert "other_plot" not in caplog.text  # inside code: neither rewritten nor checked
 
 
 def test_numbers_are_replaced_with_optional_format_specs(hooks) -> None:
@@ -263,3 +268,17 @@ def test_serve_remakes_stale_figures_before_a_build(
     assert status["line_plot"].entry["profile"] == "quick"
     assert status["line_plot"].entry["numbers"]["slope"] == 4.0
     assert status["other_plot"].entry["profile"] == "smoke"  # fresh figures are not re-made
+
+
+def test_a_figure_inside_an_admonition_is_unwrapped_from_its_paragraph(hooks) -> None:
+    html = (
+        '<div class="admonition"><p><figure class="b4-figure" id="figure-x" markdown="span">\n'
+        '<img src="a.svg#only-light" />\n<figcaption markdown="span">Cap <em>x</em></figcaption>\n'
+        "</figure></p></div>"
+    )
+    out = hooks.on_page_content(html, page=None, config=None, files=None)
+    assert out == (
+        '<div class="admonition"><figure class="b4-figure" id="figure-x">\n'
+        '<img src="a.svg#only-light" />\n<figcaption>Cap <em>x</em></figcaption>\n'
+        "</figure></div>"
+    )

@@ -62,6 +62,9 @@ NUMBER_RE = re.compile(
     r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
 
+# A figure referenced anywhere else (inside a sentence, say): still checked for freshness.
+_INLINE_FIGURE_RE = re.compile(r"\]\((?:\.\./)*figures/(?P<name>[a-z][a-z0-9_]*)\.svg[\s\)]")
+
 # Fenced code blocks and inline code spans: never rewritten.
 _CODE_RE = re.compile(
     r"(?P<fence>^[ \t]*(?P<tick>`{3,}|~{3,})[^\n]*\n.*?^[ \t]*(?P=tick)[ \t]*$)"
@@ -181,6 +184,21 @@ def _warn_if_stale(name: str, page: str) -> None:
     )
 
 
+def _warn_inline(name: str, page: str) -> None:
+    if name not in _state.status:
+        return
+    _warn_if_stale(name, page)
+    if (name, page + "#inline") not in _state.warned:
+        _state.warned.add((name, page + "#inline"))
+        log.warning(
+            "block4: figure '%s' on %s is not on a line of its own, so it gets no caption, "
+            'provenance or dark variant; write ![alt](figures/%s.svg "Caption.") alone on a line',
+            name,
+            page,
+            name,
+        )
+
+
 def provenance(name: str, entry: dict[str, Any]) -> str:
     """The provenance line shown under a figure (HTML)."""
     date = str(entry.get("date", ""))[:10]
@@ -276,12 +294,30 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     for is_code, text in _split_code(markdown):
         if not is_code:
             text = FIGURE_RE.sub(lambda m: _figure_block(m, page_path, problems), text)
+            for m in _INLINE_FIGURE_RE.finditer(text):
+                _warn_inline(m.group("name"), page_path)
             text = NUMBER_RE.sub(lambda m: _number(m, page_path, problems), text)
         out.append(text)
     if problems:
         unique = list(dict.fromkeys(problems))
         raise PluginError(f"block4: {page_path}: " + "; ".join(unique) + " (see docs/reproduce.md)")
     return "".join(out)
+
+
+# Inside an admonition or a content tab md_in_html does not apply: Markdown then wraps the
+# figure in a paragraph and keeps the markdown="span" attributes. Unwrap and drop them.
+_WRAPPED_FIGURE_RE = re.compile(
+    r"<p>\s*(<figure class=\"b4-figure\"(?:(?!</figure>).)*</figure>)\s*</p>", re.DOTALL
+)
+
+
+def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
+    if "b4-figure" not in html_text:
+        return html_text
+    html_text = _WRAPPED_FIGURE_RE.sub(lambda m: m.group(1), html_text)
+    return re.sub(
+        r"(<(?:figure class=\"b4-figure\"|figcaption)[^>]*?) markdown=\"span\"", r"\1", html_text
+    )
 
 
 def on_post_build(config: Any) -> None:
@@ -292,7 +328,7 @@ def on_post_build(config: Any) -> None:
             for old in base.glob("block4-*"):
                 if old != keep and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
-    stale = sorted({name for name, _ in _state.warned})
+    stale = sorted({name for name, page in _state.warned if not page.endswith("#inline")})
     if stale:
         log.warning(
             "block4: %d stale figure(s) on the site: %s; refresh all with: %s",
