@@ -1,13 +1,13 @@
 """Lightning callbacks that look inside training: gradient flow, activations, loss guards.
 
-- :class:`GradientFlowMonitor`: per-layer gradient norms at chosen steps, starting *before
+- `GradientFlowMonitor`: per-layer gradient norms at chosen steps, starting *before
   the first update* (the gradient at the initial weights).
-- :class:`ActivationStats`: per-layer pre-activation mean, standard deviation and histogram.
-- :class:`FiniteLossGuard` (alias :data:`NaNGuard`): stops training with an error naming the
+- `ActivationStats`: per-layer pre-activation mean, standard deviation and histogram.
+- `FiniteLossGuard` (alias `NaNGuard`): stops training with an error naming the
   epoch and step at which the loss became NaN or infinite.
-- :class:`MetricHistory`: the logged metrics of every epoch, for learning curves.
+- `MetricHistory`: the logged metrics of every epoch, for learning curves.
 
-Layers are found by name. For a body built by :func:`block4.models.mlp` they are the hidden
+Layers are found by name. For a body built by [`mlp`][block4.models.mlp] they are the hidden
 blocks ``block0, block1, ...`` and the output layer ``head`` (``depth_index`` 0, 1, ...,
 counting from the input). For any other body, every ``nn.Linear`` is a layer, named by its
 module path. The recorded rows are plain dicts, ready for ``pandas.DataFrame(rows)``.
@@ -40,7 +40,7 @@ __all__ = [
 class Table(list):
     """A list of row dicts (a tidy table) with a few conveniences for plotting.
 
-    Example:
+    Examples:
         >>> t = Table([{"step": 0, "layer": "block0", "grad_norm": 1.0},
         ...            {"step": 0, "layer": "head", "grad_norm": 2.0}])
         >>> t.column("grad_norm")
@@ -70,7 +70,7 @@ def linear_layers(module: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The layers the callbacks report on, input side first, as ``(name, nn.Linear)``.
 
     For a LightningModule with a ``body`` attribute the body is searched. An
-    :class:`~block4.models.MLP` gives ``block0 .. block{depth-1}, head``; any other module
+    [`MLP`][block4.models.MLP] gives ``block0 .. block{depth-1}, head``; any other module
     gives all its ``nn.Linear`` submodules in registration order, named by module path.
     """
     body = _body(module)
@@ -112,11 +112,11 @@ class GradientFlowMonitor(pl.Callback):
         include_bias: also record the norm of the bias gradients (``bias_grad_norm``).
 
     Attributes:
-        table: a :class:`Table` of rows ``{"step", "epoch", "layer", "depth_index",
+        table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
             "grad_norm", "weight_norm"}`` (plus ``"bias_grad_norm"`` if asked), where
             ``grad_norm`` is the Euclidean (Frobenius) norm of the weight gradient.
 
-    Example:
+    Examples:
         >>> monitor = GradientFlowMonitor(steps=[0], every_n_steps=50)
         >>> # trainer = pl.Trainer(callbacks=[monitor]); trainer.fit(model, data)
         >>> # monitor.table.where(step=0) -> one row per layer
@@ -217,7 +217,7 @@ class ActivationStats(pl.Callback):
         saturation: ``|z|`` above which a sigmoid/tanh unit counts as saturated.
 
     Attributes:
-        table: a :class:`Table` of rows ``{"step", "epoch", "layer", "depth_index",
+        table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
             "pre_mean", "pre_std", "post_mean", "post_std", "frac_saturated",
             "frac_outside", "hist", "bin_edges"}`` (``hist``: list of counts).
     """
@@ -327,7 +327,7 @@ class ActivationStats(pl.Callback):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised by :class:`FiniteLossGuard` when the training loss is NaN or infinite."""
+    """Raised by `FiniteLossGuard` when the training loss is NaN or infinite."""
 
 
 class FiniteLossGuard(pl.Callback):
@@ -376,7 +376,7 @@ class FiniteLossGuard(pl.Callback):
             )
 
 
-#: Alias of :class:`FiniteLossGuard`.
+#: Alias of `FiniteLossGuard`.
 NaNGuard = FiniteLossGuard
 
 
@@ -384,7 +384,7 @@ class MetricHistory(pl.Callback):
     """Keep the epoch-level metrics logged by the module, one row per training epoch.
 
     Attributes:
-        table: a :class:`Table` of rows ``{"epoch": e, "step": s, "train_loss": ...,
+        table: a `Table` of rows ``{"epoch": e, "step": s, "train_loss": ...,
             "val_loss": ...}`` (whatever the module logged for epoch ``e``; ``step`` is the
             global step at the end of that epoch).
     """

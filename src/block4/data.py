@@ -1,7 +1,7 @@
 """LightningDataModules for the course: digits, MNIST (IDX files), synthetic and real regression.
 
 All data sets here are small enough to live in memory as tensors. By default the
-datamodules therefore do **not** use a worker-based ``DataLoader``: :class:`TensorBatches`
+datamodules therefore do **not** use a worker-based ``DataLoader``: `TensorBatches`
 slices shuffled mini-batches straight out of tensors that sit on the training device (the
 GPU when training there), with a seeded ``torch.Generator`` so that the batch order is
 reproducible. Lightning accepts any iterable of batches as a "dataloader". Pass
@@ -15,12 +15,12 @@ does for a ``DataLoader``.
 
 Data sets:
 
-- :class:`DigitsDataModule`: scikit-learn's bundled 8x8 handwritten digits (offline).
-- :class:`MNISTDataModule`: MNIST from the four standard IDX files (read by :func:`read_idx`).
-- :class:`HeteroscedasticDataModule`: synthetic 1-D regression with a known mean and a known,
+- `DigitsDataModule`: scikit-learn's bundled 8x8 handwritten digits (offline).
+- `MNISTDataModule`: MNIST from the four standard IDX files (read by `read_idx`).
+- `HeteroscedasticDataModule`: synthetic 1-D regression with a known mean and a known,
   input-dependent noise level.
-- :class:`DiabetesDataModule`: scikit-learn's bundled diabetes regression data (real data).
-- :func:`load_blood_pressure` and :class:`BloodPressureDataModule`: age and systolic blood
+- `DiabetesDataModule`: scikit-learn's bundled diabetes regression data (real data).
+- `load_blood_pressure` and `BloodPressureDataModule`: age and systolic blood
   pressure of 33 women, shipped inside this package.
 """
 
@@ -71,7 +71,7 @@ class TensorBatches:
         rank: this process's rank under distributed training.
         world_size: number of processes; each keeps every ``world_size``-th example.
 
-    Example:
+    Examples:
         >>> batches = TensorBatches(torch.arange(10.0), torch.arange(10), batch_size=4)
         >>> [len(xb) for xb, _ in batches]
         [4, 4, 2]
@@ -151,13 +151,13 @@ class TensorBatches:
 class TensorDataModule(pl.LightningDataModule):
     """Base class: a data set held as tensors, split into train / val / test.
 
-    Subclasses implement :meth:`load`, returning a dict with keys ``"train"``, ``"val"``,
+    Subclasses implement `load`, returning a dict with keys ``"train"``, ``"val"``,
     ``"test"`` mapping to ``(x, y)`` tensor pairs (``"val"``/``"test"`` may be missing).
 
     Args:
         batch_size: training batch size (validation and test use ``eval_batch_size``).
         seed: seed of the training batch order (and of any random split or synthetic data).
-        batching: ``"memory"`` (default; :class:`TensorBatches` on the training device) or
+        batching: ``"memory"`` (default; `TensorBatches` on the training device) or
             ``"dataloader"`` (a standard ``DataLoader`` over a ``TensorDataset``).
         eval_batch_size: batch size for validation/test/predict; ``None`` = one batch of
             up to 4096 examples.
@@ -304,7 +304,7 @@ class DigitsDataModule(TensorDataModule):
         test_fraction: fraction of images in the test split.
         split_seed: seed of the fixed split.
         n_train: keep only the first ``n_train`` training images (for quick runs).
-        batching: ``"memory"`` or ``"dataloader"`` (see :class:`TensorDataModule`).
+        batching: ``"memory"`` or ``"dataloader"`` (see `TensorDataModule`).
         eval_batch_size: batch size of validation/test.
         num_workers: ``DataLoader`` workers (``batching="dataloader"`` only).
     """
@@ -562,8 +562,8 @@ class HeteroscedasticDataModule(TensorDataModule):
 
     \\[ \\mu(x) = \\sin(1.5x) + 0.3x, \\qquad \\sigma(x) = 0.1 + 0.1\\,(x + 2)^{1.5}, \\]
 
-    so the noise grows from 0.1 at the left edge to 0.9 at the right. :meth:`true_mean`
-    and :meth:`true_sigma` give the truth, to compare a fitted heteroscedastic head with.
+    so the noise grows from 0.1 at the left edge to 0.9 at the right. `true_mean`
+    and `true_sigma` give the truth, to compare a fitted heteroscedastic head with.
 
     Args:
         n_train: training examples.
@@ -622,8 +622,8 @@ class DiabetesDataModule(TensorDataModule):
     The ten baseline variables (age, sex, body-mass index, average blood pressure and six
     blood serum measurements) are standardised with the training statistics; the target is a
     quantitative measure of disease progression one year after baseline (25..346), optionally
-    standardised (``standardize_target=True``; then :attr:`target_mean` and
-    :attr:`target_std` convert predictions back to the original units).
+    standardised (``standardize_target=True``; then `target_mean` and
+    `target_std` convert predictions back to the original units).
 
     Source: B. Efron, T. Hastie, I. Johnstone, R. Tibshirani, "Least Angle Regression",
     *Annals of Statistics* 32(2), 2004; shipped with scikit-learn as
@@ -704,11 +704,11 @@ def load_blood_pressure(dtype: torch.dtype = torch.float64) -> tuple[torch.Tenso
 
 
 class BloodPressureDataModule(TensorDataModule):
-    """The 33 blood-pressure measurements (see :func:`load_blood_pressure`) for Lightning.
+    """The 33 blood-pressure measurements (see `load_blood_pressure`) for Lightning.
 
     All 33 women form the training split (there is no held-out data: the point of the
     example is the likelihood of the data at hand). Input: age, optionally standardised
-    (``x = (age - age_mean) / age_std``, with :attr:`age_mean` and :attr:`age_std`);
+    (``x = (age - age_mean) / age_std``, with `age_mean` and `age_std`);
     target: sbp in mmHg.
 
     Args:

@@ -6,7 +6,7 @@ targets, i.e. minimises the negative log-likelihood
 
 \\[ \\mathrm{NLL} = -\\frac{1}{N} \\sum_{i=1}^N \\log p(y_i \\mid x_i), \\]
 
-which :func:`nll` computes as ``-dist.log_prob(y).mean()`` -- no hand-written loss formulas.
+which `nll` computes as ``-dist.log_prob(y).mean()`` -- no hand-written loss formulas.
 
 Every head takes ``in_features`` features per example. By default that is exactly the
 number of distribution parameters it needs (``head.n_params``: 10 logits for 10 classes, a
@@ -19,21 +19,18 @@ likelihood cannot run off to infinity on a single point.
 
 Because the parameters are valid by construction, the distributions are built with
 ``validate_args=False`` (no per-step constraint checks). The checks that matter are done
-once, with clear messages: the feature width in :meth:`Head.forward` and the targets in
-:func:`nll` / :func:`check_targets`. Non-finite features (a diverged network) give a NaN
-loss, which :class:`block4.callbacks.FiniteLossGuard` reports with its epoch and step.
+once, with clear messages: the feature width in `Head.forward` and the targets in
+`nll` / `check_targets`. Non-finite features (a diverged network) give a NaN
+loss, which [`FiniteLossGuard`][block4.callbacks.FiniteLossGuard] reports with its epoch and step.
 
-=========================  =========================  ===================  ==================
-head                       distribution               ``n_params``         targets
-=========================  =========================  ===================  ==================
-``CategoricalHead(K)``     ``Categorical(logits)``    ``K``                ints in [0, K)
-``GaussianHead()``         ``Normal(mu, sigma)``      1 (sigma learned     real numbers
-                                                      or fixed)
-``GaussianHead(True)``     ``Normal(mu(x), s(x))``    2                    real numbers
-``PoissonHead()``          ``Poisson(exp(f))``        1                    counts 0, 1, 2, ...
-``StudentTHead()``         ``StudentT(df, mu, s(x))`` 2                    real numbers
-``MixtureGaussianHead(K)`` mixture of K Normals       3K                   real numbers
-=========================  =========================  ===================  ==================
+| head | distribution | `n_params` | targets |
+| --- | --- | --- | --- |
+| `CategoricalHead(K)` | `Categorical(logits)` | `K` | class indices in [0, K) |
+| `GaussianHead()` | `Normal(mu(x), sigma)` | 1 (sigma learned or fixed) | real numbers |
+| `GaussianHead(heteroscedastic=True)` | `Normal(mu(x), sigma(x))` | 2 | real numbers |
+| `PoissonHead()` | `Poisson(exp(f(x)))` | 1 | counts 0, 1, 2, ... |
+| `StudentTHead()` | `StudentT(df, mu(x), s(x))` | 2 | real numbers |
+| `MixtureGaussianHead(K)` | mixture of K Normals | 3K | real numbers |
 
 This module does not import Lightning.
 """
@@ -76,12 +73,12 @@ def _inverse_softplus(y: float) -> float:
 class Head(nn.Module):
     """Base class of the heads: checks the feature width, then builds the distribution.
 
-    Subclasses set :attr:`n_params` and :attr:`param_names` and implement
-    :meth:`distribution`.
+    Subclasses set `n_params` and `param_names` and implement
+    `distribution`.
 
     Attributes:
         n_params: number of distribution parameters per example.
-        in_features: width of the features :meth:`forward` accepts.
+        in_features: width of the features `forward` accepts.
         proj: ``nn.Linear(in_features, n_params)`` if the head owns a projection, else
             ``nn.Identity``.
     """
@@ -146,7 +143,7 @@ class CategoricalHead(Head):
         n_classes: number of classes ``K`` (>= 2).
         in_features: if given, the head owns a linear layer ``in_features -> K``.
 
-    Example:
+    Examples:
         >>> head = CategoricalHead(3)
         >>> dist = head(torch.zeros(2, 3))
         >>> dist.probs[0]
@@ -436,14 +433,14 @@ def nll(dist: D.Distribution, y: torch.Tensor, validate: bool = True) -> torch.T
 
     Args:
         dist: the predictive distribution (e.g. the output of a head).
-        y: one target per example; see :func:`check_targets`.
-        validate: run :func:`check_targets` first (clear errors instead of silent broadcasting
+        y: one target per example; see `check_targets`.
+        validate: run `check_targets` first (clear errors instead of silent broadcasting
             or a cryptic support error). Costs a few microseconds per call.
 
     Returns:
         A scalar tensor (differentiable with respect to the distribution's parameters).
 
-    Example:
+    Examples:
         >>> dist = GaussianHead(sigma=20.0)(torch.tensor([[111.0]]))
         >>> round(float(torch.exp(-nll(dist, torch.tensor([131.0])))), 5)  # f(131; 111, 20)
         0.0121
@@ -453,7 +450,7 @@ def nll(dist: D.Distribution, y: torch.Tensor, validate: bool = True) -> torch.T
     return -dist.log_prob(y).mean()
 
 
-#: Head names accepted by :func:`make_head`.
+#: Head names accepted by `make_head`.
 HEADS: dict[str, type[Head]] = {
     "categorical": CategoricalHead,
     "gaussian": GaussianHead,
@@ -474,7 +471,7 @@ def make_head(name: str, **options: object) -> Head:
     Raises:
         ValueError: for an unknown name, or an option the head does not take.
 
-    Example:
+    Examples:
         >>> make_head("mixture", n_components=2).n_params
         6
     """

@@ -1,6 +1,6 @@
 """The MLP builder behind every network of the course.
 
-:func:`mlp` builds a multi-layer perceptron whose hidden layers are *named*, so that callbacks
+`mlp` builds a multi-layer perceptron whose hidden layers are *named*, so that callbacks
 and figures can address them::
 
     MLP(
@@ -10,7 +10,7 @@ and figures can address them::
       (head): Linear(width -> out_features)
     )
 
-Each :class:`HiddenBlock` has three children, always present so that code can rely on them:
+Each `HiddenBlock` has three children, always present so that code can rely on them:
 
 - ``linear``: the affine map (``nn.Linear``),
 - ``norm``: ``nn.BatchNorm1d``, ``nn.LayerNorm`` or ``nn.Identity``,
@@ -43,7 +43,7 @@ __all__ = [
     "mlp",
 ]
 
-#: Activation names accepted by :func:`mlp`, mapped to their ``torch.nn`` classes.
+#: Activation names accepted by `mlp`, mapped to their ``torch.nn`` classes.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -53,10 +53,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "identity": nn.Identity,
 }
 
-#: Normalisation choices accepted by :func:`mlp` (``None`` means no normalisation).
+#: Normalisation choices accepted by `mlp` (``None`` means no normalisation).
 NORMS: tuple[str | None, ...] = (None, "batch", "layer")
 
-#: Initialisation schemes accepted by :func:`mlp`.
+#: Initialisation schemes accepted by `mlp`.
 #:
 #: - ``"default"``: PyTorch's own ``nn.Linear`` init (uniform, scaled by ``1/sqrt(fan_in)``;
 #:   its variance is a third of He's, so deep ReLU stacks shrink their signal layer by layer).
@@ -86,7 +86,7 @@ def make_activation(name: str) -> nn.Module:
     """Return a fresh activation module for ``name``.
 
     Args:
-        name: one of :data:`ACTIVATIONS` (``sigmoid, tanh, relu, leaky_relu, gelu, identity``).
+        name: one of `ACTIVATIONS` (``sigmoid, tanh, relu, leaky_relu, gelu, identity``).
 
     Raises:
         ValueError: if ``name`` is not a supported activation.
@@ -146,7 +146,7 @@ class HiddenBlock(nn.Module):
 class MLP(nn.Sequential):
     """A multi-layer perceptron: hidden blocks ``block0 .. block{depth-1}`` and a ``head``.
 
-    Build it with :func:`mlp`. It is an ``nn.Sequential``, so ``model[:-1]`` is the feature
+    Build it with `mlp`. It is an ``nn.Sequential``, so ``model[:-1]`` is the feature
     extractor (all hidden blocks) and ``model.head`` the final linear layer.
 
     Attributes:
@@ -157,7 +157,7 @@ class MLP(nn.Sequential):
         activation: activation name.
         norm: normalisation name or ``None``.
         residual: whether hidden blocks of equal in/out width carry skip connections.
-        init: initialisation scheme (see :data:`INITS`).
+        init: initialisation scheme (see `INITS`).
     """
 
     def __init__(
@@ -235,7 +235,7 @@ class MLP(nn.Sequential):
         """Yield ``(name, linear)`` for every affine layer, input side first, ``head`` last.
 
         Names are ``"block0"``, ``"block1"``, ... and ``"head"``; these are the layer names
-        used by :class:`block4.callbacks.GradientFlowMonitor`.
+        used by [`GradientFlowMonitor`][block4.callbacks.GradientFlowMonitor].
         """
         for name, block in self.hidden_blocks():
             yield name, block.linear
@@ -243,7 +243,7 @@ class MLP(nn.Sequential):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """(Re-)initialise every linear layer with the scheme in :attr:`init`."""
+        """(Re-)initialise every linear layer with the scheme in `init`."""
         gain_name = _GAIN_NAME[self.activation]
         for name, layer in self.linear_layers():
             if self.init == "default":
@@ -295,19 +295,19 @@ def mlp(
             input and output widths agree (all but ``block0`` unless
             ``in_features == width``).
         init: ``"default"`` (PyTorch's), ``"kaiming"`` (He), ``"xavier"`` (Glorot) or
-            ``"normal"`` (``N(0, init_std**2)``); see :data:`INITS`.
+            ``"normal"`` (``N(0, init_std**2)``); see `INITS`.
         bias: bias of the hidden linear layers; ``None`` (default) means "no bias when
             followed by BatchNorm, bias otherwise". The ``head`` always has a bias.
         init_std: standard deviation for ``init="normal"``.
 
     Returns:
-        An :class:`MLP` (an ``nn.Sequential`` with children ``block0 .. block{depth-1}``,
+        An `MLP` (an ``nn.Sequential`` with children ``block0 .. block{depth-1}``,
         ``head``).
 
     Raises:
         ValueError: for an unknown activation, norm or init, or a size below 1.
 
-    Example:
+    Examples:
         >>> net = mlp(64, 10, depth=2, width=32, norm="batch")
         >>> [name for name, _ in net.named_children()]
         ['block0', 'block1', 'head']

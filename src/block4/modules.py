@@ -1,7 +1,7 @@
-"""LightningModules: a body (usually :func:`block4.models.mlp`) followed by a probabilistic head.
+"""LightningModules: a body (usually [`mlp`][block4.models.mlp]) followed by a probabilistic head.
 
 Both modules compute ``dist = head(body(x))`` and train on the negative log-likelihood
-``-dist.log_prob(y).mean()`` (:func:`block4.heads.nll`). They can be built two ways:
+``-dist.log_prob(y).mean()`` ([`nll`][block4.heads.nll]). They can be built two ways:
 
 - from plain hyperparameters, which is what LightningCLI and checkpoints need::
 
@@ -51,7 +51,7 @@ def build_body(
     init: str = "default",
     bias: bool | None = None,
 ) -> nn.Module:
-    """An :func:`~block4.models.mlp`, or a single ``nn.Linear`` when ``depth == 0``.
+    """An [`mlp`][block4.models.mlp], or a single ``nn.Linear`` when ``depth == 0``.
 
     ``depth=0`` gives a (generalised) linear model: with a Gaussian head of learned sigma,
     maximising the likelihood is ordinary least squares.
@@ -64,15 +64,27 @@ def build_body(
 
 
 class ProbabilisticModule(pl.LightningModule):
-    """Shared machinery of :class:`Classifier` and :class:`ProbabilisticRegressor`.
+    """Shared machinery of `Classifier` and `ProbabilisticRegressor`.
 
     Attributes:
         body: the feature extractor.
-        head: the :class:`~block4.heads.Head` mapping features to a distribution.
+        head: the [`Head`][block4.heads.Head] mapping features to a distribution.
     """
 
     body: nn.Module
     head: Head
+
+    # Lightning sets ``_current_fx_name`` on the module around every hook call (about 45 times
+    # per training step); ``nn.Module.__setattr__`` spends ~2 us on each, checking whether the
+    # value is a parameter, buffer or submodule. These attributes are never any of those, so
+    # they are stored directly -- the same result, a measurable share of the per-step overhead.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_train_loss_sum", "_train_count"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ProbabilisticModule._PLAIN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def _init_common(
         self,
@@ -168,7 +180,7 @@ def _check_head_input(head: Head, body_out_features: int | None) -> Head:
 
 
 class Classifier(ProbabilisticModule):
-    """Body + :class:`~block4.heads.CategoricalHead`, trained on the NLL (cross-entropy).
+    """Body + [`CategoricalHead`][block4.heads.CategoricalHead], trained on the NLL (cross-entropy).
 
     Args:
         body: your own feature extractor; ``None`` builds an MLP from the hyperparameters.
@@ -176,7 +188,7 @@ class Classifier(ProbabilisticModule):
         n_classes: number of classes.
         depth: hidden layers of the MLP body (0 = a linear model, softmax regression).
         width: units per hidden layer.
-        activation: see :func:`block4.models.mlp`.
+        activation: see [`mlp`][block4.models.mlp].
         norm: ``None``, ``"batch"`` or ``"layer"``.
         residual: skip connections in the hidden blocks.
         init: ``"default"``, ``"kaiming"``, ``"xavier"`` or ``"normal"``.
@@ -190,7 +202,7 @@ class Classifier(ProbabilisticModule):
         body_out_features: width of your body's output, if it differs from ``n_classes``: the
             head then owns a linear layer ``body_out_features -> n_classes``.
 
-    Example:
+    Examples:
         >>> model = Classifier(in_features=64, n_classes=10, depth=2, width=32)
         >>> model.predict_dist(torch.zeros(3, 64)).probs.shape
         torch.Size([3, 10])
@@ -257,11 +269,11 @@ class ProbabilisticRegressor(ProbabilisticModule):
     Args:
         body: your own feature extractor; ``None`` builds an MLP from the hyperparameters.
         head: a head name (``"gaussian"``, ``"poisson"``, ``"student_t"``, ``"mixture"``) or
-            a :class:`~block4.heads.Head` instance (then not saved as a hyperparameter).
+            a [`Head`][block4.heads.Head] instance (then not saved as a hyperparameter).
         in_features: input width (MLP body).
         depth: hidden layers of the MLP body (0 = a linear model).
         width: units per hidden layer.
-        activation: see :func:`block4.models.mlp`.
+        activation: see [`mlp`][block4.models.mlp].
         norm: ``None``, ``"batch"`` or ``"layer"``.
         residual: skip connections in the hidden blocks.
         init: ``"default"``, ``"kaiming"``, ``"xavier"`` or ``"normal"``.
@@ -280,7 +292,7 @@ class ProbabilisticRegressor(ProbabilisticModule):
         body_out_features: width of your body's output if it differs from what the head
             needs: the head then owns a linear projection.
 
-    Example:
+    Examples:
         >>> model = ProbabilisticRegressor(in_features=1, head="gaussian", heteroscedastic=True)
         >>> dist = model.predict_dist(torch.zeros(4, 1))
         >>> type(dist).__name__, tuple(dist.mean.shape)
