@@ -33,8 +33,8 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## 1. Five points: likelihood, log-likelihood, NLL, cross-entropy
 #
-# Three points of class 0, two of class 1, and a logistic model \(p_1(x) = \sigma(w x + b)\)
-# written as a two-class softmax over the logits \((0, w x + b)\).
+# Three points of class 0, two of class 1, and a logistic model $p_1(x) = \sigma(w x + b)$
+# written as a two-class softmax over the logits $(0, w x + b)$.
 
 # %%
 x = torch.tensor([-2.0, -1.0, 0.6, 0.2, 1.5], dtype=torch.float64)
@@ -56,7 +56,7 @@ print(f"cross_entropy   {F.cross_entropy(logits, y):.12f}")
 # %% [markdown]
 # ## 2. The Gaussian likelihood of every woman
 #
-# The course's rounded model for the 22-year-old: \(\mu = 111\), \(\sigma = 20\). Then the
+# The course's rounded model for the 22-year-old: $\mu = 111$, $\sigma = 20$. Then the
 # least-squares line for everybody, and the likelihood of each observation under it.
 
 # %%
@@ -76,7 +76,7 @@ for i in torch.argsort(lik)[:8].tolist():
 # %% [markdown]
 # ## 3. The line by gradient descent on the NLL
 #
-# With a fixed \(\sigma\) the NLL is the mean squared error up to constants, so gradient
+# With a fixed $\sigma$ the NLL is the mean squared error up to constants, so gradient
 # descent must land on the least-squares line. Ages are standardised first (the optimiser
 # likes inputs of order one); the coefficients are mapped back at the end.
 
