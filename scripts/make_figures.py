@@ -18,4 +18,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from block4.pipeline import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(root=ROOT))
+    try:
+        sys.exit(main(root=ROOT))
+    except BrokenPipeError:  # e.g. `make_figures.py --list | head`
+        sys.stderr.close()
+        sys.exit(0)

@@ -831,6 +831,7 @@ def run_figure(
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "numbers": numbers,
         "files": files,
+        "bytes": {"light": len(light), "dark": len(dark)},
         "sha256": {
             files["light"]: hashlib.sha256(light).hexdigest(),
             files["dark"]: hashlib.sha256(dark).hexdigest(),
@@ -1079,7 +1080,25 @@ def list_table(status: dict[str, FigureStatus]) -> str:
                 st.reason,
             ]
         )
-    return _format_table(rows)
+    counts: dict[str, int] = {}
+    for st in status.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return _format_table(rows) + f"\n\n{len(status)} figures: {summary}"
+
+
+#: A light SVG larger than this gets a hint (pages load every figure in two variants).
+LARGE_SVG_BYTES = 400_000
+
+
+def _size_hint(entry: dict[str, Any]) -> str:
+    size = int(entry.get("bytes", {}).get("light", 0))
+    if size <= LARGE_SVG_BYTES:
+        return ""
+    return (
+        f" (the SVG is {size // 1000} kB: draw fewer points, or pass rasterized=True to dense "
+        "artists such as fills, images and scatter clouds)"
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
@@ -1197,7 +1216,7 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
             progress.begin(k, info, profile, [n for n, _ in todo[k - 1 :]])
         start = time.perf_counter()
         try:
-            run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
+            entry = run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
         except KeyboardInterrupt:
             if rank_zero:
                 print(
@@ -1218,7 +1237,7 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
             continue
         made.append(name)
         if rank_zero:
-            progress.end(info, time.perf_counter() - start, ok=True)
+            progress.end(info, time.perf_counter() - start, ok=True, detail=_size_hint(entry))
     if rank_zero:
         elapsed = _clock(time.perf_counter() - progress.start)
         print(
