@@ -317,6 +317,14 @@ def test_draw_graph_rejects_bad_graphs() -> None:
         draw_graph([GraphNode("a", kind="tensor")], [])
     with pytest.raises(ValueError, match="keys must be unique"):
         draw_graph([a, GraphNode("a")], [])
+    with pytest.raises(ValueError, match="not an edge"):
+        draw_graph([a, b], [("a", "b")], edge_labels={("b", "a"): "3x4"})
+
+
+def test_draw_graph_writes_edge_labels() -> None:
+    nodes = [GraphNode("x", title="x"), GraphNode("f", kind="op", title="exp"), GraphNode("y")]
+    fig = draw_graph(nodes, [("x", "f"), ("f", "y")], edge_labels={("f", "y"): "N×3"})
+    assert "N×3" in _texts(fig)
 
 
 def test_draw_lays_out_a_chain_on_one_line() -> None:

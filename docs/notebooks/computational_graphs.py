@@ -84,8 +84,8 @@ print(captured.code)
 
 # %%
 ShapeProp(captured).propagate(m1.detach(), m2)
-nodes, edges = fx_to_graph(captured, titles={"m1": "M1", "m2": "M2"})
-draw_graph(nodes, edges)
+nodes, edges, labels = fx_to_graph(captured, titles={"m1": "M1", "m2": "M2"})
+draw_graph(nodes, edges, edge_labels=labels)
 
 # %% [markdown]
 # ## 3. The MLP, captured twice
@@ -107,8 +107,8 @@ for node in ops.graph.nodes:
     print(f"{node.op:<14} {node.name:<11} {tuple(node.meta['tensor_meta'].shape)}  {node.kwargs}")
 
 # %%
-nodes, edges = fx_to_graph(ops, batch="N")
-draw_graph(nodes, edges, scale=0.6)
+nodes, edges, labels = fx_to_graph(ops, batch="N", tensors_on_edges=True)
+draw_graph(nodes, edges, edge_labels=labels, scale=0.6)
 
 # %% [markdown]
 # `torch.compile` captures a graph on the first call and hands it to a backend. This backend

@@ -460,7 +460,7 @@ class GraphNode:
             with ``title`` and, below it, ``value`` and ``grad`` lines).
         title: the op symbol, or the name of a value (may be empty).
         value: the forward value as text, drawn in the forward colour (values only).
-        grad: the gradient as text, drawn in the backward colour (values only).
+        grad: the gradient as text (e.g. ``"grad -4"``), drawn in the backward colour.
         note: an extra grey line (a shape, a parameter count, ...).
     """
 
@@ -482,6 +482,7 @@ def draw(
     *,
     show_grad: bool | None = None,
     fmt: str = "{:.4g}",
+    grad_prefix: str = "grad ",
     title: str | None = None,
     ax: Axes | None = None,
 ) -> Figure:
@@ -495,6 +496,8 @@ def draw(
         root: the output value.
         show_grad: show gradients; by default, whenever a backward pass reached the graph.
         fmt: format of the numbers.
+        grad_prefix: written before each gradient (``""`` makes wide graphs narrower; the
+            colour still tells gradients from values).
         title: an optional title above the graph.
         ax: draw into these axes instead of a new figure.
 
@@ -513,7 +516,7 @@ def draw(
                 kind="value",
                 title=n.label,
                 value=_fmt(n.data, fmt),
-                grad=_fmt(n.grad, fmt) if show_grad else None,
+                grad=grad_prefix + _fmt(n.grad, fmt) if show_grad else None,
             )
         )
         if not n.is_leaf:
@@ -653,6 +656,7 @@ def draw_graph(
     title: str | None = None,
     ax: Axes | None = None,
     scale: float = 0.8,
+    edge_labels: dict[tuple[Any, Any], str] | None = None,
 ) -> Figure:
     """Draw a small directed acyclic graph in layers from left to right.
 
@@ -667,6 +671,9 @@ def draw_graph(
         title: an optional title.
         ax: draw into these axes instead of a new figure (their aspect is set to equal).
         scale: inches per layout unit (one row) when a new figure is made.
+        edge_labels: text written along some edges, by ``(from_key, to_key)``, in the
+            forward colour: the tensor an edge carries (its shape, say) when the graph has
+            no value node for it.
 
     Returns:
         The matplotlib Figure.
@@ -697,6 +704,10 @@ def draw_graph(
             f"draw_graph: {len(nodes)} nodes are too many to read in one drawing "
             f"(at most {_MAX_DRAWN_NODES}); draw a smaller part of the graph"
         )
+    edge_labels = dict(edge_labels or {})
+    for edge in edge_labels:
+        if edge not in edges:
+            raise ValueError(f"draw_graph: edge_labels names {edge!r}, which is not an edge")
     keys = [n.key for n in nodes]
     col = _layers(keys, edges)
     row = _rows(keys, edges, col)
@@ -711,7 +722,7 @@ def draw_graph(
         if n.value is not None:
             lines.append((n.value, ROLE["forward"], "normal"))
         if n.grad is not None:
-            lines.append((f"grad {n.grad}", ROLE["backward"], "normal"))
+            lines.append((n.grad, ROLE["backward"], "normal"))
         if n.note:
             lines.append((n.note, _NOTE, "normal"))
         return lines
@@ -731,9 +742,14 @@ def draw_graph(
     col_w = [0.0] * ncols
     for k in keys:
         col_w[col[k]] = max(col_w[col[k]], sizes[k][0])
+    label_size = 8.0
+    gap = [0.4] * ncols  # room for the arrows after each column, and for their labels
+    for (a, b), text in edge_labels.items():
+        if col[b] == col[a] + 1:
+            gap[col[a]] = max(gap[col[a]], _text_width(text, label_size) * unit + 0.25)
     col_x = [0.0] * ncols
-    for c in range(1, ncols):  # a column is as wide as its widest node, plus room for arrows
-        col_x[c] = col_x[c - 1] + (col_w[c - 1] + col_w[c]) / 2 + 0.4
+    for c in range(1, ncols):  # a column is as wide as its widest node
+        col_x[c] = col_x[c - 1] + (col_w[c - 1] + col_w[c]) / 2 + gap[c - 1]
     xs = {k: col_x[col[k]] for k in keys}
     ys = {k: -row[k] * 1.0 for k in keys}
     left, right = -col_w[0] / 2 - 0.05, col_x[-1] + col_w[-1] / 2 + 0.05
@@ -759,6 +775,7 @@ def draw_graph(
         # In axes smaller than the graph's natural size, shrink the text with the drawing.
         shrink = min(1.0, _fit(ax, right - left, top - bottom) / scale) if given_ax else 1.0
         value_size, op_size = value_size * shrink, op_size * shrink
+        label_size *= shrink
 
         for n in nodes:
             x, y = xs[n.key], ys[n.key]
@@ -828,6 +845,17 @@ def draw_graph(
                     shrinkB=1,
                 )
             )
+            if (a, b) in edge_labels and i == 0:
+                (xa, ya), (xb, yb) = port(a, +1), port(b, -1)
+                ax.text(
+                    (xa + xb) / 2,
+                    (ya + yb) / 2 + 0.05,
+                    edge_labels[(a, b)],
+                    ha="center",
+                    va="bottom",
+                    color=ROLE["forward"],
+                    fontsize=label_size,
+                )
     return fig
 
 

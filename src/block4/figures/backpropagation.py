@@ -127,7 +127,10 @@ def backprop_sigmoid_gate(
         (f_ops, "elementary operations: ×, +, −x, exp, +1, 1/x"),
         (f_gate, "one sigmoid gate σ, local gradient σ(s)(1 − σ(s))"),
     ]
-    fig, axes = _stacked_panels(panels, fmt="{:.2f}")
+    fig, axes = _stacked_panels(panels, fmt="{:.2f}", grad_prefix="")
+    fig.suptitle("")  # the key below replaces the word "grad" in every box
+    key = "each box: value (forward, blue) over gradient ∂f/∂node (backward, orange)"
+    fig.text(0.5, 0.005, key, ha="center", va="bottom", fontsize=9, color="#222222")
     s = w0 * x0 + w1 * x1 + w2
     numbers: dict[str, float] = dict(w0=w0, x0=x0, w1=w1, x1=x1, w2=w2)
     numbers |= {"s": s, "f": f_gate.data, "local": f_gate.data * (1 - f_gate.data)}
@@ -147,20 +150,24 @@ def backprop_sigmoid_gate(
     return fig, numbers
 
 
-def _stacked_panels(panels: list[tuple[Value, str]], fmt: str):
+def _stacked_panels(panels: list[tuple[Value, str]], fmt: str, grad_prefix: str = "grad "):
     """Graphs one above the other, each at its natural size (text never outgrows its box)."""
     sizes = []
     for root, title in panels:
-        probe = draw(root, fmt=fmt, title=title)
+        probe = draw(root, fmt=fmt, grad_prefix=grad_prefix, title=title)
         sizes.append(probe.get_size_inches())
         plt.close(probe)
     width = max(w for w, _ in sizes)
     heights = [h for _, h in sizes]
     fig, axes = subplots(
-        len(panels), 1, width=width, height=sum(heights), gridspec_kw={"height_ratios": heights}
+        len(panels),
+        1,
+        width=width,
+        height=sum(heights) + 0.25,
+        gridspec_kw={"height_ratios": heights},
     )
     for ax, (root, title) in zip(axes, panels, strict=True):
-        draw(root, ax=ax, fmt=fmt, title=title)
+        draw(root, ax=ax, fmt=fmt, grad_prefix=grad_prefix, title=title)
     return fig, axes
 
 

@@ -104,24 +104,34 @@ def fx_to_graph(
     values: dict[str, torch.Tensor] | None = None,
     batch: str | None = None,
     titles: dict[str, str] | None = None,
-) -> tuple[list[GraphNode], list[tuple[Any, Any]]]:
-    """Turn a shape-propagated fx graph into :class:`~block4.autograd.GraphNode` s and edges.
+    tensors_on_edges: bool = False,
+) -> tuple[list[GraphNode], list[tuple[Any, Any]], dict[tuple[Any, Any], str]]:
+    """Turn a shape-propagated fx graph into the arguments of :func:`~block4.autograd.draw_graph`.
 
-    Every tensor (input, parameter, intermediate result) becomes a value node showing its
-    shape, and its contents where ``values`` has them; every operation becomes an op node.
-    Python numbers used as operands (the ``10`` of ``10 * x``) become constant value nodes.
+    Every operation becomes an op node; inputs and parameters become value nodes showing
+    their shape (and their contents where ``values`` has them). Python numbers used as
+    operands (the ``10`` of ``10 * x``) become constant value nodes. The result of each
+    operation is either a value node of its own or, with ``tensors_on_edges``, a label with
+    its shape on the edges that carry it (a more compact drawing of long chains).
 
     Args:
         gm: the traced module, after ``ShapeProp``.
         values: tensor contents by fx node name, shown in the forward colour.
         batch: a symbol for the batch dimension (e.g. ``"N"``), replacing the first dimension.
-        titles: display names by fx node name.
+        titles: display names by fx node name (``"output"`` names the graph's result).
+        tensors_on_edges: label edges with the shapes of intermediate results instead of
+            drawing a value node for each.
+
+    Returns:
+        ``(nodes, edges, edge_labels)``.
     """
     values = values or {}
     titles = titles or {}
     nodes: list[GraphNode] = []
     edges: list[tuple[Any, Any]] = []
-    tensor_of: dict[str, str] = {}  # fx node name -> key of the value node carrying its output
+    labels: dict[tuple[Any, Any], str] = {}
+    tensor_of: dict[str, str] = {}  # fx node name -> key of the node its output leaves from
+    shape_of: dict[str, str] = {}  # fx node name -> shape text of its output
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "get_attr"):
             is_param = node.op == "get_attr"
@@ -136,15 +146,22 @@ def fx_to_graph(
             nodes.append(GraphNode(key=op_key, kind="op", title=_op_title(node)))
             for i, arg in enumerate(node.args):
                 if isinstance(arg, fx.Node):
-                    edges.append((tensor_of[arg.name], op_key))
+                    edge = (tensor_of[arg.name], op_key)
+                    edges.append(edge)
+                    if tensors_on_edges and arg.name in shape_of:
+                        labels[edge] = shape_of[arg.name]
                 elif isinstance(arg, (int, float)) and node.op == "call_function":
                     const_key = f"const:{node.name}:{i}"
                     nodes.append(
                         GraphNode(key=const_key, title="", value=f"{arg:g}", note="constant")
                     )
                     edges.append((const_key, op_key))
-            out_key = f"out:{node.name}"
             shape = _shape_text(node, batch)
+            if tensors_on_edges:
+                tensor_of[node.name] = op_key
+                shape_of[node.name] = shape
+                continue
+            out_key = f"out:{node.name}"
             value = _tensor_text(values[node.name]) if node.name in values else None
             nodes.append(
                 GraphNode(
@@ -156,7 +173,14 @@ def fx_to_graph(
             )
             edges.append((op_key, out_key))
             tensor_of[node.name] = out_key
-    return nodes, edges
+        elif node.op == "output" and tensors_on_edges:
+            (result,) = [a for a in node.args if isinstance(a, fx.Node)] or [None]
+            if result is not None and result.name in shape_of:
+                out_key = f"out:{result.name}"
+                title = titles.get("output", "output")
+                nodes.append(GraphNode(key=out_key, title=title, value=shape_of[result.name]))
+                edges.append((tensor_of[result.name], out_key))
+    return nodes, edges, labels
 
 
 @figure("graph_matmul_product", chapter="computational-graphs", params={"scale": 10.0})
@@ -177,7 +201,7 @@ def graph_matmul_product(ctx: FigureContext, scale: float):
             values[node.name] = node.target(*args)
     out = values["mul"]
     assert float(out) == float(product(m1, m2))
-    nodes, edges = fx_to_graph(
+    nodes, edges, _ = fx_to_graph(
         gm, values=values, titles={"m1": "M1", "m2": "M2", "matmul": "M1 @ M2", "mul": "product"}
     )
     fig = draw_graph(nodes, edges, scale=0.9)
@@ -209,8 +233,9 @@ def graph_mlp_captured(ctx: FigureContext, p_drop: float):
         for i, n in enumerate(params)
     }
     titles["input_1"] = "images"
-    nodes, edges = fx_to_graph(gm, batch="N", titles=titles)
-    fig = draw_graph(nodes, edges, scale=0.75)
+    titles["output"] = "probabilities"
+    nodes, edges, labels = fx_to_graph(gm, batch="N", titles=titles, tensors_on_edges=True)
+    fig = draw_graph(nodes, edges, edge_labels=labels, scale=0.8)
     module_level = fx.symbolic_trace(model)
     n_ops = sum(1 for n in nodes if n.kind == "op")
     return fig, {
