@@ -88,3 +88,17 @@ def test_math_assets_are_in_the_repository(root: Path, src: str) -> None:
     assert (root / src).is_file()
     fonts = list((root / "docs/javascripts/vendor/katex/fonts").glob("*.woff2"))
     assert len(fonts) >= 15
+
+
+def test_notebook_toc_entries_follow_headings_with_code() -> None:
+    from mkdocs.structure.toc import AnchorLink
+
+    toc = [AnchorLink("2. Capturing with", "2-capturing-with", 2), AnchorLink("Kept", "kept", 2)]
+    html = (
+        '<h2 id="2-capturing-with-torchfx">2. Capturing with <code>torch.fx</code>'
+        '<a class="anchor-link" href="#2-capturing-with-torchfx">¶</a></h2><h2 id="kept">Kept</h2>'
+    )
+    site_hooks.repair_notebook_toc(html, toc)
+    assert toc[0].id == "2-capturing-with-torchfx"
+    assert toc[0].title == "2. Capturing with torch.fx"
+    assert toc[1].id == "kept"

@@ -22,6 +22,11 @@ also works inside Jupyter); MkDocs does not rewrite them on notebook pages, so t
 each relative link to a documentation file becomes that page's URL, and a link to a file that
 does not exist gets a warning.
 
+mkdocs-jupyter builds a notebook's table of contents from its own Markdown export, whose heading
+slugs drop inline code (``## Capturing with `torch.fx` `` becomes ``#capturing-with``) while the
+page's headings keep it (``#capturing-with-torchfx``). The hook points such entries at the real
+heading and gives them its full title.
+
 mkdocs-material, given a ``repo_url``, asks the GitHub API for the repository's stars and forks
 on every page load. The repository link stays; the hook only unmarks it as the ``source``
 component, so the theme never makes that request.
@@ -31,6 +36,7 @@ Registered in ``mkdocs.yml`` under ``hooks:``.
 
 from __future__ import annotations
 
+import html as html_lib
 import logging
 import posixpath
 import re
@@ -95,6 +101,28 @@ def rewrite_notebook_links(html: str, page, files) -> str:
     return _HREF.sub(replace, html)
 
 
+_HEADING = re.compile(r'<h([1-6]) id="([^"]+)"[^>]*>(.*?)</h\1>', re.S)
+
+
+def repair_notebook_toc(html: str, toc) -> None:
+    """Point table-of-contents entries whose anchor is missing at the heading it was cut from."""
+    headings = {}
+    for _, anchor, inner in _HEADING.findall(html):
+        inner = re.sub(r'<a class="anchor-link".*?</a>', "", inner, flags=re.S)
+        headings[anchor] = html_lib.unescape(re.sub(r"<[^>]+>", "", inner)).strip()
+
+    def walk(items) -> None:
+        for item in items:
+            if item.id not in headings:
+                matches = [anchor for anchor in headings if anchor.startswith(item.id)]
+                if len(matches) == 1:
+                    item.id = matches[0]
+                    item.title = headings[matches[0]]
+            walk(item.children)
+
+    walk(toc)
+
+
 def strip_notebook_cdn_assets(html: str) -> str:
     """Remove the MathJax 2 loader and the CDN mermaid import from a notebook's HTML."""
     html = _MATHJAX2.sub("", html)
@@ -115,6 +143,7 @@ def on_page_content(html, page, config, files):  # noqa: ARG001 - MkDocs hook si
     if "jupyter-wrapper" in html:
         html = strip_notebook_cdn_assets(html)
         html = rewrite_notebook_links(html, page, files)
+        repair_notebook_toc(html, page.toc)
         for line in notebook_backslash_math(page.file.abs_src_path):
             log.warning(
                 "%s: write notebook math as $...$ or $$...$$; Jupyter's markdown drops the "
