@@ -734,6 +734,15 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def _reset_torch_globals() -> None:
+    """Undo process-wide settings an earlier figure may have changed (figures share a process)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    torch.set_default_dtype(torch.float32)
+    torch.set_grad_enabled(True)
+
+
 def _quiet_lightning() -> None:
     import logging
     import warnings
@@ -786,6 +795,7 @@ def run_figure(
         raise PipelineError(f"{info.module} has no function {info.function!r}")
     from block4.figures import style
 
+    _reset_torch_globals()
     _seed_everything(ctx.seed)
     start = time.perf_counter()
     with style.context():
