@@ -169,6 +169,11 @@ def test_notebook_cache_is_keyed_on_the_package_sources(tmp_path: Path) -> None:
     (project.package_dir / "unrelated.py").write_text("VALUE = 3\n")
     docs_hooks._key_notebook_cache(config, project)
     assert plugin.config["cache_dir"] != first
+    current = Path(plugin.config["cache_dir"])
+    current.mkdir(parents=True)
+    Path(first).mkdir(parents=True)
+    docs_hooks.on_post_build(config)  # caches of older package versions are removed
+    assert current.is_dir() and not Path(first).exists()
 
 
 def test_the_hook_is_wired_in_mkdocs_yml() -> None:

@@ -79,6 +79,8 @@ class _State:
     repo_url: str = ""
     branch: str = "main"
     warned: set[tuple[str, str]] = set()
+    cache_base: Path | None = None  # mkdocs-jupyter's cache folder for all package versions
+    cache_dir: Path | None = None  # ... and the one for the package as it is now
 
 
 _state = _State()
@@ -119,10 +121,7 @@ def _key_notebook_cache(config: Any, project: pipeline.Project) -> None:
     base = project.root / ".cache" / "mkdocs-jupyter"
     wanted = base / f"block4-{source_hash(project)}"
     plugin.config["cache_dir"] = str(wanted)
-    _state_cache_dirs[:] = [str(base), str(wanted)]
-
-
-_state_cache_dirs: list[str] = []
+    _state.cache_base, _state.cache_dir = base, wanted
 
 
 def on_pre_build(config: Any) -> None:
@@ -322,12 +321,11 @@ def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
 
 def on_post_build(config: Any) -> None:
     # Remove notebook caches keyed on older versions of the package.
-    if len(_state_cache_dirs) == 2:
-        base, keep = Path(_state_cache_dirs[0]), Path(_state_cache_dirs[1])
-        if base.is_dir():
-            for old in base.glob("block4-*"):
-                if old != keep and old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
+    base, keep = _state.cache_base, _state.cache_dir
+    if base is not None and base.is_dir():
+        for old in base.glob("block4-*"):
+            if old != keep and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
     stale = sorted({name for name, page in _state.warned if not page.endswith("#inline")})
     if stale:
         log.warning(
