@@ -92,6 +92,7 @@ def test_sigmoid_gate_matches_torch(ctx: FigureContext) -> None:
         assert n[f"grad_{k}"] == pytest.approx(float(t.grad), rel=1e-12)
     assert n["max_abs_difference"] < 1e-12
     assert n["local"] == pytest.approx(n["f"] * (1 - n["f"]))
+    assert n["local_from_elementary_ops"] == pytest.approx(n["local"], rel=1e-12)
     assert n["local_at_0"] == 0.25 and n["local_at_10"] < 1e-4
     assert (n["n_ops_elementary"], n["n_ops_gate"]) == (8, 5)
     assert len(fig.axes) == 2

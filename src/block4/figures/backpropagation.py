@@ -112,26 +112,30 @@ def sigmoid_neuron(w0, x0, w1, x1, w2, *, one_gate: bool) -> tuple[Value, list[V
 def backprop_sigmoid_gate(
     ctx: FigureContext, w0: float, x0: float, w1: float, x1: float, w2: float
 ):
-    """A sigmoid neuron backpropagated op by op (top) and as a single sigmoid gate (bottom).
+    """A sigmoid neuron with one sigmoid gate (a), and the gate's inside as elementary ops (b).
 
-    Numbers: the five inputs, ``s`` (the pre-activation), ``f``, ``local`` (= f (1 - f), the sigmoid gate's
-    local gradient), ``grad_<leaf>`` for the five leaves (identical in both graphs),
-    ``max_abs_difference`` between the two graphs' gradients, ``n_ops_elementary`` and
-    ``n_ops_gate``, the sigmoid's local gradient ``local_at_<x>`` at x = -10, 0, 10, and
-    ``best_case_10_layers`` (its maximum, 1/4, to the power 10).
+    Numbers: the five inputs; ``s`` (the pre-activation) and ``f``; ``local`` = f (1 - f), the
+    sigmoid gate's local gradient, and ``local_from_elementary_ops``, the same backpropagated
+    through panel (b); ``grad_<leaf>`` for the five leaves; ``max_abs_difference`` between
+    them and the gradients of the whole neuron built from elementary operations;
+    ``n_ops_elementary`` and ``n_ops_gate`` (operations in either neuron); the sigmoid's local
+    gradient ``local_at_<x>`` at x = -10, 0, 10; ``best_case_10_layers`` (1/4 to the power 10).
     """
     args = (w0, x0, w1, x1, w2)
     f_ops, leaves_ops = sigmoid_neuron(*args, one_gate=False)
     f_gate, leaves_gate = sigmoid_neuron(*args, one_gate=True)
+    # Inside the gate: the same sigmoid from elementary operations, fed by s alone.
+    s = w0 * x0 + w1 * x1 + w2
+    s_alone = Value(s, "s")
+    f_inside = 1 / (1 + (-s_alone).exp())
+    f_inside.backward()
     panels = [
-        (f_ops, "elementary operations: ×, +, −x, exp, +1, 1/x"),
-        (f_gate, "one sigmoid gate σ, local gradient σ(s)(1 − σ(s))"),
+        (f_gate, "(a) the neuron with one sigmoid gate σ"),
+        (f_inside, "(b) inside the gate: σ(s) = 1 / (1 + exp(−s)) from elementary operations"),
     ]
     fig, axes = _stacked_panels(panels, fmt="{:.2f}", grad_prefix="")
-    fig.suptitle("")  # the key below replaces the word "grad" in every box
     key = "each box: value (forward, blue) over gradient ∂f/∂node (backward, orange)"
     fig.text(0.5, 0.005, key, ha="center", va="bottom", fontsize=9, color="#222222")
-    s = w0 * x0 + w1 * x1 + w2
     numbers: dict[str, float] = dict(w0=w0, x0=x0, w1=w1, x1=x1, w2=w2)
     numbers |= {"s": s, "f": f_gate.data, "local": f_gate.data * (1 - f_gate.data)}
     for leaf in leaves_gate:
@@ -139,6 +143,7 @@ def backprop_sigmoid_gate(
     numbers["max_abs_difference"] = max(
         abs(a.grad - b.grad) for a, b in zip(leaves_ops, leaves_gate, strict=True)
     )
+    numbers["local_from_elementary_ops"] = s_alone.grad
     numbers["n_ops_elementary"] = sum(1 for n in _nodes(f_ops) if not n.is_leaf)
     numbers["n_ops_gate"] = sum(1 for n in _nodes(f_gate) if not n.is_leaf)
     for at, key in ((-10.0, "m10"), (0.0, "0"), (10.0, "10")):

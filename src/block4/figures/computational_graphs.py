@@ -29,7 +29,7 @@ def product(m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
 
 # --8<-- [start:mlp]
 def mnist_mlp(p_drop: float = 0.2) -> nn.Sequential:
-    """The chapter's MNIST-style MLP: 28x28 image -> 512 ReLUs -> 10 probabilities."""
+    """The chapter's MLP: 28x28 image -> 512 ReLUs -> 10 probabilities."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(28 * 28, 512),
