@@ -352,6 +352,7 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
         color=PALETTE[6],
         ms=2,
         alpha=0.35,
+        rasterized=True,
         label="training data",
     )
     x_np = xs[:, 0].numpy()
@@ -531,6 +532,7 @@ def poisson_counts(ctx: FigureContext, level: float):
             color=PALETTE[6],
             ms=2,
             alpha=0.4,
+            rasterized=True,
             label="counts (jittered)",
         )
         ax.fill_between(
@@ -590,16 +592,16 @@ def mixture_density(ctx: FigureContext, x_probe: float):
     x, y = out["train"]
     x_test, y_test = out["test"]
     mdn, gauss = out["mixture"], out["gaussian"]
-    xs = torch.linspace(float(x.min()), float(x.max()), 300)[:, None]
-    ys = torch.linspace(-0.1, 1.1, 300)
+    xs = torch.linspace(float(x.min()), float(x.max()), 160)[:, None]
+    ys = torch.linspace(-0.1, 1.1, 160)
     g = gauss.predict_dist(xs)
     m = mdn.predict_dist(xs)
     density = m.log_prob(ys[:, None].expand(-1, len(xs))).exp()  # (len(ys), len(xs))
 
     fig, (ax_g, ax_m, ax_p) = subplots(1, 3, width=12.0, height=3.8)
     show = slice(0, 1500)
-    ax_g.plot(x[show, 0], y[show], ".", color=PALETTE[6], ms=2, alpha=0.35)
-    ax_m.plot(x[:400, 0], y[:400], ".", color=PALETTE[4], ms=1.5, alpha=0.5)
+    ax_g.plot(x[show, 0], y[show], ".", color=PALETTE[6], ms=2, alpha=0.35, rasterized=True)
+    ax_m.plot(x[:400, 0], y[:400], ".", color=PALETTE[4], ms=1.5, alpha=0.5, rasterized=True)
     for ax in (ax_g, ax_m):
         ax.set_xlabel("input x")
         ax.set_ylim(-0.1, 1.1)
@@ -628,7 +630,7 @@ def mixture_density(ctx: FigureContext, x_probe: float):
         origin="lower",
         aspect="auto",
         extent=(float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1])),
-        interpolation="bilinear",
+        interpolation="none",  # embedded at its own 160 x 160 resolution; browsers smooth it
     )
     ax_m.axvline(x_probe, color=PALETTE[4], lw=1.2, ls="--")
     ax_m.set_title("(b) mixture head: p(y | x), each column scaled")
