@@ -337,3 +337,12 @@ def test_draw_lays_out_a_chain_on_one_line() -> None:
         if t.get_text() in {"tanh", "exp", "log", "σ"}
     }
     assert len(ys) == 1
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import block4.autograd
+
+    result = doctest.testmod(block4.autograd)
+    assert result.attempted >= 5 and result.failed == 0
