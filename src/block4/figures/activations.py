@@ -48,6 +48,7 @@ _FUNCTIONS = {
 }
 
 
+# --8<-- [start:derivative]
 def activation_and_derivative(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(f(x), f'(x))`` for the activation ``name``, the derivative from autograd.
 
@@ -69,8 +70,11 @@ def activation_and_derivative(name: str, x: torch.Tensor) -> tuple[torch.Tensor,
         )
     x = x.detach().clone().to(torch.float64).requires_grad_(True)
     y = _FUNCTIONS[name](x)
-    y.sum().backward()
+    y.sum().backward()  # each y_i depends on x_i only: x.grad[i] = f'(x_i)
     return y.detach(), x.grad.detach()
+
+
+# --8<-- [end:derivative]
 
 
 def _key(x: float) -> str:
@@ -304,6 +308,30 @@ PLOTTED_DEEP_ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 INIT_LABELS = {"default": "PyTorch default init", "kaiming": "Kaiming (He) init"}
 
 
+# --8<-- [start:gradient_flow]
+def gradient_flow_run(
+    ctx: FigureContext, data: DigitsDataModule, *, seed: int, epochs: int, **hparams: Any
+) -> tuple[list[float], list[float], float]:
+    """Train one MLP; return its per-layer gradient norms at init and after training.
+
+    Returns:
+        ``(at_init, trained, error)``: the gradient norm of every layer (input side first,
+        output layer last) at step 0 and averaged over the last epoch, and the final
+        training error.
+    """
+    data.setup()
+    n_steps = steps_per_epoch(data)
+    last_epoch = range((epochs - 1) * n_steps, epochs * n_steps)
+    monitor = GradientFlowMonitor(steps=[0, *last_epoch])
+    _, curve, _ = train_classifier(
+        ctx, epochs=epochs, seed=seed, datamodule=data, callbacks=[monitor], **hparams
+    )
+    return layer_grad_norms(monitor, [0]), layer_grad_norms(monitor, last_epoch), curve.errors[-1]
+
+
+# --8<-- [end:gradient_flow]
+
+
 @figure(
     "activation_gradient_flow",
     chapter="activations",
@@ -333,25 +361,20 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
             at_init, trained, errors = [], [], []
             for seed in seeds:
                 data = digits(ctx, seed)
-                data.setup()
-                n_steps = steps_per_epoch(data)
-                last = range((epochs - 1) * n_steps, epochs * n_steps)
-                monitor = GradientFlowMonitor(steps=[0, *last])
-                _, curve, _ = train_classifier(
+                init_norms, trained_norms, error = gradient_flow_run(
                     ctx,
-                    epochs=epochs,
+                    data,
                     seed=seed,
-                    datamodule=data,
-                    callbacks=[monitor],
+                    epochs=epochs,
                     depth=depth,
                     width=width,
                     activation=act,
                     init=init,
                     lr=lr,
                 )
-                at_init.append(layer_grad_norms(monitor, [0]))
-                trained.append(layer_grad_norms(monitor, last))
-                errors.append(curve.errors[-1])
+                at_init.append(init_norms)
+                trained.append(trained_norms)
+                errors.append(error)
             color = ACTIVATION_COLORS[act]
             for runs, style in ((at_init, "-"), (trained, "--")):
                 if act not in PLOTTED_DEEP_ACTIVATIONS:

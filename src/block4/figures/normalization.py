@@ -32,6 +32,7 @@ PLAIN_COLOR = PALETTE[4]
 RESIDUAL_COLOR = PALETTE[0]
 
 
+# --8<-- [start:chain_gradient]
 def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
     """d x_L / d x_0 through ``depth`` scalar blocks, computed by :class:`block4.autograd.Value`.
 
@@ -50,6 +51,9 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
     return x.grad
 
 
+# --8<-- [end:chain_gradient]
+
+
 @figure(
     "residual_highway",
     chapter="normalization-and-residuals",
@@ -66,7 +70,8 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
     a, b = Value(1.5, "a"), Value(-0.7, "b")
     s = a + b
     s.backward()
-    numbers: dict[str, float] = {"grad_a": a.grad, "grad_b": b.grad}
+    numbers: dict[str, float] = {"grad_a": a.grad, "grad_b": b.grad, "w": w, "x0": x0}
+    numbers["max_depth"] = max_depth
 
     # One residual block H(x) = x + F(x), F(x) = sigmoid(w x): the graph and its gradients.
     x = Value(x0, "x")
