@@ -1,12 +1,13 @@
 """A scalar reverse-mode automatic differentiation engine, small enough to read in one sitting.
 
-Every :class:`Value` remembers the operation that made it and its inputs, so an expression
-builds a computational graph as it is evaluated (eager execution). Each operation defines its
-*local* backward rule right beside its forward computation: the chain rule is the line
-``input.grad += local_gradient * out.grad``. :meth:`Value.backward` visits the graph in reverse
-topological order and applies those rules.
+Every [`Value`][block4.autograd.Value] remembers the operation that made it and its inputs,
+so an expression builds a computational graph as it is evaluated (eager execution). Each
+operation defines its *local* backward rule right beside its forward computation: the chain
+rule is the line ``input.grad += local_gradient * out.grad``.
+[`Value.backward`][block4.autograd.Value.backward] visits the graph in reverse topological
+order and applies those rules.
 
-Example:
+Examples:
     >>> from block4.autograd import Value
     >>> x, y, z = Value(-2.0, "x"), Value(5.0, "y"), Value(-4.0, "z")
     >>> q = x + y
@@ -19,15 +20,18 @@ Gradient semantics, the same as PyTorch's for leaves:
 
 - A node used several times (``x * x``, a weight shared by two terms) receives the sum of the
   gradients of all its uses.
-- :meth:`Value.backward` **accumulates** into the leaves (inputs and constants): call it twice
-  and every leaf gradient doubles, exactly like ``loss.backward()`` twice in PyTorch. Call
-  :meth:`Value.zero_grad` (the counterpart of ``optimizer.zero_grad()``) between steps.
-- Interior nodes (results of operations) hold the gradient of the **most recent** backward pass
-  only: it is recomputed from zero on every call, so repeated calls never pile up there.
+- [`Value.backward`][block4.autograd.Value.backward] **accumulates** into the leaves (inputs
+  and constants): call it twice and every leaf gradient doubles, exactly like
+  ``loss.backward()`` twice in PyTorch. Call
+  [`Value.zero_grad`][block4.autograd.Value.zero_grad] (the counterpart of
+  ``optimizer.zero_grad()``) between steps.
+- Interior nodes (results of operations) hold the gradient of the **most recent** backward
+  pass only: it is recomputed from zero on every call, so repeated calls never pile up there.
 
-:func:`trace` lists the nodes and edges of a graph; :func:`draw` draws it with matplotlib (no
-graphviz needed); :func:`draw_graph` draws any small layered graph, such as one captured by
-``torch.fx``, in the same style.
+[`trace`][block4.autograd.trace] lists the nodes and edges of a graph;
+[`draw`][block4.autograd.draw] draws it with matplotlib (no graphviz needed);
+[`draw_graph`][block4.autograd.draw_graph] draws any small layered graph, such as one
+captured by ``torch.fx``, in the same style.
 """
 
 from __future__ import annotations
@@ -66,13 +70,14 @@ class Value:
 
     Attributes:
         data: the value computed in the forward pass.
-        grad: the derivative of the output of the last :meth:`backward` call with respect to
-            this value (``0.0`` before any backward pass).
+        grad: the derivative of the output of the last
+            [`backward`][block4.autograd.Value.backward] call with respect to this value
+            (``0.0`` before any backward pass).
         label: the name shown in drawings.
 
     Supported operations: ``+ - * /`` with another ``Value`` or a number (either side),
-    ``**`` with an int or float exponent, unary ``-``, and the methods :meth:`exp`,
-    :meth:`log`, :meth:`tanh`, :meth:`sigmoid`, :meth:`relu` and :meth:`max`. Numbers mixed
+    ``**`` with an int or float exponent, unary ``-``, and the methods ``exp``, ``log``,
+    ``tanh``, ``sigmoid``, ``relu`` and ``max``. Numbers mixed
     into an expression become constant leaves of the graph.
     """
 
@@ -328,8 +333,8 @@ class Value:
                 default) makes every ``.grad`` the derivative of this value itself.
 
         Leaves (inputs and constants) accumulate: a second call adds the same gradients
-        again, as in PyTorch; use :meth:`zero_grad` to reset them. Interior nodes are
-        recomputed from zero on every call.
+        again, as in PyTorch; ``zero_grad()`` resets them. Interior nodes are recomputed
+        from zero on every call.
         """
         seed = _check_number(gradient, "the gradient passed to backward()")
         order = topological_order(self)  # every input before the nodes that use it
@@ -386,7 +391,7 @@ def _sigmoid(x: float) -> float:
 
 
 def maximum(a: Value | Number, b: Value | Number) -> Value:
-    """The larger of ``a`` and ``b`` as a graph node (see :meth:`Value.max`)."""
+    """The larger of ``a`` and ``b`` as a graph node (see ``Value.max``)."""
     if isinstance(a, Value):
         return a.max(b)
     if isinstance(b, Value):
@@ -452,7 +457,7 @@ OP_SYMBOLS = {
 
 @dataclass
 class GraphNode:
-    """One node of a drawing made by :func:`draw_graph`.
+    """One node of a drawing made by [`draw_graph`][block4.autograd.draw_graph].
 
     Attributes:
         key: a unique, hashable id used by the edges.
@@ -489,8 +494,8 @@ def draw(
     """Draw the graph behind ``root`` from left (inputs) to right (output).
 
     Op nodes are circles holding the operation; each value is a box with its name, its
-    forward value (in the forward colour) and, after :meth:`Value.backward`, its gradient (in
-    the backward colour). Only matplotlib is needed.
+    forward value (in the forward colour) and, after ``backward()``, its gradient (in the
+    backward colour). Only matplotlib is needed.
 
     Args:
         root: the output value.
@@ -660,13 +665,13 @@ def draw_graph(
 ) -> Figure:
     """Draw a small directed acyclic graph in layers from left to right.
 
-    Used by :func:`draw` for :class:`Value` graphs and by the course figures for graphs
-    captured from PyTorch (``torch.fx``). Op nodes are grey circles (or pills for long
-    names); value nodes are boxes showing the name, the forward value in the course's
-    ``forward`` colour and the gradient in its ``backward`` colour.
+    Used by [`draw`][block4.autograd.draw] for [`Value`][block4.autograd.Value] graphs and by
+    the course figures for graphs captured from PyTorch (``torch.fx``). Op nodes are grey
+    circles (or pills for long names); value nodes are boxes showing the name, the forward
+    value in the course's ``forward`` colour and the gradient in its ``backward`` colour.
 
     Args:
-        nodes: the nodes, see :class:`GraphNode`.
+        nodes: the nodes, see [`GraphNode`][block4.autograd.GraphNode].
         edges: ``(from_key, to_key)`` pairs, in the direction data flows.
         title: an optional title.
         ax: draw into these axes instead of a new figure (their aspect is set to equal).

@@ -1,6 +1,6 @@
 """Figures of the chapter "Backpropagation and the chain rule".
 
-Every number on these figures is computed by :mod:`block4.autograd` (and the tests check that
+Every number on these figures is computed by ``block4.autograd`` (and the tests check that
 engine against ``torch.autograd``). Nothing trains, so every profile makes them instantly.
 """
 

@@ -1,7 +1,7 @@
 """Figures of the chapter "Computational graphs".
 
 Both graphs are *captured* from real PyTorch code with ``torch.fx`` and run once
-(``ShapeProp``) so every edge knows the tensor it carries; :func:`block4.autograd.draw_graph`
+(``ShapeProp``) so every edge knows the tensor it carries; ``block4.autograd.draw_graph``
 then draws them. Nothing here trains, so every profile makes them in well under a second.
 """
 
@@ -106,7 +106,7 @@ def fx_to_graph(
     titles: dict[str, str] | None = None,
     tensors_on_edges: bool = False,
 ) -> tuple[list[GraphNode], list[tuple[Any, Any]], dict[tuple[Any, Any], str]]:
-    """Turn a shape-propagated fx graph into the arguments of :func:`~block4.autograd.draw_graph`.
+    """Turn a shape-propagated fx graph into the arguments of ``draw_graph``.
 
     Every operation becomes an op node; inputs and parameters become value nodes showing
     their shape (and their contents where ``values`` has them). Python numbers used as
