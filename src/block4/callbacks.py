@@ -284,7 +284,9 @@ class ActivationStats(pl.Callback):
                         ((z < low) | (z > high)).float().mean(),
                     ]
                 ).cpu()
-                hist = torch.histc(z, bins=self.bins, min=low, max=high).cpu()
+                # on the CPU: CUDA's histc has no deterministic implementation, and
+                # Trainer(deterministic=True) would refuse it
+                hist = torch.histc(z.cpu(), bins=self.bins, min=low, max=high)
             pre_mean, pre_std, post_mean, post_std, sat, outside = stats.tolist()
             self.table.append(
                 {
