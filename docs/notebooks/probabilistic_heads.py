@@ -28,19 +28,26 @@ import torch
 
 from block4.calibration import interval_coverage, pit, pit_histogram
 from block4.data import HeteroscedasticDataModule
-from block4.modules import ProbabilisticRegressor
+from block4.heads import GaussianHead
+from block4.modules import Classifier, ProbabilisticRegressor
 
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*treespec.*")  # a deprecation notice inside Lightning
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-pl.seed_everything(0, verbose=False)
+_ = pl.seed_everything(0, verbose=False)
 
 # %% [markdown]
-# ## Train: the head sees targets only, never a true $\sigma$
+# ## Train: the head sees targets only, never a true σ
 
 # %%
 data = HeteroscedasticDataModule(n_train=2000, n_val=0, n_test=1000, batch_size=250, seed=0)
 model = ProbabilisticRegressor(
-    in_features=1, head="gaussian", heteroscedastic=True, depth=2, width=32, activation="tanh", lr=5e-3
+    in_features=1,
+    head="gaussian",
+    heteroscedastic=True,
+    depth=2,
+    width=32,
+    activation="tanh",
+    lr=5e-3,
 )
 trainer = pl.Trainer(
     max_epochs=80,
@@ -93,9 +100,6 @@ for level, coverage in interval_coverage(test_dist, y_test).items():
 # ## Bad inputs stop with one clear message
 
 # %%
-from block4.heads import GaussianHead  # noqa: E402
-from block4.modules import Classifier  # noqa: E402
-
 counts_model = ProbabilisticRegressor(in_features=1, head="poisson", depth=1, width=8)
 digits_model = Classifier(in_features=64, n_classes=10, depth=1, width=8)
 attempts = {
