@@ -90,10 +90,10 @@ def backprop_patterns(ctx: FigureContext, x: float, y: float, incoming: float):
 
 
 # --8<-- [start:sigmoid_gate]
-def sigmoid_neuron(w0, x0, w1, x1, w2, *, one_gate: bool) -> tuple[Value, list[Value]]:
-    """f = sigmoid(w0 x0 + w1 x1 + w2), from elementary ops or with one sigmoid gate."""
-    names = ("w0", "x0", "w1", "x1", "w2")
-    leaves = [Value(v, n) for v, n in zip((w0, x0, w1, x1, w2), names, strict=True)]
+def sigmoid_neuron(w0, x0, w1, x1, w2, *, one_gate: bool):
+    """f = sigmoid(w0 x0 + w1 x1 + w2): elementary ops, or one sigmoid gate."""
+    values, names = (w0, x0, w1, x1, w2), ("w0", "x0", "w1", "x1", "w2")
+    leaves = [Value(v, n) for v, n in zip(values, names, strict=True)]
     w0, x0, w1, x1, w2 = leaves
     s = w0 * x0 + w1 * x1 + w2
     f = s.sigmoid() if one_gate else 1 / (1 + (-s).exp())
