@@ -346,3 +346,12 @@ def test_docstring_examples_run() -> None:
 
     result = doctest.testmod(block4.autograd)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_importing_the_engine_is_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, block4.autograd; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]  # drawing imports matplotlib on demand
