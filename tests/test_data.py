@@ -282,3 +282,18 @@ def test_blood_pressure_data():
     assert x.shape == (33, 1) and y.dtype == torch.float32
     torch.testing.assert_close(x.squeeze(1) * dm.age_std + dm.age_mean, age.float())
     assert dm.val_dataloader() == [] and len(dm.train_dataloader()) == 1
+
+
+def test_in_memory_datamodule_on_own_tensors():
+    from block4.data import InMemoryDataModule
+
+    x, y = torch.randn(100, 3), torch.randn(100)
+    dm = InMemoryDataModule((x, y), val=(x[:10], y[:10]), batch_size=32, seed=4)
+    assert dm.in_features == 3 and len(dm.train_dataloader()) == 4
+    assert len(dm.val_dataloader()) == 1 and dm.test_dataloader() == []
+    seen = torch.cat([yb for _, yb in dm.train_dataloader()])
+    assert sorted(seen.tolist()) == sorted(y.tolist())
+    with pytest.raises(
+        ValueError, match="val split: x has 10 examples but y has 9; they must match"
+    ):
+        InMemoryDataModule((x, y), val=(x[:10], y[:9]))

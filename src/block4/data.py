@@ -15,6 +15,7 @@ does for a ``DataLoader``.
 
 Data sets:
 
+- `InMemoryDataModule`: your own ``(x, y)`` tensors.
 - `DigitsDataModule`: scikit-learn's bundled 8x8 handwritten digits (offline).
 - `MNISTDataModule`: MNIST from the four standard IDX files (read by `read_idx`).
 - `HeteroscedasticDataModule`: synthetic 1-D regression with a known mean and a known,
@@ -45,6 +46,7 @@ __all__ = [
     "DigitsDataModule",
     "HeteroscedasticDataModule",
     "IDXFormatError",
+    "InMemoryDataModule",
     "MNISTDataModule",
     "TensorBatches",
     "TensorDataModule",
@@ -265,6 +267,56 @@ class TensorDataModule(pl.LightningDataModule):
     def in_features(self) -> int:
         """Number of input features per example."""
         return int(self.tensors("train")[0].shape[-1])
+
+
+class InMemoryDataModule(TensorDataModule):
+    """A datamodule over your own tensors: ``InMemoryDataModule((x, y), val=(x_val, y_val))``.
+
+    It adds to plain :class:`TensorBatches` what a datamodule gives: the tensors move to the
+    training device once, and under DDP each process gets its own share of every epoch.
+
+    Args:
+        train: ``(x, y)`` training tensors (first dimension = examples).
+        val: optional ``(x, y)`` validation tensors.
+        test: optional ``(x, y)`` test tensors.
+        batch_size: training batch size.
+        seed: seed of the training batch order.
+        batching: ``"memory"`` or ``"dataloader"``.
+        eval_batch_size: batch size of validation/test.
+
+    Raises:
+        ValueError: if a split's ``x`` and ``y`` differ in length.
+
+    Examples:
+        >>> dm = InMemoryDataModule((torch.randn(100, 3), torch.randn(100)), batch_size=32)
+        >>> dm.in_features, len(dm.train_dataloader())
+        (3, 4)
+    """
+
+    def __init__(
+        self,
+        train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor] | None = None,
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+        batching: Batching = "memory",
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, seed, batching, eval_batch_size)
+        self._given: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, pair in (("train", train), ("val", val), ("test", test)):
+            if pair is None:
+                continue
+            x, y = pair
+            if len(x) != len(y):
+                raise ValueError(
+                    f"{name} split: x has {len(x)} examples but y has {len(y)}; they must match"
+                )
+            self._given[name] = (x, y)
+
+    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return dict(self._given)
 
 
 def _split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
