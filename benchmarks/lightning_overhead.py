@@ -7,6 +7,9 @@ report the median seconds per epoch over all epochs of several repeats (the firs
 each run is a warm-up and is dropped), their ratio, the per-step overhead in microseconds,
 and how far the final losses and weights are apart.
 
+The cost of the Trainer loop itself is measured with an empty ``training_step``
+(``trainer_floor_us_per_step``): no LightningModule can have less overhead than that.
+
 A second measurement compares where the batches come from: in-memory shuffled slices
 (:class:`~block4.data.TensorBatches`, the datamodules' default) against a default
 ``torch.utils.data.DataLoader`` over a ``TensorDataset`` (``num_workers=0``), both with the
@@ -151,6 +154,41 @@ def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batc
     return timer.epoch_seconds, losses, weights
 
 
+class _NullModule(pl.LightningModule):
+    """Does nothing per step: what remains is the Trainer's own per-step cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        return None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def trainer_floor_us_per_step(x, y, accelerator: str, batch_size: int, epochs: int) -> float:
+    """Median cost of one training step of the Trainer loop with an empty training_step."""
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    timer = EpochTimer(trainer.strategy.root_device)
+    trainer.callbacks.append(timer)
+    batches = TensorBatches(x, y, batch_size, shuffle=True)
+    trainer.fit(_NullModule(), train_dataloaders=batches)
+    return statistics.median(timer.epoch_seconds[1:]) / len(batches) * 1e6
+
+
 def median_after_warmup(runs: list[list[float]]) -> float:
     return statistics.median(t for run in runs for t in run[1:])
 
@@ -261,6 +299,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             entry["dataloader"]["lightning_s_per_epoch"] / entry["memory"]["lightning_s_per_epoch"]
         )
         results["configs"][name] = entry
+    # The per-step cost of the Trainer loop itself (empty training_step, manual optimisation):
+    # a lower bound on the overhead of any LightningModule.
+    results["trainer_floor_us_per_step"] = trainer_floor_us_per_step(
+        x.to(device), y.to(device), args.accelerator, 64, max(args.epochs, 3)
+    )
+    print(f"Trainer loop floor: {results['trainer_floor_us_per_step']:.0f} us/step", flush=True)
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
