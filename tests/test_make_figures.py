@@ -376,6 +376,18 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class Slow(pl.Callback):
+    """With DEMO_SLOW set, announce the first epoch and wait (to be interrupted)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        import os
+        import time
+
+        if os.environ.get("DEMO_SLOW"):
+            print("training", flush=True)
+            time.sleep(60)
+
+
 @figure("tiny_training", chapter="demo3", params={"epochs": 2})
 def tiny_training(ctx: FigureContext, epochs: int):
     torch.manual_seed(ctx.seed)
@@ -384,7 +396,7 @@ def tiny_training(ctx: FigureContext, epochs: int):
         torch.utils.data.TensorDataset(x, x.sum(dim=1, keepdim=True)), batch_size=16
     )
     model = Tiny()
-    trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs))
+    trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs, callbacks=[Slow()]))
     trainer.fit(model, data)
     fig, ax = subplots(width=3, height=2)
     ax.plot(model.losses)
@@ -421,6 +433,28 @@ def test_a_ddp_run_on_two_cpu_processes_writes_once(made: Path) -> None:
         "strategy": "ddp",
     }
     assert run(made, "--check").returncode == 0
+
+
+@pytest.mark.slow
+def test_sigint_during_a_lightning_run_is_an_interruption_too(made: Path) -> None:
+    """Lightning catches Ctrl+C inside ``fit`` and exits; the pipeline still reports it."""
+    (made / "src" / "block4" / "figures" / "train.py").write_text(TRAIN)
+    before = snapshot(figures_dir(made))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--profile", "smoke", "--only", "tiny_training"],
+        cwd=made,
+        env=dict(_env(), DEMO_SLOW="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "training"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during tiny_training" in err
+    assert snapshot(figures_dir(made)) == before
 
 
 # -- the repository itself ---------------------------------------------------------------------

@@ -1227,7 +1227,8 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         start = time.perf_counter()
         try:
             entry = run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning's Trainer catches Ctrl+C itself, shuts down and calls sys.exit(1).
             if rank_zero:
                 print(
                     f"\ninterrupted during {name}: its previous files and manifest entry are "
