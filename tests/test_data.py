@@ -297,3 +297,10 @@ def test_in_memory_datamodule_on_own_tensors():
         ValueError, match="val split: x has 10 examples but y has 9; they must match"
     ):
         InMemoryDataModule((x, y), val=(x[:10], y[:9]))
+    y_bad = y.clone()
+    y_bad[[3, 7]] = float("nan")
+    with pytest.raises(
+        ValueError,
+        match=r"train split: y has NaN or infinite values in 2 rows \(e.g. rows \[3, 7\]\)",
+    ):
+        InMemoryDataModule((x, y_bad))

@@ -7,7 +7,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from block4.data import BloodPressureDataModule, DigitsDataModule, HeteroscedasticDataModule
+from block4.data import (
+    BloodPressureDataModule,
+    DigitsDataModule,
+    HeteroscedasticDataModule,
+    TensorBatches,
+)
 from block4.heads import GaussianHead
 from block4.models import MLP
 from block4.modules import Classifier, ProbabilisticRegressor
@@ -154,10 +159,21 @@ def test_linear_gaussian_mle_is_least_squares():
     )
 
 
-def test_regressor_accepts_head_instance():
+def test_regressor_accepts_head_instance(tmp_path):
     head = GaussianHead(heteroscedastic=True, in_features=4)
     model = ProbabilisticRegressor(head=head, in_features=3, depth=1, width=6, body_out_features=4)
     assert model.body.head.out_features == 4 and "head" not in model.hparams
+    tr = trainer()
+    tr.fit(model, train_dataloaders=TensorBatches(torch.randn(8, 3), torch.randn(8), batch_size=4))
+    tr.save_checkpoint(tmp_path / "head.ckpt")
+    fresh = GaussianHead(heteroscedastic=True, in_features=4)
+    loaded = ProbabilisticRegressor.load_from_checkpoint(
+        tmp_path / "head.ckpt", head=fresh, weights_only=True
+    )
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(
+        loaded.predict_dist(x).stddev, model.predict_dist(x).stddev, rtol=0, atol=0
+    )
 
 
 # --- bad inputs -----------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class InMemoryDataModule(TensorDataModule):
         eval_batch_size: batch size of validation/test.
 
     Raises:
-        ValueError: if a split's ``x`` and ``y`` differ in length.
+        ValueError: if a split's ``x`` and ``y`` differ in length, or hold NaN/inf values.
 
     Examples:
         >>> dm = InMemoryDataModule((torch.randn(100, 3), torch.randn(100)), batch_size=32)
@@ -313,6 +313,13 @@ class InMemoryDataModule(TensorDataModule):
                 raise ValueError(
                     f"{name} split: x has {len(x)} examples but y has {len(y)}; they must match"
                 )
+            for what, t in (("x", x), ("y", y)):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad = (~torch.isfinite(t)).reshape(len(t), -1).any(1).nonzero().flatten()
+                    raise ValueError(
+                        f"{name} split: {what} has NaN or infinite values in {len(bad)} rows "
+                        f"(e.g. rows {bad[:5].tolist()}); drop or impute them first"
+                    )
             self._given[name] = (x, y)
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
