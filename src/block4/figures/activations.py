@@ -548,9 +548,8 @@ def relu_vs_tanh(
                 xs.append(rate)
                 ys.append(t / r)
         ratios += ys
-        ax.semilogx(
-            xs, ys, marker + "-", color=PALETTE[0 if kind == "std" else 4], label=titles[kind]
-        )
+        label = "standardised inputs" if kind == "std" else "raw-pixel spread"
+        ax.semilogx(xs, ys, marker + "-", color=PALETTE[0 if kind == "std" else 4], label=label)
     ax.axhline(1.0, color=ROLE["truth"], linestyle=":", linewidth=1)
     ax.axvline(lr, color=ROLE["truth"], linewidth=0.8, alpha=0.5)
     ax.set(

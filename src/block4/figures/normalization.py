@@ -574,7 +574,6 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
         ylabel="training error",
         ylim=(-0.02, 1.0),
     )
-    ax_e.legend(loc="upper left", fontsize=8)
     ax_g.set(
         title=f"gradient per layer at init, depth {show_depth}",
         xlabel=f"layer (1 = input side, {show_depth + 1} = output)",
