@@ -450,7 +450,9 @@ def load_manifest(project: Project) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise PipelineError(
-            f"{project.relative(project.manifest_path)} is not valid JSON: {err}"
+            f"{project.relative(project.manifest_path)} is not valid JSON ({err}); after a "
+            "git merge conflict, take either side (git checkout --theirs/--ours) and run "
+            f"{COMMAND} to re-make what is stale"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("figures"), dict):
         raise PipelineError(f"{project.relative(project.manifest_path)} has no 'figures' table")
