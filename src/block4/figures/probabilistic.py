@@ -24,7 +24,6 @@ import torch
 from torch import distributions as D
 
 from block4.calibration import (
-    DEFAULT_LEVELS,
     central_interval,
     expected_calibration_error,
     interval_coverage,
@@ -36,7 +35,7 @@ from block4.data import (
     DiabetesDataModule,
     DigitsDataModule,
     HeteroscedasticDataModule,
-    TensorDataModule,
+    InMemoryDataModule,
 )
 from block4.figures.registry import FigureContext, figure
 from block4.figures.style import PALETTE, ROLE, subplots
@@ -114,17 +113,6 @@ def _cached(key: tuple, ctx: FigureContext, make: Callable[[], Any]) -> Any:
     return _CACHE[full_key]
 
 
-class InMemoryDataModule(TensorDataModule):
-    """A :class:`~block4.data.TensorDataModule` over given ``{"train": (x, y), ...}`` tensors."""
-
-    def __init__(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._given = splits
-
-    def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return dict(self._given)
-
-
 # --------------------------------------------------------------------------------------------
 # Synthetic data of the chapter
 # --------------------------------------------------------------------------------------------
@@ -162,31 +150,35 @@ def make_inverse_sine(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------------------------
 
 
-def heteroscedastic_data(ctx: FigureContext) -> HeteroscedasticDataModule:
-    """The synthetic regression data of the chapter, sized by the profile."""
+def heteroscedastic_data(ctx: FigureContext, seed: int | None = None) -> HeteroscedasticDataModule:
+    """The synthetic regression data of the chapter, sized by the profile (``seed``: ctx.seed)."""
     n = ctx.pick(smoke=600, quick=4000, full=8000)
     return HeteroscedasticDataModule(
         n_train=n,
         n_val=0,
         n_test=2000,
         batch_size=ctx.pick(smoke=200, quick=500, full=500),
-        seed=ctx.seed,
+        seed=ctx.seed if seed is None else seed,
     )
 
 
 # --8<-- [start:synthetic_models]
-def synthetic_models(ctx: FigureContext) -> dict[str, ProbabilisticRegressor]:
+def synthetic_models(
+    ctx: FigureContext, seed: int | None = None
+) -> dict[str, ProbabilisticRegressor]:
     """Homoscedastic and heteroscedastic Gaussian regressors on the synthetic data.
 
     Same body (2 hidden tanh layers of 32 units), same data, same optimiser; only the head
-    differs: one shared sigma, or a sigma(x) computed by the network.
+    differs: one shared sigma, or a sigma(x) computed by the network. ``seed`` (default
+    ``ctx.seed``) draws the data and the initial weights.
     """
+    seed = ctx.seed if seed is None else seed
 
     def make() -> dict[str, ProbabilisticRegressor]:
         epochs = ctx.pick(smoke=15, quick=150, full=400)
         models = {}
         for name, het in (("homoscedastic", False), ("heteroscedastic", True)):
-            pl.seed_everything(ctx.seed, verbose=False)
+            pl.seed_everything(seed, verbose=False)
             model = ProbabilisticRegressor(
                 in_features=1,
                 head="gaussian",
@@ -195,12 +187,12 @@ def synthetic_models(ctx: FigureContext) -> dict[str, ProbabilisticRegressor]:
                 width=32,
                 activation="tanh",
                 lr=5e-3,
-                seed=ctx.seed,
+                seed=seed,
             )
-            models[name] = fit(ctx, model, heteroscedastic_data(ctx), epochs)
+            models[name] = fit(ctx, model, heteroscedastic_data(ctx, seed), epochs)
         return models
 
-    return _cached(("synthetic",), ctx, make)
+    return _cached(("synthetic", seed), ctx, make)
 
 
 # --8<-- [end:synthetic_models]
@@ -267,7 +259,7 @@ def count_models(ctx: FigureContext) -> dict[str, Any]:
             ("gaussian", "gaussian", {"heteroscedastic": False}),
         ):
             pl.seed_everything(ctx.seed, verbose=False)
-            data = InMemoryDataModule({"train": (x, y)}, batch_size=250, seed=ctx.seed)
+            data = InMemoryDataModule((x, y), batch_size=250, seed=ctx.seed)
             model = ProbabilisticRegressor(
                 in_features=1,
                 head=head,
@@ -298,7 +290,7 @@ def mixture_models(ctx: FigureContext) -> dict[str, Any]:
             ("gaussian", "gaussian", {"heteroscedastic": True}),
         ):
             pl.seed_everything(ctx.seed, verbose=False)
-            data = InMemoryDataModule({"train": (x, y)}, batch_size=250, seed=ctx.seed)
+            data = InMemoryDataModule((x, y), batch_size=250, seed=ctx.seed)
             model = ProbabilisticRegressor(
                 in_features=1,
                 head=head,
@@ -398,6 +390,24 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
 
     inside = (xs[:, 0] >= bulk[0]) & (xs[:, 0] <= bulk[1])
     rel = (het.stddev / true_sigma - 1.0)[inside].abs()
+    # The full profile repeats the fit with other seeds (new data, new initial weights) and
+    # shows the spread of sigma(x) across them.
+    seeds = [ctx.seed + k for k in range(ctx.pick(smoke=1, quick=1, full=5))]
+    sigmas = torch.stack(
+        [synthetic_models(ctx, s)["heteroscedastic"].predict_dist(xs).stddev for s in seeds]
+    )
+    if len(seeds) > 1:
+        ax_s.fill_between(
+            x_np,
+            sigmas.min(0).values.numpy(),
+            sigmas.max(0).values.numpy(),
+            color=HETERO,
+            alpha=0.25,
+            lw=0,
+            label=f"range over {len(seeds)} seeds",
+        )
+        ax_s.legend(loc="upper left", fontsize=8)
+    rel_all = (sigmas / true_sigma - 1.0)[:, inside].abs()
     x_test, y_test = (t.cpu() for t in data.tensors("test"))
     nll = {k: float(-m.predict_dist(x_test).log_prob(y_test).mean()) for k, m in models.items()}
     numbers = {
@@ -406,6 +416,8 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
         "bulk_high": bulk[1],
         "sigma_rel_err_median_percent": 100 * float(rel.median()),
         "sigma_rel_err_max_percent": 100 * float(rel.max()),
+        "n_seeds": len(seeds),
+        "sigma_rel_err_max_percent_all_seeds": 100 * float(rel_all.max()),
         "sigma_true_left": float(data.true_sigma(torch.tensor(data.x_low))),
         "sigma_true_right": float(data.true_sigma(torch.tensor(data.x_high))),
         "sigma_homoscedastic": float(hom.stddev[0]),
@@ -893,8 +905,7 @@ def _calibration_layout():
 
 __all__ = [
     "BestValidationState",
-    "DEFAULT_LEVELS",
-    "InMemoryDataModule",
+    "count_models",
     "count_rate",
     "diabetes_runs",
     "fit",
