@@ -558,7 +558,14 @@ def fit_line_by_ml(
         momentum=0.0,
         seed=ctx.seed,
     )
-    trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs, callbacks=callbacks or []))
+    trainer = pl.Trainer(
+        **ctx.trainer_kwargs(
+            max_epochs=epochs,
+            callbacks=callbacks or [],
+            limit_val_batches=0,  # all 33 women are training data; nothing to validate on
+            num_sanity_val_steps=0,
+        )
+    )
     trainer.fit(model, data)
     return model, data
 
