@@ -10,6 +10,10 @@
  *     KaTeX's auto-render finds them inside the rendered markdown cells only, so a dollar
  *     sign in code or in output cells is never touched.
  *
+ *   - Navigation text: a heading with math reaches the table of contents, the header and the
+ *     footer's previous/next links as plain text with its \( ... \) delimiters; it is typeset
+ *     there as well.
+ *
  * Material's document$ observable fires on the first load and after every instant navigation.
  * When all formulas are done, <body data-math-rendered="N"> records how many were rendered;
  * the browser tests wait for it.
@@ -29,6 +33,11 @@
     { left: "\\begin{gather}", right: "\\end{gather}", display: true },
     { left: "$", right: "$", display: false },
     { left: "\\(", right: "\\)", display: false },
+  ];
+
+  var NAVIGATION_DELIMITERS = [
+    { left: "\\(", right: "\\)", display: false },
+    { left: "$", right: "$", display: false },
   ];
 
   function strip(tex, left, right) {
@@ -57,9 +66,18 @@
     });
   }
 
+  var NAVIGATION = ".md-sidebar, .md-header__topic, .md-footer__title";
+
+  function renderNavigation(root) {
+    root.querySelectorAll(NAVIGATION).forEach(function (el) {
+      renderMathInElement(el, Object.assign({ delimiters: NAVIGATION_DELIMITERS }, OPTIONS));
+    });
+  }
+
   function typeset(root) {
     renderArithmatex(root);
     renderNotebookMarkdown(root);
+    renderNavigation(root);
     document.body.dataset.mathRendered = String(root.querySelectorAll(".katex").length);
   }
 
