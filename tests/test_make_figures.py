@@ -119,9 +119,15 @@ def test_a_better_profile_remakes_and_a_worse_one_keeps(made: Path) -> None:
     proc = run(made, "--profile", "smoke")  # never downgrades a figure
     assert "nothing to do" in proc.stdout
     assert manifest(made)["figures"]["other_plot"]["profile"] == "quick"
+    proc = run(made, "--seed", "3", "--only", "line_plot", "--profile", "smoke")  # another seed
+    assert "figure 1/1: line_plot (demo, smoke)" in proc.stderr
+    assert manifest(made)["figures"]["line_plot"]["seed"] == 3
+    proc = run(made)  # the default (quick) is better than smoke: upgrades line_plot, keeps seed 3
+    assert "figure 1/1: line_plot (demo, quick)" in proc.stderr
+    assert manifest(made)["figures"]["line_plot"]["seed"] == 3
     listing = run(made, "--list").stdout.splitlines()
     assert listing[0].split()[:5] == ["NAME", "CHAPTER", "STATUS", "PROFILE", "DEVICE"]
-    assert listing[1].split()[:5] == ["line_plot", "demo", "fresh", "smoke", "cpu"]
+    assert listing[1].split()[:5] == ["line_plot", "demo", "fresh", "quick", "cpu"]
     assert listing[2].split()[:5] == ["other_plot", "demo2", "fresh", "quick", "cpu"]
 
 
@@ -346,7 +352,7 @@ def test_a_no_change_run_imports_no_figure_module_and_is_fast(made: Path) -> Non
     heavy, seconds = _probe(made, "--profile", "smoke")
     assert heavy == "-"
     start = time.perf_counter()
-    proc = run(made)
+    proc = run(made, "--profile", "smoke")
     assert "nothing to do" in proc.stdout
     assert time.perf_counter() - start < 5  # including interpreter start-up
 

@@ -936,8 +936,9 @@ freshness:
   A figure is fresh when the fingerprint stored in docs/figures/manifest.json (a hash of the
   source of every block4 module the figure imports, its parameters, profile and seed) still
   matches the code. A run makes only stale or missing figures, plus figures made with a worse
-  profile than --profile asks for; --force re-makes everything selected. `mkdocs build
-  --strict` refuses a page that shows a stale figure. Interrupt any time: a re-run resumes.
+  profile than --profile (default quick) or another --seed; --force re-makes everything
+  selected. `mkdocs build --strict` refuses a page that shows a stale figure. Interrupt any
+  time: a re-run resumes.
 
 examples:
   {COMMAND}                          # make stale/missing figures (quick profile)
@@ -1176,13 +1177,12 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         todo = []
         for name in selected:
             st = status[name]
-            recorded = (st.entry or {}).get("profile")
-            upgrade = (
-                args.profile is not None
-                and recorded in PROFILE_RANK
-                and PROFILE_RANK[profile] > PROFILE_RANK[recorded]
-            )
-            if force or not st.fresh or upgrade:
+            entry = st.entry or {}
+            recorded = entry.get("profile")
+            # A better profile than the figure was made with, or another seed, re-makes it.
+            upgrade = recorded in PROFILE_RANK and PROFILE_RANK[profile] > PROFILE_RANK[recorded]
+            reseed = args.seed is not None and entry.get("seed") != args.seed
+            if force or not st.fresh or upgrade or reseed:
                 seed = args.seed if args.seed is not None else (st.entry or {}).get("seed", 0)
                 todo.append((name, int(seed)))
     rank_zero = is_rank_zero()
