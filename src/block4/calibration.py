@@ -6,24 +6,27 @@ module holds the few tools the course uses to check that on held-out data.
 
 Classifiers:
 
-- :func:`reliability_curve` bins the predicted confidence (the largest class probability) and
-  compares each bin's mean confidence with its accuracy -- the reliability diagram;
-- :func:`expected_calibration_error` (ECE) is the count-weighted mean gap between the two,
-  computed by ``torchmetrics``.
+- [`reliability_curve`][block4.calibration.reliability_curve] bins the predicted confidence
+  (the largest class probability) and compares each bin's mean confidence with its
+  accuracy -- the reliability diagram;
+- [`expected_calibration_error`][block4.calibration.expected_calibration_error] (ECE) is the
+  count-weighted mean gap between the two, computed by ``torchmetrics``.
 
 Regressors (any ``torch.distributions`` predictive distribution with one value per example):
 
-- :func:`pit` is the probability integral transform \\( u_i = F_i(y_i) \\), the predicted CDF
-  at the observed target. For a calibrated model the \\( u_i \\) are uniform on \\([0, 1]\\):
-  a U-shaped histogram means too narrow (over-confident), a hump means too wide;
-- :func:`interval_coverage` is the fraction of targets inside the central ``level`` interval
-  (e.g. 90 %), which should be close to ``level``;
-- :func:`central_interval` gives those intervals, for plotting bands.
+- [`pit`][block4.calibration.pit] is the probability integral transform
+  \\( u_i = F_i(y_i) \\), the predicted CDF at the observed target. For a calibrated model
+  the \\( u_i \\) are uniform on \\([0, 1]\\): a U-shaped histogram means too narrow
+  (over-confident), a hump means too wide;
+- [`interval_coverage`][block4.calibration.interval_coverage] is the fraction of targets
+  inside the central ``level`` interval (e.g. 90 %), which should be close to ``level``;
+- [`central_interval`][block4.calibration.central_interval] gives those intervals, for
+  plotting bands.
 
 Counts (a ``Poisson`` prediction) get the *randomised* PIT, which is uniform for a calibrated
 discrete model too. This module does not import Lightning.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch.distributions import Normal
     >>> y = torch.tensor([0.0, 1.0, -1.0])
@@ -217,7 +220,7 @@ def quantile(
     """The ``q``-quantile of every distribution in the batch.
 
     Uses ``dist.icdf`` where PyTorch has it (``Normal``, ...); otherwise bisection on
-    :func:`cdf` (60 halvings, between ``mean -/+ 20 stddev`` unless ``lower``/``upper`` are
+    [`cdf`][block4.calibration.cdf] (60 halvings, between ``mean -/+ 20 stddev`` unless ``lower``/``upper`` are
     given), which serves mixtures and Student-t predictions.
 
     Args:
