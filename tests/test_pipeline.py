@@ -70,6 +70,8 @@ markdown_extensions:
   - md_in_html
 hooks:
   - src/block4/docs_hooks.py
+watch:
+  - src
 """
 
 INDEX_MD = """\
