@@ -181,6 +181,23 @@ def test_discover_rejects_duplicate_and_badly_named_figures(project: pipeline.Pr
         pipeline.discover(project)
 
 
+def test_discover_rejects_a_figure_that_is_not_at_the_top_level(
+    project: pipeline.Project,
+) -> None:
+    write(
+        project.figures_dir / "nested.py",
+        """
+        from block4.figures.registry import figure
+        class Holder:
+            @figure("nested_plot", chapter="demo")
+            def nested_plot(self, ctx):
+                pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match=r"nested.py:4: @figure must decorate"):
+        pipeline.discover(project)
+
+
 def test_discover_reports_a_syntax_error_with_file_and_line(project: pipeline.Project) -> None:
     (project.figures_dir / "broken.py").write_text("def f(:\n")
     with pytest.raises(pipeline.PipelineError, match=r"broken.py:1: cannot parse"):

@@ -344,7 +344,9 @@ def discover(project: Project, *, sources: _Sources | None = None) -> dict[str, 
         module = f"{PACKAGE}.figures.{path.stem}" if path.stem != "__init__" else ""
         if not module:
             continue
-        for node in ast.walk(sources.tree(path)):
+        tree = sources.tree(path)
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for dec in node.decorator_list:
@@ -352,6 +354,11 @@ def discover(project: Project, *, sources: _Sources | None = None) -> dict[str, 
                     continue
                 assert isinstance(dec, ast.Call)
                 where = f"{project.relative(path)}:{dec.lineno}"
+                if id(node) not in top_level:
+                    raise PipelineError(
+                        f"{where}: @figure must decorate a function at the top level of the "
+                        "module (the pipeline imports it by name)"
+                    )
                 kwargs = {kw.arg: kw.value for kw in dec.keywords if kw.arg}
                 if dec.args:
                     name = _literal(dec.args[0], "the name", where)
