@@ -69,17 +69,27 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def write_result(name: str, results: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Write ``results`` for benchmark ``name`` atomically; return the file's path."""
+def write_result(
+    name: str,
+    results: dict[str, Any],
+    out_dir: Path | None = None,
+    filename: str | None = None,
+    machine_extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``results`` for benchmark ``name`` atomically; return the file's path.
+
+    The file is ``<out_dir>/<name>.json`` unless ``filename`` names another;
+    ``machine_extra`` adds to (and overrides) the machine description.
+    """
     out_dir = Path(out_dir) if out_dir is not None else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        "machine": machine_info(),
+        "machine": {**machine_info(), **(machine_extra or {})},
         "results": results,
     }
-    target = out_dir / f"{name}.json"
+    target = out_dir / (filename or f"{name}.json")
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         json.dump(payload, fh, indent=2, sort_keys=False)

@@ -60,20 +60,13 @@ def run_cli(repo: Path, args: list[str]) -> tuple[float, subprocess.CompletedPro
     return time.perf_counter() - start, proc
 
 
-def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict:
-    selection = ["--only", *only] if only else []
-    total, proc = run_cli(repo, ["--force", "--profile", profile, *extra, *selection])
-    if proc.returncode != 0:
-        raise SystemExit(f"make_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    no_change, proc2 = run_cli(repo, ["--profile", profile, *extra, *selection])
-    if proc2.returncode != 0:
-        raise SystemExit(f"no-change run failed:\n{proc2.stderr[-3000:]}")
-    check, proc3 = run_cli(repo, ["--check"])
-    manifest = json.loads((repo / "docs" / "figures" / "manifest.json").read_text())
+def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None) -> list[dict]:
+    """Per-figure wall times recorded in a manifest, slowest first."""
+    manifest = json.loads(manifest_path.read_text())
     entries = manifest.get("figures", manifest)
     rows = []
     for name, entry in sorted(entries.items()):
-        if only and name not in only:
+        if (only and name not in only) or (profile and entry.get("profile") != profile):
             continue
         rows.append(
             {
@@ -84,6 +77,19 @@ def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict
             }
         )
     rows.sort(key=lambda r: -r["wall_s"])
+    return rows
+
+
+def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict:
+    selection = ["--only", *only] if only else []
+    total, proc = run_cli(repo, ["--force", "--profile", profile, *extra, *selection])
+    if proc.returncode != 0:
+        raise SystemExit(f"make_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    no_change, proc2 = run_cli(repo, ["--profile", profile, *extra, *selection])
+    if proc2.returncode != 0:
+        raise SystemExit(f"no-change run failed:\n{proc2.stderr[-3000:]}")
+    check, proc3 = run_cli(repo, ["--check"])
+    rows = figure_rows(repo / "docs" / "figures" / "manifest.json", only)
     return {
         "profile": profile,
         "total_s": round(total, 1),
@@ -105,9 +111,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--in-place", action="store_true", help="regenerate the repo's own figures")
     parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes")
+    parser.add_argument(
+        "--from-manifest",
+        type=Path,
+        metavar="MANIFEST",
+        help="run nothing: summarise the per-figure times of an existing manifest.json "
+        "(e.g. of a run cut short by a time limit)",
+    )
     args = parser.parse_args(argv)
     extra = ["--accelerator", args.accelerator] if args.accelerator else []
 
+    if args.from_manifest:
+        if not args.from_manifest.is_file():
+            parser.error(f"--from-manifest: {args.from_manifest} does not exist")
+        rows = figure_rows(args.from_manifest, args.only, args.profile)
+        results = {
+            "profile": args.profile,
+            "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
+            "n_figures": len(rows),
+            "figures": rows,
+        }
+        path = write_result(f"figures_{args.profile}", results, args.out_dir)
+        print(f"{len(rows)} figures of profile {args.profile} summarised -> {path}")
+        return 0
     if args.in_place:
         results = measure(ROOT, args.profile, extra, args.only)
     else:

@@ -26,7 +26,6 @@ Writes ``benchmarks/results/lightning_overhead.json`` (machine information inclu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,9 @@ from block4.data import DigitsDataModule, TensorBatches
 from block4.heads import CategoricalHead, nll
 from block4.models import mlp
 from block4.modules import Classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,6 +247,42 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def summary_rows(configs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configuration and batching mode: the numbers the Performance page shows."""
+    rows = []
+    for name, entry in configs.items():
+        for batching in ("memory", "dataloader"):
+            m = entry[batching]
+            rows.append(
+                {
+                    "config": name,
+                    "batching": "in-memory" if batching == "memory" else "DataLoader",
+                    "plain_ms_per_epoch": round(m["plain_s_per_epoch"] * 1e3, 2),
+                    "lightning_ms_per_epoch": round(m["lightning_s_per_epoch"] * 1e3, 2),
+                    "ratio": round(m["ratio"], 3),
+                    "overhead_us_per_step": round(m["overhead_us_per_step"]),
+                    "final_loss_abs_diff": m["final_loss_abs_diff"],
+                }
+            )
+    return rows
+
+
+def write_envelope(results: dict[str, Any], out: Path) -> None:
+    """Write ``results`` in the envelope every benchmark uses (see ``benchmarks/common.py``)."""
+    body = {
+        "summary": summary_rows(results["configs"]),
+        "goal_ratio": 1.10,
+        "trainer_floor_us_per_step": round(results.get("trainer_floor_us_per_step", 0.0)),
+        "epochs": results["epochs"],
+        "repeats": results["repeats"],
+        "n_train": results["n_train"],
+        "_configs": results["configs"],  # full detail; "_" keys are not rendered on the page
+    }
+    write_result(
+        "lightning_overhead", body, out.parent, filename=out.name, machine_extra=results["machine"]
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
@@ -307,10 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"Trainer loop floor: {results['trainer_floor_us_per_step']:.0f} us/step", flush=True)
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_envelope(results, args.out)
     print(f"wrote {args.out}")
     return results
 

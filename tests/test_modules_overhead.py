@@ -17,9 +17,15 @@ def test_overhead_benchmark_quick_run(root, tmp_path):
     spec.loader.exec_module(bench)
     out = tmp_path / "overhead.json"
     bench.main(["--quick", "--out", str(out)])
-    result = json.loads(out.read_text())
-    assert result["machine"]["torch"] and result["n_train"] == 1079
-    entry = result["configs"]["small_mlp_2x64_batch64"]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "lightning_overhead" and data["machine"]["torch"]
+    result = data["results"]
+    assert result["n_train"] == 1079
+    assert [(r["config"], r["batching"]) for r in result["summary"]] == [
+        ("small_mlp_2x64_batch64", "in-memory"),
+        ("small_mlp_2x64_batch64", "DataLoader"),
+    ]
+    entry = result["_configs"]["small_mlp_2x64_batch64"]
     for batching in ("memory", "dataloader"):
         m = entry[batching]
         # same seed, same batches: the Trainer reproduces the plain loop exactly
@@ -30,10 +36,12 @@ def test_overhead_benchmark_quick_run(root, tmp_path):
 
 def test_committed_results_record_machine_and_agreement(root):
     for name in ("lightning_overhead.json", "lightning_overhead_gpu.json"):
-        result = json.loads((root / "benchmarks" / "results" / name).read_text())
-        assert {"python", "torch", "pytorch_lightning", "device", "cpu_count"} <= set(
-            result["machine"]
+        data = json.loads((root / "benchmarks" / "results" / name).read_text())
+        assert {"cpu", "cores", "python", "torch", "pytorch_lightning", "device"} <= set(
+            data["machine"]
         )
-        for entry in result["configs"].values():
+        for row in data["results"]["summary"]:
+            assert row["final_loss_abs_diff"] <= 1e-5
+        for entry in data["results"]["_configs"].values():
             for batching in ("memory", "dataloader"):
                 assert entry[batching]["final_loss_abs_diff"] <= 1e-5

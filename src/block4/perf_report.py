@@ -66,6 +66,8 @@ def _fmt(value: Any) -> str:
 def _flatten(prefix: str, value: Any, scalars: list[tuple[str, Any]], tables: dict) -> None:
     if isinstance(value, dict):
         for key, sub in value.items():
+            if key.startswith("_"):  # detail kept in the file, not shown on the page
+                continue
             _flatten(f"{prefix}.{key}" if prefix else key, sub, scalars, tables)
     elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         tables[prefix] = value
