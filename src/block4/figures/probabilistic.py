@@ -1,7 +1,7 @@
 """Figures of the chapter "Probabilistic heads".
 
-Every model here is a :class:`~block4.modules.ProbabilisticRegressor` or
-:class:`~block4.modules.Classifier` trained by a Lightning ``Trainer`` on the mean negative
+Every model here is a `block4.modules.ProbabilisticRegressor` or
+`block4.modules.Classifier` trained by a Lightning ``Trainer`` on the mean negative
 log-likelihood; the heads return ``torch.distributions`` objects, and everything the figures
 show (bands, densities, PIT values, coverages) is computed from those distributions.
 
@@ -52,7 +52,7 @@ HOMO, HETERO = PALETTE[1], PALETTE[0]
 class BestValidationState(pl.Callback):
     """Keeps (in memory) the weights of the epoch with the lowest ``val_loss``.
 
-    After ``trainer.fit`` call :meth:`restore` to load them: early stopping on the validation
+    After ``trainer.fit`` call `restore` to load them: early stopping on the validation
     NLL without writing checkpoints to disk.
     """
 
