@@ -94,3 +94,22 @@ def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
     assert results["figures"][0]["name"] == "graph_matmul_product"
     assert results["total_s"] > 0 and results["no_change_run_s"] > 0
     assert data["machine"]["cores"] >= 1
+
+
+def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    _write(results, "site_build", {"cold_s": 30.0, "warm_s": 12.5})
+    _write(results, "figures_quick", {"profile": "quick", "total_s": 400.0, "no_change_run_s": 1.2})
+    config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
+    out = perf_report.on_page_markdown(
+        "<!-- benchmark-goals: all -->\n\n=== \"Tab\"\n\n    <!-- benchmark: site_build -->\n",
+        None,
+        config,
+        None,
+    )
+    assert "| warm site build | <= 60 s | 12.5 s | yes |" in out
+    assert "| quick profile, all figures | <= 300 s | 400 s | no |" in out
+    assert "| full profile, all figures, one GPU | <= 300 s | not measured |" in out
+    # the tab's table stays indented under its tab
+    assert "\n    | metric | value |" in out and "\n    | warm_s | 12.5 |" in out

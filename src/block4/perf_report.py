@@ -5,6 +5,8 @@ latest measured numbers and the machine they were measured on:
 
 - ``<!-- benchmark: NAME -->``: the results of ``benchmarks/results/NAME.json`` as tables
   (scalars as a metric/value table, lists of records as their own table) plus its machine line.
+- ``<!-- benchmark-goals: all -->``: the performance goals, each with the measured value and
+  whether it is met.
 - ``<!-- benchmark-plot: figures -->``: a bar chart of per-figure wall times for every profile
   measured (``figures_<profile>.json``), inlined as SVG that follows the light/dark palette.
 
@@ -22,7 +24,9 @@ from typing import Any
 
 from mkdocs.exceptions import PluginError
 
-MARKER = re.compile(r"<!--\s*benchmark(-plot)?:\s*([A-Za-z0-9_]+)\s*-->")
+MARKER = re.compile(
+    r"^([ \t]*)<!--\s*benchmark(-plot|-goals)?:\s*([A-Za-z0-9_]+)\s*-->", re.MULTILINE
+)
 #: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
 _INK = "#010203"
 
@@ -167,6 +171,67 @@ def figure_times_svg(results_dir: Path) -> str:
     )
 
 
+def _goal(goal: str, limit: float, measured: float | None, unit: str, where: str) -> dict:
+    if measured is None:
+        return {
+            "goal": goal,
+            "target": f"<= {limit:g} {unit}",
+            "measured": "not measured",
+            "met": "—",
+            "measured on": where,
+        }
+    return {
+        "goal": goal,
+        "target": f"<= {limit:g} {unit}",
+        "measured": f"{measured:.3g} {unit}",
+        "met": "yes" if measured <= limit else "no",
+        "measured on": where,
+    }
+
+
+def goals_table(results_dir: Path) -> str:
+    """The performance goals of the project with the latest measured values."""
+
+    def maybe(name: str) -> dict[str, Any] | None:
+        return load_result(results_dir, name) if (results_dir / f"{name}.json").is_file() else None
+
+    def where(data: dict[str, Any] | None) -> str:
+        if data is None:
+            return "—"
+        m = data["machine"]
+        return f"{m.get('gpu') or str(m.get('cores')) + ' CPU cores'}, {data['date'][:10]}"
+
+    rows = []
+    overhead = maybe("lightning_overhead")
+    if overhead:
+        for row in overhead["results"]["summary"]:
+            if row["batching"] == "in-memory":
+                rows.append(
+                    _goal(
+                        f"Lightning / plain loop per epoch ({row['config']})",
+                        1.10,
+                        row["ratio"],
+                        "x",
+                        where(overhead),
+                    )
+                )
+    quick = maybe("figures_quick")
+    quick_total = quick and quick["results"].get(
+        "total_s", quick["results"].get("sum_of_figures_s")
+    )
+    rows.append(_goal("quick profile, all figures", 300, quick_total, "s", where(quick)))
+    full = maybe("figures_full")
+    full_total = None
+    if full and full["results"].get("total_s") is not None:
+        full_total = full["results"]["total_s"]
+    rows.append(_goal("full profile, all figures, one GPU", 300, full_total, "s", where(full)))
+    no_change = quick and quick["results"].get("no_change_run_s")
+    rows.append(_goal("no-change make_figures.py run", 5, no_change, "s", where(quick)))
+    site = maybe("site_build")
+    rows.append(_goal("warm site build", 60, site and site["results"]["warm_s"], "s", where(site)))
+    return _table(rows)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Replace the benchmark markers of any page (in practice the Performance page)."""
     if "<!-- benchmark" not in markdown:
@@ -174,11 +239,16 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     results_dir = _results_dir(config)
 
     def replace(match: re.Match[str]) -> str:
-        is_plot, name = match.group(1), match.group(2)
-        if is_plot:
+        indent, kind, name = match.groups()
+        if kind == "-goals":
+            text = goals_table(results_dir)
+        elif kind == "-plot":
             if name != "figures":
                 raise PluginError(f"performance page: unknown plot {name!r}; allowed: figures")
-            return figure_times_svg(results_dir)
-        return render_result(load_result(results_dir, name))
+            text = figure_times_svg(results_dir)
+        else:
+            text = render_result(load_result(results_dir, name))
+        # keep the marker's indentation, so a marker inside a content tab stays inside it
+        return "\n".join(indent + line if line else line for line in text.splitlines())
 
     return MARKER.sub(replace, markdown)
