@@ -275,6 +275,29 @@ def test_serve_remakes_stale_figures_before_a_build(
     assert status["other_plot"].entry["profile"] == "smoke"  # fresh figures are not re-made
 
 
+@pytest.mark.slow
+def test_serve_keeps_serving_when_a_figure_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_project(tmp_path / "repo", with_docs=True)
+    _make(root, "--profile", "smoke")
+    demo = root / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(demo.read_text().replace("    return fig, {", "    1 / 0\n    return fig, {"))
+    config = SimpleNamespace(
+        config_file_path=str(root / "mkdocs.yml"),
+        docs_dir=str(root / "docs"),
+        repo_url="",
+        edit_uri="",
+        plugins={},
+    )
+    monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", "serve")
+    docs_hooks.on_config(config)
+    with caplog.at_level(logging.WARNING, logger="mkdocs"):
+        docs_hooks.on_pre_build(config)
+    assert "block4: re-making figures failed (exit 1): ['line_plot']" in caplog.text
+    assert docs_hooks._state.status["line_plot"].state == "stale"  # the old figure is shown
+
+
 def test_a_figure_inside_an_admonition_is_unwrapped_from_its_paragraph(hooks) -> None:
     html = (
         '<div class="admonition"><p><figure class="b4-figure" id="figure-x" markdown="span">\n'
