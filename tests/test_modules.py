@@ -213,3 +213,13 @@ def test_bad_module_arguments():
         ProbabilisticRegressor(
             head=GaussianHead(heteroscedastic=True, in_features=4), body_out_features=5
         )
+
+
+def test_input_of_the_wrong_width_is_a_clear_error() -> None:
+    classifier = Classifier(in_features=64, n_classes=10, depth=1, width=8)
+    with pytest.raises(ValueError, match=r"shape \(5, 3\).*expects 64 features per example"):
+        classifier(torch.zeros(5, 3))
+    regressor = ProbabilisticRegressor(in_features=2, depth=0)
+    with pytest.raises(ValueError, match=r"expects 2 features per example"):
+        regressor.predict_dist(torch.zeros(4, 7))
+    assert regressor.predict_dist(torch.zeros(4, 2)).mean.shape == (4,)

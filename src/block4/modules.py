@@ -109,7 +109,18 @@ class ProbabilisticModule(pl.LightningModule):
         self._train_count = 0
 
     def forward(self, x: torch.Tensor) -> D.Distribution:
-        """The predictive distribution ``head(body(x))`` (with gradients)."""
+        """The predictive distribution ``head(body(x))`` (with gradients).
+
+        Raises:
+            ValueError: when ``x`` does not have the body's input width (checked for bodies
+                that declare ``in_features``, such as ours and ``nn.Linear``).
+        """
+        expected = getattr(self.body, "in_features", None)
+        if isinstance(expected, int) and (x.ndim == 0 or x.shape[-1] != expected):
+            raise ValueError(
+                f"input has shape {tuple(x.shape)}, but this model's body expects "
+                f"{expected} features per example; pass a tensor of shape (batch, {expected})"
+            )
         return self.head(self.body(x))
 
     @torch.no_grad()
