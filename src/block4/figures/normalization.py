@@ -358,7 +358,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     data.setup()
 
     def hidden_biases(model) -> list[torch.Tensor]:  # noqa: ANN001
-        return [block.linear.bias.detach().clone() for _, block in model.body.hidden_blocks()]
+        return [block.linear.bias.detach().cpu().clone() for _, block in model.body.hidden_blocks()]
 
     # The same initial weights that train_classifier starts from (same seed, same hparams).
     model_for_init = Classifier(
@@ -420,7 +420,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     ax_g.legend(loc="center right", ncol=2, fontsize=7)
 
     # Shift every hidden bias by c: with BN (train mode, batch statistics) nothing changes.
-    x_batch = data.tensors("train")[0][:256]
+    x_batch = data.tensors("train")[0][:256].cpu()  # the splits live on the training device
     changes = {}
     for norm in ("batch", None):
         net = Classifier(
@@ -463,6 +463,8 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     ax_s.legend(loc="upper center")
     numbers = {
         "epochs": epochs,
+        "depth": depth,
+        "width": width,
         "bias_grad_max": max(r["bias_grad_norm"] for r in hidden_rows),
         "weight_grad_min": min(r["grad_norm"] for r in hidden_rows),
         "bias_moved_max": max(
