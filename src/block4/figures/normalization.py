@@ -39,8 +39,7 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
     Each block is ``F(x) = sigmoid(w * x)``; a plain chain computes ``x_{l+1} = F(x_l)``, a
     residual one ``x_{l+1} = x_l + F(x_l)``. By the chain rule the plain gradient is the
     product of the local derivatives ``w * sigmoid'`` (each at most ``|w|/4``), the residual
-    one the product of ``1 + w * sigmoid'``: the ``1`` is the skip connection's
-    \\( \\partial (a + b) / \\partial a \\).
+    one the product of ``1 + w * sigmoid'``: the ``1`` is ``d(a + b)/da`` of the skip.
     """
     x = Value(x0, "x0")
     h = x
