@@ -19,7 +19,13 @@ def _write(dir_: Path, name: str, results: dict) -> None:
     payload = {
         "benchmark": name,
         "date": "2026-01-02T03:04:05+00:00",
-        "machine": {"cpu": "Test CPU", "cores": 2, "gpu": None, "torch": "2.x", "pytorch_lightning": "2.y"},
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "gpu": None,
+            "torch": "2.x",
+            "pytorch_lightning": "2.y",
+        },
         "results": results,
     }
     (dir_ / f"{name}.json").write_text(json.dumps(payload))
@@ -29,7 +35,12 @@ def test_render_result_tables_scalars_and_machine(tmp_path: Path) -> None:
     _write(
         tmp_path,
         "demo",
-        {"ratio": 1.0634, "goal_met": True, "per_epoch": {"plain_s": 0.5}, "rows": [{"a": 1, "b": "x"}]},
+        {
+            "ratio": 1.0634,
+            "goal_met": True,
+            "per_epoch": {"plain_s": 0.5},
+            "rows": [{"a": 1, "b": "x"}],
+        },
     )
     md = perf_report.render_result(perf_report.load_result(tmp_path, "demo"))
     assert "| ratio | 1.06 |" in md
@@ -103,7 +114,7 @@ def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
     _write(results, "figures_quick", {"profile": "quick", "total_s": 400.0, "no_change_run_s": 1.2})
     config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
     out = perf_report.on_page_markdown(
-        "<!-- benchmark-goals: all -->\n\n=== \"Tab\"\n\n    <!-- benchmark: site_build -->\n",
+        '<!-- benchmark-goals: all -->\n\n=== "Tab"\n\n    <!-- benchmark: site_build -->\n',
         None,
         config,
         None,
@@ -113,3 +124,10 @@ def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
     assert "| full profile, all figures, one GPU | <= 300 s | not measured |" in out
     # the tab's table stays indented under its tab
     assert "\n    | metric | value |" in out and "\n    | warm_s | 12.5 |" in out
+
+
+def test_a_benchmark_not_run_yet_is_shown_as_such(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
+    out = perf_report.on_page_markdown("<!-- benchmark: site_build -->", None, config, None)
+    assert "Not measured yet" in out and "site_build.json" in out

@@ -10,19 +10,22 @@ latest measured numbers and the machine they were measured on:
 - ``<!-- benchmark-plot: figures -->``: a bar chart of per-figure wall times for every profile
   measured (``figures_<profile>.json``), inlined as SVG that follows the light/dark palette.
 
-A marker naming a missing or unreadable result file fails the build with the file's name and
-the script that writes it.
+A marker naming a result file that does not exist yet renders a "not measured yet" note; a
+malformed file fails the build with the file's name.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 from mkdocs.exceptions import PluginError
+
+log = logging.getLogger("mkdocs.plugins.block4.perf_report")
 
 MARKER = re.compile(
     r"^([ \t]*)<!--\s*benchmark(-plot|-goals)?:\s*([A-Za-z0-9_]+)\s*-->", re.MULTILINE
@@ -246,6 +249,14 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             if name != "figures":
                 raise PluginError(f"performance page: unknown plot {name!r}; allowed: figures")
             text = figure_times_svg(results_dir)
+        elif not (results_dir / f"{name}.json").is_file():
+            # A benchmark not yet run on this checkout is shown as such (the site must build
+            # before the site-build benchmark can measure it); a broken file is still an error.
+            log.info("performance page: %s.json not measured yet", name)
+            text = (
+                f'!!! note "Not measured yet"\n    `benchmarks/results/{name}.json` does not '
+                f"exist yet; see `benchmarks/README.md` for the script that writes it."
+            )
         else:
             text = render_result(load_result(results_dir, name))
         # keep the marker's indentation, so a marker inside a content tab stays inside it
