@@ -17,8 +17,8 @@ malformed file fails the build with the file's name.
 from __future__ import annotations
 
 import io
-import logging
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
