@@ -27,8 +27,9 @@ def texts(fig) -> list[str]:
 
 
 def test_matmul_product_graph(ctx: FigureContext) -> None:
-    fig, numbers = cg.graph_matmul_product(ctx, scale=10.0)
+    fig, numbers = cg.graph_matmul_product(ctx)
     assert numbers["matmul"] == 12.0 and numbers["product"] == 120.0
+    assert numbers["scale"] == 10.0  # read from the captured graph, not typed
     assert numbers["n_ops"] == 2 and numbers["n_tensors"] == 5
     shown = texts(fig)
     assert {"matmul", "×", "[[3, 3]]", "[[2], [2]]", "[[12]]", "[[120]]", "10"} <= set(shown)
@@ -40,6 +41,7 @@ def test_mlp_graph_is_captured_op_by_op(ctx: FigureContext) -> None:
     assert numbers["n_parameters"] == 784 * 512 + 512 + 512 * 10 + 10
     assert numbers["n_ops"] == 6  # flatten, linear, relu, dropout, linear, softmax
     assert numbers["n_parameter_tensors"] == 4
+    assert (numbers["hidden"], numbers["classes"]) == (512, 10)
     assert numbers["n_module_nodes"] == 8  # input, six layers, output
     shown = set(texts(fig))
     assert {"flatten", "linear", "ReLU", "dropout\np=0.2", "softmax"} <= shown
@@ -123,5 +125,7 @@ def test_compile_example_prints_the_captured_graph(root) -> None:
     )
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("captured")
-    assert sum(line.strip().startswith("call_function linear") for line in lines) == 2
+    ops = [line.split()[-1] for line in lines if line.startswith("    call_")]
+    # the chapter says: the six operations of the network, once (the second call prints nothing)
+    assert ops == ["flatten", "linear", "relu", "dropout", "linear", "softmax"]
     assert lines[-1].startswith("(64, 10) 1.0")

@@ -183,8 +183,8 @@ def fx_to_graph(
     return nodes, edges, labels
 
 
-@figure("graph_matmul_product", chapter="computational-graphs", params={"scale": 10.0})
-def graph_matmul_product(ctx: FigureContext, scale: float):
+@figure("graph_matmul_product", chapter="computational-graphs", params={})
+def graph_matmul_product(ctx: FigureContext):
     """The graph of ``10 * (M1 @ M2)`` with M1 = [[3, 3]], M2 = [[2], [2]], captured by torch.fx.
 
     Numbers: ``matmul`` (the 1x1 product, 12), ``product`` (120), ``n_ops`` (2),
@@ -201,6 +201,12 @@ def graph_matmul_product(ctx: FigureContext, scale: float):
             values[node.name] = node.target(*args)
     out = values["mul"]
     assert float(out) == float(product(m1, m2))
+    # the constant factor, as the captured graph recorded it (the 10 in ``product``)
+    (scale,) = [
+        a
+        for a in gm.graph.find_nodes(op="call_function", target=operator.mul)[0].args
+        if isinstance(a, (int, float))
+    ]
     nodes, edges, _ = fx_to_graph(
         gm, values=values, titles={"m1": "M1", "m2": "M2", "matmul": "M1 @ M2", "mul": "product"}
     )
@@ -209,7 +215,7 @@ def graph_matmul_product(ctx: FigureContext, scale: float):
     return fig, {
         "matmul": float(values["matmul"]),
         "product": float(out),
-        "scale": scale,
+        "scale": float(scale),
         "n_ops": n_ops,
         "n_tensors": len(nodes) - n_ops,
     }
@@ -243,7 +249,7 @@ def graph_mlp_captured(ctx: FigureContext, p_drop: float):
         "n_parameter_tensors": sum(1 for n in gm.graph.nodes if n.op == "get_attr"),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "n_module_nodes": len(list(module_level.graph.nodes)),
-        "hidden": 512,
-        "classes": 10,
+        "hidden": model[1].out_features,
+        "classes": model[4].out_features,
         "p_drop": p_drop,
     }

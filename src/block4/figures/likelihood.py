@@ -32,6 +32,11 @@ BAR = ROLE["backward"]
 # --------------------------------------------------------------------------------------------
 
 
+#: Probabilities of the two travel regimes (free road, jam) and their typical durations (minutes).
+TRAVEL_REGIME_PROBS = (0.8, 0.2)
+TRAVEL_REGIME_MINUTES = (30.0, 50.0)
+
+
 def travel_time_distribution() -> D.Distribution:
     """The predicted distribution of a trip's duration in minutes (a two-regime forecast).
 
@@ -39,9 +44,9 @@ def travel_time_distribution() -> D.Distribution:
     days there is a jam and it takes about 50. A log-normal per regime keeps times positive
     and right-skewed.
     """
-    regime = D.Categorical(probs=torch.tensor([0.8, 0.2], dtype=torch.float64))
+    regime = D.Categorical(probs=torch.tensor(TRAVEL_REGIME_PROBS, dtype=torch.float64))
     duration = D.LogNormal(
-        loc=torch.log(torch.tensor([30.0, 50.0], dtype=torch.float64)),
+        loc=torch.log(torch.tensor(TRAVEL_REGIME_MINUTES, dtype=torch.float64)),
         scale=torch.tensor([0.10, 0.15], dtype=torch.float64),
     )
     return D.MixtureSameFamily(regime, duration)
@@ -303,7 +308,9 @@ def decision_under_cost(
         "cost_at_mean": at_mean,
         "p_late_best_percent": 100 * p_late_best,
         "p_late_mean_percent": 100 * p_late_mean,
-        "p_jam_percent": 20.0,
+        "p_jam_percent": 100 * TRAVEL_REGIME_PROBS[1],
+        "travel_free_minutes": TRAVEL_REGIME_MINUTES[0],
+        "travel_jam_minutes": TRAVEL_REGIME_MINUTES[1],
     }
     return fig, numbers
 
@@ -444,9 +451,9 @@ def blood_pressure_likelihood(
         arrowprops={"arrowstyle": "-", "color": BAR, "lw": 0.8},
     )
     ax_l.annotate(
-        "age 9 as published",
+        f"age {int(ages[odd])}\nas published",
         (float(ages[odd]), float(sbps[odd])),
-        xytext=(-4, -24),
+        xytext=(-12, 9),
         textcoords="offset points",
         fontsize=8,
         color=ROLE["truth"],
@@ -527,6 +534,10 @@ def line_in_data_units(linear: nn.Linear, age_mean: float, age_std: float) -> tu
     return intercept, slope
 
 
+#: Learning rate of the fixed-sigma fit in units of sigma**2 (the inverse of the NLL's curvature).
+LR_OVER_SIGMA2 = 0.3
+
+
 # --8<-- [start:fit_line_by_ml]
 def fit_line_by_ml(
     ctx: FigureContext,
@@ -545,7 +556,7 @@ def fit_line_by_ml(
     """
     data = BloodPressureDataModule(batch_size=33, seed=ctx.seed)
     if sigma is not None:
-        head_options, optimizer, lr = {"sigma": sigma}, "sgd", 0.3 * sigma**2
+        head_options, optimizer, lr = {"sigma": sigma}, "sgd", LR_OVER_SIGMA2 * sigma**2
     else:
         head_options, optimizer, lr = {"init_sigma": 20.0}, "adam", 2.0
     model = ProbabilisticRegressor(
@@ -654,7 +665,9 @@ def mle_least_squares(ctx: FigureContext, sigma: float):
     numbers = {
         "sigma": sigma,
         "epochs": epochs,
-        "lr": 0.3 * sigma**2,
+        "lr": LR_OVER_SIGMA2 * sigma**2,
+        "lr_over_sigma2": LR_OVER_SIGMA2,
+        "two_sigma2": 2 * sigma**2,
         "epochs_sigma": epochs_sigma,
         "intercept_ls": intercept_ls,
         "slope_ls": slope_ls,

@@ -381,7 +381,7 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
     ax_s.plot(
         x_np, hom.stddev.numpy(), color=HOMO, lw=1.5, ls="-.", label=r"homoscedastic $\sigma$"
     )
-    ax_s.axvspan(data.x_low, bulk[0], color=PALETTE[6], alpha=0.12, lw=0)
+    ax_s.axvspan(data.x_low, bulk[0], color=PALETTE[6], alpha=0.12, lw=0, label="edges, not scored")
     ax_s.axvspan(bulk[1], data.x_high, color=PALETTE[6], alpha=0.12, lw=0)
     ax_s.set_xlabel("input x")
     ax_s.set_ylabel(r"standard deviation $\sigma(x)$")
