@@ -127,8 +127,9 @@ for step in range(31):
 # ## 4. Gradient flow through a stack
 #
 # The gradient at the input of a stack of $L$ scalar layers $h \mapsto \mathrm{act}(h)$
-# is a product of $L$ local gradients. With sigmoids (local gradient at most 1/4) and tanh it
-# vanishes; a ReLU in its active region passes it on unchanged.
+# is a product of $L$ local gradients. With sigmoids (local gradient at most 1/4) it vanishes
+# exponentially fast; tanh (local gradient up to 1, near 1 only around 0) shrinks it more
+# slowly; a ReLU in its active region passes it on unchanged.
 
 # %%
 for act in ("sigmoid", "tanh", "relu"):
