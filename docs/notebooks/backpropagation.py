@@ -50,7 +50,9 @@ draw(f)
 xt, yt, zt = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (-2.0, 5.0, -4.0))
 ft = (xt + yt) * zt
 ft.backward()
-print(f"f = {ft.item()}, df/dx = {xt.grad.item()}, df/dy = {yt.grad.item()}, df/dz = {zt.grad.item()}")
+print(
+    f"f = {ft.item()}, df/dx = {xt.grad.item()}, df/dy = {yt.grad.item()}, df/dz = {zt.grad.item()}"
+)
 
 # %% [markdown]
 # ## 2. Patterns
@@ -58,7 +60,11 @@ print(f"f = {ft.item()}, df/dx = {xt.grad.item()}, df/dy = {yt.grad.item()}, df/
 # Each gate receives the incoming gradient 2 (the argument of `backward`).
 
 # %%
-for name, gate in [("add", lambda a, b: a + b), ("mul", lambda a, b: a * b), ("max", lambda a, b: a.max(b))]:
+for name, gate in [
+    ("add", lambda a, b: a + b),
+    ("mul", lambda a, b: a * b),
+    ("max", lambda a, b: a.max(b)),
+]:
     a, b = Value(3.0, "x"), Value(-1.0, "y")
     gate(a, b).backward(2.0)
     print(f"{name}: dx = {a.grad:+g}, dy = {b.grad:+g}")
@@ -90,6 +96,7 @@ print("after zero_grad and backward:", x.grad, y.grad)
 # $f = \sigma(w_0 x_0 + w_1 x_1 + w_2)$ from elementary operations and as one sigmoid gate:
 # the gradients agree.
 
+
 # %%
 def neuron(w0, x0, w1, x1, w2, one_gate):
     s = w0 * x0 + w1 * x1 + w2
@@ -97,7 +104,10 @@ def neuron(w0, x0, w1, x1, w2, one_gate):
 
 
 for one_gate in (False, True):
-    leaves = [Value(v, n) for v, n in zip((2.0, -1.0, -3.0, -2.0, -3.0), ("w0", "x0", "w1", "x1", "w2"))]
+    leaves = [
+        Value(v, n)
+        for v, n in zip((2.0, -1.0, -3.0, -2.0, -3.0), ("w0", "x0", "w1", "x1", "w2"), strict=True)
+    ]
     out = neuron(*leaves, one_gate=one_gate)
     out.backward()
     print("one gate " if one_gate else "elementary", [f"{v.label}: {v.grad:+.4f}" for v in leaves])
