@@ -16,7 +16,10 @@
 # Experiments for the chapter [Computational graphs](../computational-graphs.md). Everything runs
 # on a CPU in a few seconds; change the code and run it again.
 #
-# 1. Eager execution of $10 \cdot (3\;3)\binom{2}{2}$, and the graph autograd records behind it.
+# 1. Eager execution of
+#    $10 \cdot \begin{pmatrix} 3 & 3 \end{pmatrix}
+#    \begin{pmatrix} 2 \\ 2 \end{pmatrix}$,
+#    and the graph autograd records behind it.
 # 2. The same computation captured with `torch.fx`, drawn as a graph.
 # 3. The MNIST-style MLP captured by `torch.fx` and by `torch.compile`.
 
