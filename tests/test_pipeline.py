@@ -275,6 +275,33 @@ def test_fingerprint_changes_with_sources_params_profile_and_seed(
     assert base == pipeline.fingerprint(project, info, "smoke", 0)
 
 
+def test_comments_docstrings_and_layout_do_not_change_the_fingerprint(
+    project: pipeline.Project,
+) -> None:
+    info = pipeline.discover(project)["line_plot"]
+    base = pipeline.fingerprint(project, info, "smoke", 0)
+    helper = project.package_dir / "helper.py"
+    helper.write_text('"""Scales."""\n\n# the scale of every line\nSCALE = (\n    2.0\n)\n')
+    assert base == pipeline.fingerprint(project, info, "smoke", 0)
+    helper.write_text('"""Scales."""\nSCALE = 2.0\nOTHER = "text"\n')  # new code counts
+    assert base != pipeline.fingerprint(project, info, "smoke", 0)
+
+
+def test_code_signature_keeps_code_and_drops_docstrings() -> None:
+    import ast
+
+    def sig(text: str) -> str:
+        return pipeline.code_signature(ast.parse(textwrap.dedent(text)))
+
+    plain = sig("def f(x):\n    return x + 1\n")
+    assert plain == sig('def f(x):\n    """Add one."""\n    # comment\n    return x + 1\n')
+    assert plain != sig("def f(x):\n    return x + 2\n")
+    # a function whose body is only a docstring still has a body
+    assert sig('def g():\n    """Nothing."""\n') == sig("def g():\n    pass\n")
+    # a string that is not the first statement is code, not a docstring
+    assert sig('def h():\n    x = 1\n    "kept"\n') != sig("def h():\n    x = 1\n")
+
+
 # -- status -----------------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ made in ``docs/figures/manifest.json``.
 
 Fingerprint:
     sha256 over the pipeline's format version, the figure's name, function, parameters,
-    profile and seed, and the bytes of every source it depends on: its own module, every
+    profile and seed, and the code of every source it depends on (Python files as their
+    syntax tree without docstrings, so comments, docstrings and formatting do not count;
+    data files by their bytes): its own module, every
     ``block4`` module that module imports (transitively, including imports inside
     functions and ``"block4.x"`` strings), ``block4/figures/style.py``, and package data
     files named by a string literal in one of those modules (e.g. ``"blood_pressure.csv"``).
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import importlib
@@ -55,7 +58,7 @@ from typing import Any
 from block4.figures.registry import NAME_PATTERN, PROFILES, FigureContext
 
 #: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Python sources hashed as code (docstrings and comments ignored)
 
 #: The package whose sources fingerprints cover.
 PACKAGE = "block4"
@@ -175,6 +178,26 @@ class FigureInfo:
     line: int
 
 
+def code_signature(tree: ast.Module) -> str:
+    """A canonical text of a module's code: its AST without docstrings and positions.
+
+    Editing a comment, a docstring or the layout of a module leaves its signature (and so
+    every figure that depends on it) unchanged; changing any statement or value changes it.
+    """
+    tree = copy.deepcopy(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
 class _Sources:
     """Reads, hashes and parses the package's source files once per process."""
 
@@ -192,7 +215,12 @@ class _Sources:
         return self._bytes[path]
 
     def digest(self, path: Path) -> str:
-        return hashlib.sha256(self.read(path)).hexdigest()
+        """sha256 of what the file *does*: Python sources are hashed as their syntax tree
+        without docstrings (comments, docstrings, blank lines and formatting do not count);
+        any other file by its bytes."""
+        if path.suffix != ".py":
+            return hashlib.sha256(self.read(path)).hexdigest()
+        return hashlib.sha256(code_signature(self.tree(path)).encode()).hexdigest()
 
     def tree(self, path: Path) -> ast.Module:
         if path not in self._trees:
@@ -797,6 +825,9 @@ def run_figure(
     sources = sources or _Sources(project)
     deps = dependencies(project, info, sources=sources)  # the sources as they are now
     fp = _fingerprint_of(info, ctx.profile, ctx.seed, deps)
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures go to files: no window, on any platform
     module = importlib.import_module(info.module)
     _quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
     func = getattr(module, info.function, None)

@@ -11,11 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-from cycler import cycler  # noqa: E402
+import matplotlib.pyplot as plt
+from cycler import cycler
 
 #: Colour cycle (Okabe-Ito based, colour-blind safe); readable on white and on #1e2129.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8C8C8C", "#F0E442"]
