@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 
 from block4.autograd import Value, draw, trace
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import subplots
+from block4.figures.style import ROLE, subplots
 
 
 # --8<-- [start:worked_example]
@@ -41,9 +41,30 @@ def backprop_worked_example(ctx: FigureContext, x: float, y: float, z: float):
     ``df_dq_local`` (= z).
     """
     v = worked_example(x, y, z)
-    fig, (ax_f, ax_b) = subplots(2, 1, width=6.0, height=4.6)
+    fig, (ax_f, ax_b) = subplots(2, 1, width=6.0, height=4.9)
     draw(v["f"], ax=ax_f, show_grad=False, title="forward pass: values flow left to right")
     draw(v["f"], ax=ax_b, title="backward pass: gradients df/d(node) flow right to left")
+    # The edges keep their forward direction; this arrow shows which way the gradients travel.
+    ax_b.annotate(
+        "",
+        xy=(0.08, -0.04),
+        xytext=(0.92, -0.04),
+        xycoords="axes fraction",
+        arrowprops={"arrowstyle": "-|>", "color": ROLE["backward"], "lw": 1.6},
+    )
+    ax_b.text(
+        0.5,
+        -0.07,
+        "gradient = local gradient × gradient arriving from the right",
+        transform=ax_b.transAxes,
+        ha="center",
+        va="top",
+        fontsize=8,
+        color=ROLE["backward"],
+    )
+    # The local gradients of q = x + y, from the engine: backpropagate from q alone.
+    xl, yl = Value(x), Value(y)
+    (xl + yl).backward()
     numbers = {
         "x": x,
         "y": y,
@@ -55,8 +76,8 @@ def backprop_worked_example(ctx: FigureContext, x: float, y: float, z: float):
         "df_dz": v["z"].grad,
         "df_dx": v["x"].grad,
         "df_dy": v["y"].grad,
-        "dq_dx": 1.0,
-        "dq_dy": 1.0,
+        "dq_dx": xl.grad,
+        "dq_dy": yl.grad,
         "df_dq_local": v["z"].data,
     }
     return fig, numbers
