@@ -139,7 +139,7 @@ def figure_times_svg(results_dir: Path) -> str:
     height = 0.8 / len(runs)
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "block4", "font.size": 9}):
         fig, ax = plt.subplots(
-            figsize=(7.0, 0.28 * len(names) * len(runs) + 1.2), layout="constrained"
+            figsize=(7.0, 0.16 * len(names) * len(runs) + 1.2), layout="constrained"
         )
         for i, (label, times) in enumerate(runs.items()):
             ys = [k + i * height for k in range(len(names))]
