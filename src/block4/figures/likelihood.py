@@ -215,7 +215,7 @@ def decision_under_cost(
     ax_c.set_ylim(1e-7, 1.5)
     ax_c.axhline(0.5, color=ROLE["truth"], ls="--", lw=1.2)
     ax_c.axhline(threshold, color=PALETTE[0], ls=":", lw=1.5)
-    ax_c.text(1.45, 0.5, "threshold 0.5:\nboth 'no cancer'", ha="right", va="bottom", fontsize=8)
+    ax_c.text(1.45, 0.4, "threshold 0.5:\nboth 'no cancer'", ha="right", va="top", fontsize=8)
     ax_c.text(
         1.45,
         threshold * 1.3,
@@ -280,7 +280,7 @@ def decision_under_cost(
     ax_e.set_ylabel("expected cost")
     ax_e.set_title(f"(c) 1 per minute early, {cost_late:g} if late")
     ax_e.set_ylim(0, max(at_mean, best_cost) * 1.6)
-    ax_e.legend(loc="upper right")
+    ax_e.legend(loc="upper center")
 
     numbers = {
         "p_a_percent": 100 * float(p[0]),
