@@ -879,6 +879,8 @@ def regression_calibration(ctx: FigureContext, levels: list[float], bins: int):
             marker=markers[i],
             ms=4,
             lw=1.2,
+            # the simpler baseline of each pair dotted, the better-suited model solid
+            ls=":" if name.endswith(("_homoscedastic", "_gaussian")) else "-",
             color=PALETTE[i % len(PALETTE)],
             label=labels[name],
         )
