@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from block4.figures.likelihood import (
+    TRAVEL_REGIME_MINUTES,
+    TRAVEL_REGIME_PROBS,
     expected_cost,
     fit_logistic,
     five_point_example,
@@ -90,3 +92,12 @@ def test_least_squares_matches_numpy():
     slope, intercept = np.polyfit(x, y, 1)
     a, b = least_squares(torch.tensor(x), torch.tensor(y))
     assert (a, b) == pytest.approx((intercept, slope), rel=1e-10)
+
+
+def test_travel_regimes_are_the_ones_the_chapter_quotes():
+    # The chapter renders "about 30 minutes, 20 % of days about 50" from these constants.
+    duration = travel_time_distribution()
+    probs = duration.mixture_distribution.probs
+    assert probs.tolist() == pytest.approx(list(TRAVEL_REGIME_PROBS))
+    medians = duration.component_distribution.icdf(torch.tensor(0.5, dtype=torch.float64))
+    assert medians.tolist() == pytest.approx(list(TRAVEL_REGIME_MINUTES), rel=1e-9)
