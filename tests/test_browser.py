@@ -90,12 +90,54 @@ class _FormulaCounter(HTMLParser):
 
     @property
     def notebook_formulas(self) -> int:
-        text = "".join(self._notebook_text)
-        text, display = re.subn(r"\$\$.+?\$\$", " ", text, flags=re.S)
-        text, environments = re.subn(r"\\begin\{([a-z]+\*?)\}.*?\\end\{\1\}", " ", text, flags=re.S)
-        display += environments
-        inline = len(re.findall(r"(?<!\\)\$[^$\n]+?(?<!\\)\$", text))
-        return display + inline
+        return count_delimited_math("".join(self._notebook_text))
+
+
+# The delimiters docs/javascripts/math.js gives KaTeX's auto-render on notebook pages.
+NOTEBOOK_DELIMITERS = [
+    ("$$", "$$"),
+    ("\\[", "\\]"),
+    *[
+        (f"\\begin{{{env}}}", f"\\end{{{env}}}")
+        for env in ("equation", "equation*", "align", "align*", "gather")
+    ],
+    ("$", "$"),
+    ("\\(", "\\)"),
+]
+
+
+def _end_of_math(text: str, start: int, right: str) -> int:
+    """Index of ``right`` closing a formula that starts at ``start``, as auto-render finds it:
+    backslash escapes are skipped and the delimiter must be outside braces; -1 if none."""
+    depth, i = 0, start
+    while i < len(text):
+        if depth <= 0 and text.startswith(right, i):
+            return i
+        if text[i] == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        i += 1
+    return -1
+
+
+def count_delimited_math(text: str) -> int:
+    """Formulas KaTeX's auto-render finds in ``text``: at each step the earliest left
+    delimiter (ties go to the first in NOTEBOOK_DELIMITERS) opens a formula."""
+    count, pos = 0, 0
+    while True:
+        found = [(text.find(left, pos), n) for n, (left, _) in enumerate(NOTEBOOK_DELIMITERS)]
+        found = [(i, n) for i, n in found if i >= 0]
+        if not found:
+            return count
+        start, n = min(found)
+        left, right = NOTEBOOK_DELIMITERS[n]
+        end = _end_of_math(text, start + len(left), right)
+        if end < 0:
+            pos = start + len(left)
+            continue
+        count += 1
+        pos = end + len(right)
 
 
 def expected_formulas(html: str) -> int:
@@ -433,3 +475,6 @@ def test_formula_counter_counts_arithmatex_and_notebook_math():
         "<pre>$not math$</pre>"
     )
     assert expected_formulas(html) == 5
+    # An environment inside an inline formula is part of that formula.
+    assert count_delimited_math(r"$10 \begin{pmatrix} 3 & 3 \end{pmatrix}$ and $x$") == 2
+    assert count_delimited_math(r"$\{a\}$ and $$ \text{\$} $$ and \begin{align}b\end{align}") == 3
