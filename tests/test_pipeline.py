@@ -510,3 +510,15 @@ def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
     assert style.PALETTE[2].lower().encode() in dark.lower()  # a data colour kept
     assert style.DARK_FOREGROUND.encode() in dark  # text, spines and the black line
     assert b"#000000" in light and b"#000000" not in dark
+
+
+def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        pipeline._reset_torch_globals()
+        assert torch.get_num_threads() == pipeline.FIGURE_THREADS == 1
+    finally:
+        torch.set_num_threads(before)

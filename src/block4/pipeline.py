@@ -58,6 +58,8 @@ from typing import Any
 from block4.figures.registry import NAME_PATTERN, PROFILES, FigureContext
 
 #: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
+#: Intra-op CPU threads every figure runs with, whatever the machine (reproducible numbers).
+FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
 FORMAT_VERSION = 2  # 2: Python sources hashed as code (docstrings and comments ignored)
 
 #: The package whose sources fingerprints cover.
@@ -778,6 +780,9 @@ def _reset_torch_globals() -> None:
         return
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
+    # CPU results depend on how reductions are split across threads: a fixed count makes a
+    # figure's numbers the same on every machine (the models here are too small to gain more).
+    torch.set_num_threads(FIGURE_THREADS)
 
 
 def _quiet_lightning() -> None:
@@ -870,6 +875,7 @@ def run_figure(
         "fingerprint": fp,
         "sources": {rel: d[:16] for rel, d in deps.items()},
         "device": _device(ctx),
+        "cpu_threads": FIGURE_THREADS,
         "trainer": {
             "accelerator": ctx.accelerator,
             "devices": ctx.devices,
