@@ -245,33 +245,59 @@ def diabetes_runs(ctx: FigureContext) -> list[dict[str, Any]]:
     return _cached(("diabetes",), ctx, make)
 
 
+def _fit_one_feature_regressors(
+    ctx: FigureContext,
+    sample: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    n: int,
+    epochs: int,
+    width: int,
+    heads: tuple[tuple[str, str, dict[str, Any]], ...],
+) -> dict[str, Any]:
+    """Train one regressor per ``(name, head, options)`` on the same one-feature data.
+
+    ``sample(n, seed)`` draws ``n`` training pairs from ``ctx.seed`` and 2000 test pairs
+    from ``ctx.seed + 1``. Every model has the same body (2 hidden tanh layers of ``width``
+    units) and optimiser and starts from ``ctx.seed``; the result maps ``"test"`` and
+    ``"train"`` to the data and each name to its trained model.
+    """
+    x, y = sample(n, ctx.seed)
+    x_test, y_test = sample(2000, ctx.seed + 1)
+    out: dict[str, Any] = {"test": (x_test, y_test), "train": (x, y)}
+    for name, head, options in heads:
+        pl.seed_everything(ctx.seed, verbose=False)
+        data = InMemoryDataModule((x, y), batch_size=250, seed=ctx.seed)
+        model = ProbabilisticRegressor(
+            in_features=1,
+            head=head,
+            depth=2,
+            width=width,
+            activation="tanh",
+            lr=5e-3,
+            seed=ctx.seed,
+            **options,
+        )
+        out[name] = fit(ctx, model, data, epochs)
+    return out
+
+
 def count_models(ctx: FigureContext) -> dict[str, Any]:
     """A Poisson regressor and a homoscedastic Gaussian one on the synthetic counts."""
 
     def make() -> dict[str, Any]:
         n = ctx.pick(smoke=500, quick=3000, full=6000)
         epochs = ctx.pick(smoke=10, quick=120, full=300)
-        x, y = make_counts(n, ctx.seed)
-        x_test, y_test = make_counts(2000, ctx.seed + 1)
-        out: dict[str, Any] = {"test": (x_test, y_test), "train": (x, y)}
-        for name, head, options in (
-            ("poisson", "poisson", {}),
-            ("gaussian", "gaussian", {"heteroscedastic": False}),
-        ):
-            pl.seed_everything(ctx.seed, verbose=False)
-            data = InMemoryDataModule((x, y), batch_size=250, seed=ctx.seed)
-            model = ProbabilisticRegressor(
-                in_features=1,
-                head=head,
-                depth=2,
-                width=32,
-                activation="tanh",
-                lr=5e-3,
-                seed=ctx.seed,
-                **options,
-            )
-            out[name] = fit(ctx, model, data, epochs)
-        return out
+        return _fit_one_feature_regressors(
+            ctx,
+            make_counts,
+            n=n,
+            epochs=epochs,
+            width=32,
+            heads=(
+                ("poisson", "poisson", {}),
+                ("gaussian", "gaussian", {"heteroscedastic": False}),
+            ),
+        )
 
     return _cached(("counts",), ctx, make)
 
@@ -282,27 +308,17 @@ def mixture_models(ctx: FigureContext) -> dict[str, Any]:
     def make() -> dict[str, Any]:
         n = ctx.pick(smoke=500, quick=3000, full=6000)
         epochs = ctx.pick(smoke=10, quick=150, full=600)
-        x, y = make_inverse_sine(n, ctx.seed)
-        x_test, y_test = make_inverse_sine(2000, ctx.seed + 1)
-        out: dict[str, Any] = {"test": (x_test, y_test), "train": (x, y)}
-        for name, head, options in (
-            ("mixture", "mixture", {"head_options": {"n_components": 3}}),
-            ("gaussian", "gaussian", {"heteroscedastic": True}),
-        ):
-            pl.seed_everything(ctx.seed, verbose=False)
-            data = InMemoryDataModule((x, y), batch_size=250, seed=ctx.seed)
-            model = ProbabilisticRegressor(
-                in_features=1,
-                head=head,
-                depth=2,
-                width=48,
-                activation="tanh",
-                lr=5e-3,
-                seed=ctx.seed,
-                **options,
-            )
-            out[name] = fit(ctx, model, data, epochs)
-        return out
+        return _fit_one_feature_regressors(
+            ctx,
+            make_inverse_sine,
+            n=n,
+            epochs=epochs,
+            width=48,
+            heads=(
+                ("mixture", "mixture", {"head_options": {"n_components": 3}}),
+                ("gaussian", "gaussian", {"heteroscedastic": True}),
+            ),
+        )
 
     return _cached(("mixture",), ctx, make)
 
