@@ -359,32 +359,28 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     def hidden_biases(model) -> list[torch.Tensor]:  # noqa: ANN001
         return [block.linear.bias.detach().cpu().clone() for _, block in model.body.hidden_blocks()]
 
+    # One ReLU body with BN and hidden biases for every network of this figure.
+    hparams: dict[str, Any] = {
+        "depth": depth,
+        "width": width,
+        "activation": "relu",
+        "init": "default",
+        "norm": "batch",
+        "bias": True,
+    }
+
+    def classifier(**overrides: Any) -> Classifier:
+        return Classifier(
+            in_features=data.in_features,
+            n_classes=10,
+            seed=ctx.seed,
+            **{**hparams, **overrides},
+        )
+
     # The same initial weights that train_classifier starts from (same seed, same hparams).
-    model_for_init = Classifier(
-        in_features=data.in_features,
-        n_classes=10,
-        depth=depth,
-        width=width,
-        activation="relu",
-        init="default",
-        norm="batch",
-        bias=True,
-        seed=ctx.seed,
-    )
-    before = hidden_biases(model_for_init)
+    before = hidden_biases(classifier())
     model, _, _ = train_classifier(
-        ctx,
-        epochs=epochs,
-        seed=ctx.seed,
-        datamodule=data,
-        callbacks=[monitor],
-        depth=depth,
-        width=width,
-        activation="relu",
-        init="default",
-        norm="batch",
-        bias=True,
-        lr=lr,
+        ctx, epochs=epochs, seed=ctx.seed, datamodule=data, callbacks=[monitor], lr=lr, **hparams
     )
     after = hidden_biases(model)
     hidden_rows = [r for r in monitor.table if r["layer"] != "head"]
@@ -422,17 +418,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     x_batch = data.tensors("train")[0][:256].cpu()  # the splits live on the training device
     changes = {}
     for norm in ("batch", None):
-        net = Classifier(
-            in_features=data.in_features,
-            n_classes=10,
-            depth=depth,
-            width=width,
-            activation="relu",
-            init="default",
-            norm=norm,
-            bias=True,
-            seed=ctx.seed,
-        ).body
+        net = classifier(norm=norm).body
         net.train()
         with torch.no_grad():
             base = net(x_batch)
