@@ -114,17 +114,9 @@ def plain_loop(cfg: dict[str, Any], x, y, device, epochs: int, batching: str):
     return times, losses, weights
 
 
-def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batching: str):
-    """Train with Classifier + Trainer; returns (epoch seconds, per-epoch losses, weights)."""
-    model = Classifier(
-        in_features=x.shape[1],
-        n_classes=10,
-        depth=cfg["depth"],
-        width=cfg["width"],
-        lr=cfg["lr"],
-        seed=cfg["seed"],
-    )
-    trainer = pl.Trainer(
+def bare_trainer(accelerator: str, epochs: int) -> pl.Trainer:
+    """A one-device Trainer without logging, checkpoints, progress bar, summary or validation."""
+    return pl.Trainer(
         accelerator=accelerator,
         devices=1,
         max_epochs=epochs,
@@ -135,6 +127,19 @@ def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batc
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
+
+
+def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batching: str):
+    """Train with Classifier + Trainer; returns (epoch seconds, per-epoch losses, weights)."""
+    model = Classifier(
+        in_features=x.shape[1],
+        n_classes=10,
+        depth=cfg["depth"],
+        width=cfg["width"],
+        lr=cfg["lr"],
+        seed=cfg["seed"],
+    )
+    trainer = bare_trainer(accelerator, epochs)
     device = trainer.strategy.root_device
     timer = EpochTimer(device)
     losses: list[float] = []
@@ -173,17 +178,7 @@ class _NullModule(pl.LightningModule):
 
 def trainer_floor_us_per_step(x, y, accelerator: str, batch_size: int, epochs: int) -> float:
     """Median cost of one training step of the Trainer loop with an empty training_step."""
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = bare_trainer(accelerator, epochs)
     timer = EpochTimer(trainer.strategy.root_device)
     trainer.callbacks.append(timer)
     batches = TensorBatches(x, y, batch_size, shuffle=True)
