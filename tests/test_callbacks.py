@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from _helpers import trainer
 from torch import nn
 
 from block4.callbacks import (
@@ -22,21 +22,6 @@ from block4.callbacks import (
 from block4.data import DigitsDataModule, TensorBatches
 from block4.heads import nll
 from block4.modules import Classifier, ProbabilisticRegressor
-
-
-def trainer(**kw) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-        max_epochs=1,
-    )
-    args.update(kw)
-    return pl.Trainer(**args)
 
 
 def first_batch(dm: DigitsDataModule):

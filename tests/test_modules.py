@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from _helpers import trainer
 from torch import nn
 
 from block4.data import (
@@ -16,21 +16,6 @@ from block4.data import (
 from block4.heads import GaussianHead
 from block4.models import MLP
 from block4.modules import Classifier, ProbabilisticRegressor
-
-
-def trainer(**kw) -> pl.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-        max_epochs=1,
-    )
-    args.update(kw)
-    return pl.Trainer(**args)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from _helpers import trainer
 
 from block4.callbacks import ActivationStats, FiniteLossGuard, GradientFlowMonitor, MetricHistory
 from block4.data import DigitsDataModule, HeteroscedasticDataModule
@@ -14,18 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def gpu_trainer(**kw) -> pl.Trainer:
-    args = dict(
-        accelerator="gpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-        max_epochs=3,
-    )
-    args.update(kw)
-    return pl.Trainer(**args)
+    return trainer(**{"accelerator": "gpu", "max_epochs": 3, **kw})
 
 
 def test_classifier_on_gpu_with_batches_in_gpu_memory(tmp_path):
