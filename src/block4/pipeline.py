@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import copy
 import datetime as _dt
 import hashlib
 import importlib
@@ -60,7 +59,7 @@ from block4.figures.registry import NAME_PATTERN, PROFILES, FigureContext
 #: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
 #: Intra-op CPU threads every figure runs with, whatever the machine (reproducible numbers).
 FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
-FORMAT_VERSION = 2  # 2: Python sources hashed as code (docstrings and comments ignored)
+FORMAT_VERSION = 3  # 3: Python sources hashed as code (docstrings, comments, layout ignored)
 
 #: The package whose sources fingerprints cover.
 PACKAGE = "block4"
@@ -180,24 +179,48 @@ class FigureInfo:
     line: int
 
 
+class _Mark(str):
+    """A structural token of :func:`code_signature` (never confused with a string constant)."""
+
+
 def code_signature(tree: ast.Module) -> str:
     """A canonical text of a module's code: its AST without docstrings and positions.
 
     Editing a comment, a docstring or the layout of a module leaves its signature (and so
     every figure that depends on it) unchanged; changing any statement or value changes it.
+    A body that is only a docstring counts as ``pass``. The tree is not modified.
     """
-    tree = copy.deepcopy(tree)
+    docstrings: dict[int, bool] = {}  # id of a docstring statement -> it is the whole body
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
+            first = node.body[0] if node.body else None
             if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
             ):
-                node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+                docstrings[id(first)] = len(node.body) == 1
+    parts: list[str] = []
+    stack: list[object] = [tree]
+    while stack:  # an explicit stack: deep expressions do not hit the recursion limit
+        item = stack.pop()
+        if isinstance(item, _Mark):
+            parts.append(item)
+        elif isinstance(item, ast.AST):
+            if id(item) in docstrings:
+                if docstrings[id(item)]:
+                    parts.append("Pass")
+                continue
+            parts.append(type(item).__name__)
+            for name, value in reversed(list(ast.iter_fields(item))):
+                stack.extend((value, _Mark(f".{name}")))
+        elif isinstance(item, list):
+            parts.append("[")
+            stack.append(_Mark("]"))
+            stack.extend(reversed(item))
+        else:
+            parts.append(repr(item))
+    return "\x00".join(parts)
 
 
 class _Sources:
@@ -207,6 +230,7 @@ class _Sources:
         self.project = project
         self._bytes: dict[Path, bytes] = {}
         self._trees: dict[Path, ast.Module] = {}
+        self._digests: dict[Path, str] = {}
         self._deps: dict[str, tuple[str, ...]] = {}
         self._direct: dict[str, tuple[set[str], set[Path]]] = {}
         self._data_files: dict[str, list[Path]] | None = None
@@ -219,10 +243,14 @@ class _Sources:
     def digest(self, path: Path) -> str:
         """sha256 of what the file *does*: Python sources are hashed as their syntax tree
         without docstrings (comments, docstrings, blank lines and formatting do not count);
-        any other file by its bytes."""
-        if path.suffix != ".py":
-            return hashlib.sha256(self.read(path)).hexdigest()
-        return hashlib.sha256(code_signature(self.tree(path)).encode()).hexdigest()
+        any other file by its bytes. Computed once per file and process."""
+        if path not in self._digests:
+            if path.suffix == ".py":
+                signature = code_signature(self.tree(path)).encode()
+            else:
+                signature = self.read(path)
+            self._digests[path] = hashlib.sha256(signature).hexdigest()
+        return self._digests[path]
 
     def tree(self, path: Path) -> ast.Module:
         if path not in self._trees:
