@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import block4
 
@@ -25,3 +26,12 @@ def test_blood_pressure_data_ships_with_the_package() -> None:
     assert rows[0] == "age,sbp"
     assert rows[1] == "22,131"  # the 22-year-old woman of the likelihood example
     assert len(rows) == 34  # header + 33 women
+
+
+def test_code_is_ruff_clean() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for args in (["check", "."], ["format", "--check", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=root, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
