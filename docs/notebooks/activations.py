@@ -29,7 +29,7 @@ from block4.data import DigitsDataModule
 from block4.figures.activations import activation_and_derivative
 from block4.models import mlp
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 
 # %% [markdown]
 # ## 1. Local gradients

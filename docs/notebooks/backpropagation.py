@@ -41,7 +41,7 @@ f = q * z
 f.label = "f"
 f.backward()
 print(f"f = {f.data}, df/dx = {x.grad}, df/dy = {y.grad}, df/dz = {z.grad}")
-draw(f)
+draw(f);  # the ; keeps Jupyter from showing the figure twice
 
 # %% [markdown]
 # The same gradients from PyTorch's autograd:
@@ -78,7 +78,7 @@ x, y = Value(2.0, "x"), Value(5.0, "y")
 f = x * y + x
 f.backward()
 print(f"df/dx = {x.grad} (y + 1 = {y.data + 1}), df/dy = {y.grad} (x = {x.data})")
-draw(f)
+draw(f);  # the ; keeps Jupyter from showing the figure twice
 
 # %% [markdown]
 # Leaves accumulate over backward passes, as in PyTorch; `zero_grad()` resets them.

@@ -88,7 +88,7 @@ print(captured.code)
 # %%
 ShapeProp(captured).propagate(m1.detach(), m2)
 nodes, edges, labels = fx_to_graph(captured, titles={"m1": "M1", "m2": "M2"})
-draw_graph(nodes, edges, edge_labels=labels)
+draw_graph(nodes, edges, edge_labels=labels);  # the ; keeps Jupyter from showing the figure twice
 
 # %% [markdown]
 # ## 3. The MLP, captured twice
@@ -111,7 +111,7 @@ for node in ops.graph.nodes:
 
 # %%
 nodes, edges, labels = fx_to_graph(ops, batch="N", tensors_on_edges=True)
-draw_graph(nodes, edges, edge_labels=labels, scale=0.6)
+draw_graph(nodes, edges, edge_labels=labels, scale=0.6);  # the ; keeps Jupyter from showing the figure twice
 
 # %% [markdown]
 # `torch.compile` captures a graph on the first call and hands it to a backend. This backend

@@ -28,7 +28,7 @@ from torch.distributions import Normal
 
 from block4.data import load_blood_pressure
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 
 # %% [markdown]
 # ## 1. Five points: likelihood, log-likelihood, NLL, cross-entropy

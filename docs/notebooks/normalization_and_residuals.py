@@ -29,7 +29,7 @@ from block4.autograd import Value
 from block4.data import DigitsDataModule
 from block4.models import mlp
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 data = DigitsDataModule()
 x_train, y_train = data.tensors("train")
 xb, yb = x_train[:256], y_train[:256]

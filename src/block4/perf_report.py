@@ -154,7 +154,7 @@ def figure_times_svg(results_dir: Path) -> str:
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("wall time per figure (s, log scale)")
-        ax.legend(loc="lower right", labelcolor=_INK)
+        ax.legend(loc="lower right", labelcolor=_INK, frameon=False)
         for spine in ("top", "right"):
             ax.spines[spine].set_visible(False)
         for item in [ax.xaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
