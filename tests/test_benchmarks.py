@@ -131,3 +131,21 @@ def test_a_benchmark_not_run_yet_is_shown_as_such(tmp_path: Path) -> None:
     config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
     out = perf_report.on_page_markdown("<!-- benchmark: site_build -->", None, config, None)
     assert "Not measured yet" in out and "site_build.json" in out
+
+
+def test_an_incomplete_full_run_is_reported_as_such(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    _write(
+        results,
+        "figures_full",
+        {
+            "profile": "full",
+            "complete": False,
+            "time_limit_s": 115,
+            "figures_started": 2,
+            "of_figures": 24,
+        },
+    )
+    table = perf_report.goals_table(results)
+    assert "incomplete: stopped at 115 s in figure 2 of 24" in table

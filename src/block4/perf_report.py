@@ -227,7 +227,14 @@ def goals_table(results_dir: Path) -> str:
     full_total = None
     if full and full["results"].get("total_s") is not None:
         full_total = full["results"]["total_s"]
-    rows.append(_goal("full profile, all figures, one GPU", 300, full_total, "s", where(full)))
+    full_row = _goal("full profile, all figures, one GPU", 300, full_total, "s", where(full))
+    if full and full["results"].get("complete") is False:
+        r = full["results"]
+        full_row["measured"] = (
+            f"incomplete: stopped at {r.get('time_limit_s')} s in figure "
+            f"{r.get('figures_started')} of {r.get('of_figures')}"
+        )
+    rows.append(full_row)
     no_change = quick and quick["results"].get("no_change_run_s")
     rows.append(_goal("no-change make_figures.py run", 5, no_change, "s", where(quick)))
     site = maybe("site_build")
