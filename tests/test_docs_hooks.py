@@ -29,16 +29,23 @@ def _entry(name: str, numbers: dict, profile: str = "full") -> dict:
     }
 
 
+def hook_config(root: Path, repo_url: str = "", edit_uri: str = "") -> SimpleNamespace:
+    """The part of MkDocs' config the figure hook reads, for a miniature checkout."""
+    return SimpleNamespace(
+        config_file_path=str(root / "mkdocs.yml"),
+        docs_dir=str(root / "docs"),
+        repo_url=repo_url,
+        edit_uri=edit_uri,
+        plugins={},
+    )
+
+
 @pytest.fixture
 def hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The hook configured for a miniature checkout, with a hand-made status table."""
     root = make_project(tmp_path, with_docs=True)
-    config = SimpleNamespace(
-        config_file_path=str(root / "mkdocs.yml"),
-        docs_dir=str(root / "docs"),
-        repo_url="https://example.org/demo/demo/",
-        edit_uri="edit/trunk/docs/",
-        plugins={},
+    config = hook_config(
+        root, repo_url="https://example.org/demo/demo/", edit_uri="edit/trunk/docs/"
     )
     monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
     docs_hooks.on_config(config)
@@ -254,13 +261,7 @@ def test_serve_remakes_stale_figures_before_a_build(
     root = make_project(tmp_path / "repo", with_docs=True)
     _make(root, "--profile", "smoke")
     (root / "src" / "block4" / "helper.py").write_text("SCALE = 4.0\n")
-    config = SimpleNamespace(
-        config_file_path=str(root / "mkdocs.yml"),
-        docs_dir=str(root / "docs"),
-        repo_url="",
-        edit_uri="",
-        plugins={},
-    )
+    config = hook_config(root)
     monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
     docs_hooks.on_startup(command="serve", dirty=False)
     try:
@@ -283,13 +284,7 @@ def test_serve_keeps_serving_when_a_figure_fails(
     _make(root, "--profile", "smoke")
     demo = root / "src" / "block4" / "figures" / "demo.py"
     demo.write_text(demo.read_text().replace("    return fig, {", "    1 / 0\n    return fig, {"))
-    config = SimpleNamespace(
-        config_file_path=str(root / "mkdocs.yml"),
-        docs_dir=str(root / "docs"),
-        repo_url="",
-        edit_uri="",
-        plugins={},
-    )
+    config = hook_config(root)
     monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", "serve")
     docs_hooks.on_config(config)
     with caplog.at_level(logging.WARNING, logger="mkdocs"):
