@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -225,13 +224,8 @@ def measure(cfg, x, y, accelerator, device, epochs, repeats, batching) -> dict[s
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
+    """What this benchmark adds to ``benchmarks.common.machine_info`` (CPU, versions, GPU)."""
     info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "pytorch_lightning": pl.__version__,
         "torch_num_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "device": str(device),
