@@ -273,6 +273,97 @@ def test_two_runs_at_once_both_land_in_the_manifest(repo: Path) -> None:
     assert run(repo, "--check").returncode == 0
 
 
+# -- parallel runs (--jobs) ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_jobs_makes_the_same_files_in_parallel_processes(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    proc = run(made, "--force", "--profile", "smoke", "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "making 2 figures in 2 parallel processes (smoke profile)" in proc.stderr
+    assert "1/2 done" in proc.stderr and "2/2 done" in proc.stderr and "ETA" in proc.stderr
+    assert "made 2 figure(s)" in proc.stderr and "2 processes" in proc.stderr
+    after = snapshot(figures_dir(made))
+    for name in ("line_plot.svg", "line_plot.dark.svg", "other_plot.svg", "other_plot.dark.svg"):
+        assert after[name] == before[name], name  # one process or two: the same bytes
+    entries = manifest(made)["figures"]
+    assert sorted(entries) == ["line_plot", "other_plot"]
+    assert entries["line_plot"]["numbers"] == {"slope": 2.0, "n": 5, "profile": "smoke", "ok": True}
+    assert run(made, "--check").returncode == 0
+
+
+@pytest.mark.slow
+def test_jobs_a_failing_figure_is_reported_and_the_other_is_made(made: Path) -> None:
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(
+        demo.read_text().replace(
+            "    return fig, {", "    raise RuntimeError('boom')\n    return fig, {"
+        )
+    )
+    before = snapshot(figures_dir(made))
+    proc = run(made, "--force", "--profile", "smoke", "--jobs", "2")
+    assert proc.returncode == 1
+    assert "FAILED line_plot" in proc.stderr and "RuntimeError: boom" in proc.stderr
+    assert "done other_plot" in proc.stderr
+    after = snapshot(figures_dir(made))
+    assert after["line_plot.svg"] == before["line_plot.svg"]  # the failed figure kept its files
+    assert "line_plot" in manifest(made)["figures"]
+
+
+@pytest.mark.slow
+def test_jobs_sigint_stops_every_worker_and_leaves_no_partial_file(made: Path) -> None:
+    demo = made / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(
+        demo.read_text()
+        .replace(
+            "    return fig, {",
+            "    import os, time\n"
+            "    if os.environ.get('DEMO_SLOW'):\n"
+            "        print('working', flush=True)\n"
+            "        time.sleep(60)\n"
+            "    return fig, {",
+        )
+        .replace('"n": 5', '"n": 6')
+    )
+    before = snapshot(figures_dir(made))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--profile", "smoke", "--force", "--jobs", "2"],
+        cwd=made,
+        env=dict(_env(), DEMO_SLOW="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "working"  # a worker is inside line_plot
+    proc.send_signal(signal.SIGINT)  # to the main process only, as `kill -INT` would
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted during" in err and "line_plot" in err and "to resume" in err
+    after = snapshot(figures_dir(made))
+    assert after["line_plot.svg"] == before["line_plot.svg"]
+    assert manifest(made)["figures"]["line_plot"]["numbers"]["n"] == 5
+    assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
+
+
+@pytest.mark.slow
+def test_jobs_on_the_real_figures_gives_the_files_of_one_process(tmp_path: Path) -> None:
+    """Figures sharing trained models (group "trained-models") give the same bytes when they
+    run in a parallel worker as when they run one after another in one process."""
+    names = ["poisson_counts", "regression_calibration", "activation_functions"]
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        proc = run(ROOT, "--profile", "smoke", "--only", *names, "--out-dir", str(out),
+                   "--jobs", jobs, "--no-progress", timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        outs[jobs] = json.loads((out / "manifest.json").read_text())["figures"]
+    for name in names:
+        assert outs["1"][name]["sha256"] == outs["2"][name]["sha256"], name
+        assert outs["1"][name]["numbers"] == outs["2"][name]["numbers"], name
+
+
 # -- bad inputs -------------------------------------------------------------------------------
 
 
@@ -286,6 +377,14 @@ def test_two_runs_at_once_both_land_in_the_manifest(repo: Path) -> None:
         (["--accelerator", "abacus"], "invalid choice: 'abacus' (choose from 'auto', 'cpu'"),
         (["--strategy", "magic"], "invalid choice: 'magic' (choose from 'auto', 'ddp'"),
         (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["--jobs", "0"], "--jobs '0' is not valid; allowed: a positive count (e.g. 4) or auto"),
+        (["--jobs", "many"], "--jobs 'many' is not valid; allowed: a positive count"),
+        (
+            ["--jobs", "2", "--devices", "2"],
+            "--jobs 2 runs figures in separate processes, one device each; it cannot be "
+            "combined with a multi-process Trainer",
+        ),
+        (["--jobs", "2", "--strategy", "ddp"], "allowed: --jobs 1 with those"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_message_and_write_nothing(

@@ -10,6 +10,7 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,63 @@ def test_discover_rejects_non_literal_arguments(project: pipeline.Project) -> No
         pipeline.PipelineError, match=r"bad.py:4: params of @figure must be a literal"
     ):
         pipeline.discover(project)
+
+
+def test_discover_reads_groups_and_rejects_bad_ones(project: pipeline.Project) -> None:
+    write(
+        project.figures_dir / "grouped.py",
+        """
+        from block4.figures.registry import figure
+        @figure("first_plot", chapter="demo", group="shared")
+        def first_plot(ctx):
+            pass
+        @figure("second_plot", chapter="demo", params={}, group="shared")
+        def second_plot(ctx):
+            pass
+        """,
+    )
+    figures = pipeline.discover(project)
+    assert figures["first_plot"].group == figures["second_plot"].group == "shared"
+    assert figures["line_plot"].group is None
+    write(
+        project.figures_dir / "grouped.py",
+        """
+        from block4.figures.registry import figure
+        @figure("first_plot", chapter="demo", group="")
+        def first_plot(ctx):
+            pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match="group of @figure\\('first_plot'\\) must be"):
+        pipeline.discover(project)
+
+
+def test_a_group_is_not_part_of_the_fingerprint_header(project: pipeline.Project) -> None:
+    info = pipeline.discover(project)["other_plot"]
+    grouped = pipeline.FigureInfo(**{**info.__dict__, "group": "g"})
+    deps = {"src/block4/figures/demo2.py": "0" * 64}
+    assert pipeline._fingerprint_of(grouped, "quick", 0, deps) == pipeline._fingerprint_of(
+        info, "quick", 0, deps
+    )
+
+
+def test_parallel_units_keep_groups_together_longest_first() -> None:
+    def info(name: str, group: str | None = None, module: str = "block4.figures.m") -> Any:
+        return pipeline.FigureInfo(name, "c", {}, module, name, Path("m.py"), 1, group)
+
+    jobs = [
+        (info("a", "g"), None),
+        (info("b"), None),
+        (info("c", "g"), None),
+        (info("d"), None),
+        (info("e", "g", module="block4.figures.other"), None),  # same name, other module
+        (info("new"), None),
+    ]
+    estimates = {"a": 10.0, "b": 15.0, "c": 7.0, "d": 1.0, "e": 2.0}
+    units = pipeline.parallel_units(jobs, estimates)
+    names = [[i.name for i, _ in unit] for unit in units]
+    # "new" has no estimate: it starts first; then a+c (17 s), b (15 s), e, d
+    assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
 
 
 def test_discover_rejects_duplicate_and_badly_named_figures(project: pipeline.Project) -> None:
@@ -522,3 +580,12 @@ def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
         assert torch.get_num_threads() == pipeline.FIGURE_THREADS == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_figure_decorator_checks_name_and_group_when_imported() -> None:
+    from block4.figures.registry import figure
+
+    with pytest.raises(ValueError, match="must be snake_case"):
+        figure("Bad-Name", chapter="demo")
+    with pytest.raises(ValueError, match="group of figure 'ok_name' must be a non-empty string"):
+        figure("ok_name", chapter="demo", group="")

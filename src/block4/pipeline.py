@@ -168,6 +168,8 @@ class FigureInfo:
         function: the function's name in that module.
         path: the module's file.
         line: the line of the ``def``.
+        group: ``group=`` of the decorator: figures sharing work, made in one process by
+            ``--jobs N`` (None: the figure stands alone).
     """
 
     name: str
@@ -177,6 +179,7 @@ class FigureInfo:
     function: str
     path: Path
     line: int
+    group: str | None = None
 
 
 class _Mark(str):
@@ -436,6 +439,11 @@ def discover(project: Project, *, sources: _Sources | None = None) -> dict[str, 
                     params = {}
                 if not isinstance(params, dict):
                     raise PipelineError(f"{where}: params of @figure({name!r}) must be a dict")
+                group = _literal(kwargs["group"], "group", where) if "group" in kwargs else None
+                if group is not None and not (isinstance(group, str) and group):
+                    raise PipelineError(
+                        f"{where}: group of @figure({name!r}) must be a non-empty string"
+                    )
                 if name in found:
                     other = found[name]
                     raise PipelineError(
@@ -450,6 +458,7 @@ def discover(project: Project, *, sources: _Sources | None = None) -> dict[str, 
                     function=node.name,
                     path=path,
                     line=node.lineno,
+                    group=group,
                 )
     return found
 
@@ -940,6 +949,166 @@ def prune_orphans(project: Project, names: Iterable[str]) -> None:
         atomic_write(project.manifest_path, _dump_manifest(manifest))
 
 
+def _figure_in_worker(
+    project: Project, info: FigureInfo, ctx: FigureContext
+) -> tuple[bool, Any, float]:
+    """Make one figure in a worker process of ``--jobs N``.
+
+    Returns ``(True, entry, seconds)``, or ``(False, message, seconds)`` when the figure
+    failed (the message ends with the traceback unless it is a `PipelineError`). Errors
+    travel back as text: not every exception a figure may raise can be pickled.
+    """
+    start = time.perf_counter()
+    try:
+        entry = run_figure(project, info, ctx, sources=_Sources(project))
+    except Exception as err:
+        message = str(err)
+        if not isinstance(err, PipelineError):
+            message += "\n" + traceback.format_exc()
+        return False, message, time.perf_counter() - start
+    return True, entry, time.perf_counter() - start
+
+
+_REPORTS: Any = None  # in a worker process: the queue its results go back through
+
+
+def _start_worker(reports: Any) -> None:
+    global _REPORTS
+    _REPORTS = reports
+    _quiet_lightning()
+
+
+def _unit_in_worker(project: Project, unit: list[tuple[FigureInfo, FigureContext]]) -> None:
+    """Make the figures of one unit in order, reporting each as soon as it is done."""
+    for info, ctx in unit:
+        _REPORTS.put((info.name, *_figure_in_worker(project, info, ctx)))
+
+
+def parallel_units(
+    jobs: list[tuple[FigureInfo, FigureContext]], estimates: dict[str, float]
+) -> list[list[tuple[FigureInfo, FigureContext]]]:
+    """The units of work of ``--jobs N``, the longest first.
+
+    Figures that name the same ``group`` form one unit (in the order given); every other
+    figure is a unit of its own. A unit's length is the sum of its figures' estimated
+    seconds; a figure without an estimate counts as longer than any unit of known figures,
+    so it starts early.
+    """
+    units: dict[str, list[tuple[FigureInfo, FigureContext]]] = {}
+    for info, ctx in jobs:
+        key = f"group:{info.module}:{info.group}" if info.group else f"figure:{info.name}"
+        units.setdefault(key, []).append((info, ctx))
+    unknown = sum(estimates.values()) + 1.0  # longer than any unit of known figures
+
+    def length(unit: list[tuple[FigureInfo, FigureContext]]) -> float:
+        return sum(estimates.get(info.name, unknown) for info, _ in unit)
+
+    return sorted(units.values(), key=length, reverse=True)
+
+
+def _stop_workers(executor: Any) -> None:
+    """Interrupt the workers of ``executor`` (each cleans up its temporary files), then end it."""
+    import signal
+
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    deadline = time.monotonic() + 0.5  # a Ctrl+C from the terminal reached them already
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(proc.pid, signal.SIGINT)
+    for proc in processes:
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def run_parallel(
+    project: Project,
+    jobs: list[tuple[FigureInfo, FigureContext]],
+    workers: int,
+    progress: Progress,
+    made: list[str],
+    failed: list[str],
+    hints: dict[str, float] | None = None,
+) -> None:
+    """Make ``jobs`` in ``workers`` processes (units from `parallel_units`, longest first).
+
+    ``hints`` are the seconds each figure is expected to take, used only to start the
+    longest first (default: ``progress.estimates``).
+
+    Every worker writes its own figures' files and manifest entries (atomically, under the
+    manifest lock), so a crash or an interrupt loses at most the figures still running. The
+    names of the figures made and failed are appended to ``made`` and ``failed`` as they end.
+
+    Raises:
+        KeyboardInterrupt: after stopping the workers, when the run was interrupted.
+    """
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import ProcessPoolExecutor
+
+    infos = {info.name: info for info, _ in jobs}
+    units = parallel_units(jobs, hints if hints is not None else progress.estimates)
+    # "spawn": a fresh interpreter per worker (no forked torch/OpenMP state, any platform).
+    mp = multiprocessing.get_context("spawn")
+    reports = mp.Queue()
+    executor = ProcessPoolExecutor(
+        max_workers=min(workers, len(units)),
+        mp_context=mp,
+        initializer=_start_worker,
+        initargs=(reports,),
+    )
+    pending = set(infos)
+
+    def report(name: str, ok: bool, result: Any, seconds: float) -> None:
+        pending.discard(name)
+        info = infos[name]
+        if ok:
+            made.append(name)
+            progress.finished(info, seconds, True, sorted(pending), _size_hint(result))
+            return
+        failed.append(name)
+        progress.finished(info, seconds, False, sorted(pending))
+        where = f"{project.relative(info.path)}:{info.line}"
+        print(f"    error in {name} ({where}): {result}", file=sys.stderr)
+
+    all_ended = 0.0
+    try:
+        futures = {executor.submit(_unit_in_worker, project, unit): unit for unit in units}
+        while pending:
+            try:
+                name, ok, result, seconds = reports.get(timeout=0.2)
+            except queue_module.Empty:
+                for future in [f for f in futures if f.done()]:
+                    unit = futures.pop(future)
+                    if future.exception() is not None:  # the worker process died
+                        for info, _ in unit:
+                            if info.name in pending:
+                                report(
+                                    info.name,
+                                    False,
+                                    f"its worker process died: {future.exception()!r}",
+                                    0.0,
+                                )
+                if futures:
+                    continue
+                # every unit has ended; a report still in flight arrives within moments
+                all_ended = all_ended or time.monotonic()
+                if time.monotonic() - all_ended > 5.0:
+                    for name in sorted(pending):
+                        report(name, False, "its worker ended without a result", 0.0)
+                continue
+            if name in pending:
+                report(name, ok, result, seconds)
+    except KeyboardInterrupt:
+        _stop_workers(executor)
+        raise
+    executor.shutdown(wait=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Progress
 # --------------------------------------------------------------------------------------------
@@ -960,6 +1129,7 @@ class Progress:
     done: int = 0
     start: float = field(default_factory=time.perf_counter)
     spent: list[float] = field(default_factory=list)
+    jobs: int = 1
 
     def _eta(self, remaining: Sequence[str]) -> str:
         avg = sum(self.spent) / len(self.spent) if self.spent else None
@@ -969,7 +1139,7 @@ class Progress:
             if guess is None:
                 return "?"
             total += guess
-        return _clock(total)
+        return _clock(total / min(self.jobs, max(len(remaining), 1)))
 
     def _bar(self) -> str:
         width = 20
@@ -989,6 +1159,25 @@ class Progress:
             self.spent.append(seconds)
         mark = "done" if ok else "FAILED"
         self._print(f"    {mark} {info.name} in {seconds:.1f} s{detail}")
+
+    def finished(
+        self,
+        info: FigureInfo,
+        seconds: float,
+        ok: bool,
+        remaining: Sequence[str],
+        detail: str = "",
+    ) -> None:
+        """One line for a figure made by a parallel worker (they finish in any order)."""
+        self.done += 1
+        if ok:
+            self.spent.append(seconds)
+        elapsed = _clock(time.perf_counter() - self.start)
+        mark = "done" if ok else "FAILED"
+        self._print(
+            f"[{self._bar()}] {self.done}/{self.total} {mark} {info.name} ({info.chapter}) in "
+            f"{seconds:.1f} s{detail} | elapsed {elapsed} | ETA {self._eta(remaining)}"
+        )
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream or sys.stderr, flush=True)
@@ -1017,6 +1206,7 @@ examples:
   {COMMAND} --list                   # name, chapter, status, profile, device of every figure
   {COMMAND} --check                  # exit 1 and name every stale figure (used by CI)
   {COMMAND} --only activation_functions --force
+  {COMMAND} --jobs auto               # one figure per CPU core at a time (same files)
   {COMMAND} --profile full --accelerator gpu --devices 1     # publication figures on one GPU
 
 multi-GPU and clusters (Lightning is the distributed engine; only rank 0 writes files):
@@ -1085,6 +1275,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Lightning Trainer strategy (default: auto; ddp for several GPUs or nodes)",
     )
     p.add_argument(
+        "--jobs",
+        "-j",
+        default="1",
+        metavar="N",
+        help="make up to N figures at once, each in its own process (default: 1; 'auto': one "
+        "per CPU core). Every figure runs on one CPU thread either way, so the numbers and "
+        "files are the same as with --jobs 1",
+    )
+    p.add_argument(
         "--out-dir",
         type=Path,
         default=None,
@@ -1118,6 +1317,47 @@ def parse_num_nodes(text: str) -> int:
     if not re.fullmatch(r"[1-9][0-9]*", str(text).strip()):
         raise UsageError(f"--num-nodes {text!r} is not valid; allowed: a positive integer")
     return int(text)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_jobs(text: str) -> int:
+    """Validate a ``--jobs`` value: a positive count, or ``auto`` (one per CPU core)."""
+    text = str(text).strip()
+    if text == "auto":
+        return max(1, available_cpus() // FIGURE_THREADS)
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise UsageError(
+            f"--jobs {text!r} is not valid; allowed: a positive count (e.g. 4) or auto "
+            f"(one per CPU core: {max(1, available_cpus() // FIGURE_THREADS)} here)"
+        )
+    return int(text)
+
+
+def _check_jobs(jobs: int, devices: int | str, num_nodes: int, strategy: str) -> None:
+    """Parallel figure processes and a multi-process Trainer do not mix."""
+    if jobs == 1:
+        return
+    several = (isinstance(devices, int) and devices not in (1,)) or (
+        isinstance(devices, str) and devices != "auto"
+    )
+    if several or num_nodes > 1 or strategy not in ("auto", "single_device"):
+        raise UsageError(
+            f"--jobs {jobs} runs figures in separate processes, one device each; it cannot be "
+            "combined with a multi-process Trainer (--devices other than 1, --num-nodes > 1, "
+            f"--strategy {strategy}); allowed: --jobs 1 with those, or --jobs N with "
+            "--devices 1"
+        )
+    if external_world_size() > 1:
+        raise UsageError(
+            f"--jobs {jobs} under a cluster launcher ({external_world_size()} ranks); allowed "
+            "there: --jobs 1"
+        )
 
 
 def _check_accelerator(accelerator: str, devices: int | str) -> None:
@@ -1193,6 +1433,8 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
     try:
         devices = parse_devices(args.devices)
         num_nodes = parse_num_nodes(args.num_nodes)
+        jobs = parse_jobs(args.jobs)
+        _check_jobs(jobs, devices, num_nodes, args.strategy)
         project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
         sources = _Sources(project)
         figures = discover(project, sources=sources)
@@ -1280,53 +1522,84 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         for n, _ in todo
         if (status[n].entry or {}).get("profile") == profile
     }
-    progress = Progress(total=len(todo), estimates=estimates)
+    workers = min(jobs, len(todo))
+    progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
     failures: list[str] = []
     made: list[str] = []
-    for k, (name, seed) in enumerate(todo, start=1):
-        info = figures[name]
-        ctx = FigureContext(
+
+    def context(name: str, seed: int) -> FigureContext:
+        return FigureContext(
             profile=profile,
             seed=seed,
             accelerator=args.accelerator,
-            devices=devices,
+            # parallel workers are one process each: "auto" must not start DDP on many GPUs
+            devices=1 if workers > 1 and devices == "auto" else devices,
             num_nodes=num_nodes,
             strategy=args.strategy,
             out_dir=project.out_dir,
-            progress=progress_bar and rank_zero,
+            progress=progress_bar and rank_zero and workers == 1,
             name=name,
         )
+
+    def interrupted(where: str) -> int:
         if rank_zero:
-            progress.begin(k, info, profile, [n for n, _ in todo[k - 1 :]])
-        start = time.perf_counter()
+            print(
+                f"\ninterrupted during {where}: the previous files and manifest entries of the "
+                f"figures being made are unchanged; {len(made)} figure(s) were saved. Run the "
+                "same command again to resume.",
+                file=sys.stderr,
+            )
+        return 130
+
+    if workers > 1:
+        print(
+            f"making {len(todo)} figures in {workers} parallel processes ({profile} profile)",
+            file=sys.stderr,
+        )
         try:
-            entry = run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
-        except (KeyboardInterrupt, SystemExit):
-            # Lightning's Trainer catches Ctrl+C itself, shuts down and calls sys.exit(1).
+            # the longest first: times of this profile, else those of the last run of any
+            recorded = {n: (status[n].entry or {}).get("wall_time_s") for n, _ in todo}
+            hints = {n: float(t) for n, t in recorded.items() if t is not None} | estimates
+            run_parallel(
+                project,
+                [(figures[name], context(name, seed)) for name, seed in todo],
+                workers,
+                progress,
+                made,
+                failures,
+                hints=hints,
+            )
+        except KeyboardInterrupt:
+            return interrupted(", ".join(n for n, _ in todo if n not in made + failures))
+    else:
+        for k, (name, seed) in enumerate(todo, start=1):
+            info = figures[name]
+            ctx = context(name, seed)
             if rank_zero:
-                print(
-                    f"\ninterrupted during {name}: its previous files and manifest entry are "
-                    f"unchanged; {len(made)} figure(s) were saved. Run the same command again "
-                    "to resume.",
-                    file=sys.stderr,
-                )
-            return 130
-        except Exception as err:  # one failing figure must not stop the others
-            failures.append(name)
+                progress.begin(k, info, profile, [n for n, _ in todo[k - 1 :]])
+            start = time.perf_counter()
+            try:
+                entry = run_figure(project, info, ctx, write=rank_zero, sources=_Sources(project))
+            except (KeyboardInterrupt, SystemExit):
+                # Lightning's Trainer catches Ctrl+C itself, shuts down and calls sys.exit(1).
+                return interrupted(name)
+            except Exception as err:  # one failing figure must not stop the others
+                failures.append(name)
+                if rank_zero:
+                    progress.end(info, time.perf_counter() - start, ok=False)
+                    where = f"{project.relative(info.path)}:{info.line}"
+                    print(f"    error in {info.name} ({where}): {err}", file=sys.stderr)
+                    if not isinstance(err, PipelineError):
+                        traceback.print_exc(file=sys.stderr)
+                continue
+            made.append(name)
             if rank_zero:
-                progress.end(info, time.perf_counter() - start, ok=False)
-                where = f"{project.relative(info.path)}:{info.line}"
-                print(f"    error in {info.name} ({where}): {err}", file=sys.stderr)
-                if not isinstance(err, PipelineError):
-                    traceback.print_exc(file=sys.stderr)
-            continue
-        made.append(name)
-        if rank_zero:
-            progress.end(info, time.perf_counter() - start, ok=True, detail=_size_hint(entry))
+                progress.end(info, time.perf_counter() - start, ok=True, detail=_size_hint(entry))
     if rank_zero:
         elapsed = _clock(time.perf_counter() - progress.start)
         print(
-            f"made {len(made)} figure(s) in {elapsed} ({profile} profile) into "
+            f"made {len(made)} figure(s) in {elapsed} ({profile} profile"
+            f"{f', {workers} processes' if workers > 1 else ''}) into "
             f"{project.relative(project.out_dir)}",
             file=sys.stderr,
         )

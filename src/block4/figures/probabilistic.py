@@ -103,6 +103,10 @@ def fit(
     return model.cpu().eval()
 
 
+# Models trained once per process and shared by the figures of group "trained-models"
+# (``make_figures.py --jobs N`` makes that group in one process, so they are shared there too).
+# Every entry is made from its own seed, so a figure's result does not depend on which figure
+# trained a model first.
 _CACHE: dict[tuple, Any] = {}
 
 
@@ -332,6 +336,7 @@ def mixture_models(ctx: FigureContext) -> dict[str, Any]:
     "heteroscedastic_regression",
     chapter="probabilistic-heads",
     params={"bulk": [-1.8, 1.8]},
+    group="trained-models",
 )
 def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
     """Learned mean and +-2 sigma(x) bands against the truth, and sigma(x) itself.
@@ -444,7 +449,7 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float]):
     return fig, numbers
 
 
-@figure("diabetes_nll", chapter="probabilistic-heads", params={})
+@figure("diabetes_nll", chapter="probabilistic-heads", params={}, group="trained-models")
 def diabetes_nll(ctx: FigureContext):
     """Test NLL of homoscedastic vs heteroscedastic Gaussian MLPs on the diabetes data.
 
@@ -525,7 +530,12 @@ def diabetes_nll(ctx: FigureContext):
     return fig, numbers
 
 
-@figure("poisson_counts", chapter="probabilistic-heads", params={"level": 0.9})
+@figure(
+    "poisson_counts",
+    chapter="probabilistic-heads",
+    params={"level": 0.9},
+    group="trained-models",
+)
 def poisson_counts(ctx: FigureContext, level: float):
     """Counts: a Poisson head against a Gaussian head on synthetic count data.
 
@@ -608,7 +618,12 @@ def _poisson_interval(rate: torch.Tensor, level: float) -> tuple[torch.Tensor, t
     return lo, hi
 
 
-@figure("mixture_density", chapter="probabilistic-heads", params={"x_probe": 0.5})
+@figure(
+    "mixture_density",
+    chapter="probabilistic-heads",
+    params={"x_probe": 0.5},
+    group="trained-models",
+)
 def mixture_density(ctx: FigureContext, x_probe: float):
     """A multimodal target: a 3-component mixture density head vs a Gaussian head.
 
@@ -809,6 +824,7 @@ def digits_calibration(ctx: FigureContext, n_bins: int):
     "regression_calibration",
     chapter="probabilistic-heads",
     params={"levels": [0.5, 0.8, 0.9, 0.95], "bins": 10},
+    group="trained-models",  # reuses the models of the four figures above
 )
 def regression_calibration(ctx: FigureContext, levels: list[float], bins: int):
     """PIT histograms and interval coverage of the chapter's regressors on held-out data.

@@ -113,7 +113,13 @@ class FigureContext:
         return kwargs
 
 
-def figure(name: str, *, chapter: str, params: dict[str, Any] | None = None) -> Callable[[F], F]:
+def figure(
+    name: str,
+    *,
+    chapter: str,
+    params: dict[str, Any] | None = None,
+    group: str | None = None,
+) -> Callable[[F], F]:
     """Register ``func`` as the figure ``name`` of ``chapter``.
 
     Args:
@@ -121,9 +127,16 @@ def figure(name: str, *, chapter: str, params: dict[str, Any] | None = None) -> 
         chapter: the chapter page the figure belongs to (e.g. ``"activations"``).
         params: literal keyword arguments passed to the function; they are part of the
             figure's fingerprint, so changing one makes the figure stale.
+        group: figures of one module that reuse each other's work (models trained once and
+            kept in a module-level cache) name the same group: ``make_figures.py --jobs N``
+            then makes them one after another in the same process, in the order they are
+            defined. It changes where a figure runs, never what it computes, so it is not
+            part of the fingerprint.
     """
     if not NAME_PATTERN.match(name):
         raise ValueError(f"figure name {name!r} must be snake_case: [a-z][a-z0-9_]*")
+    if group is not None and not (isinstance(group, str) and group):
+        raise ValueError(f"group of figure {name!r} must be a non-empty string, got {group!r}")
 
     def decorate(func: F) -> F:
         if name in REGISTRY and REGISTRY[name].func.__qualname__ != func.__qualname__:
