@@ -57,11 +57,11 @@ case "$cmd" in
     setup ;;
   build)
     setup
-    python scripts/make_figures.py
+    python scripts/make_figures.py --jobs auto
     mkdocs build --strict ;;
   serve)
     setup
-    python scripts/make_figures.py
+    python scripts/make_figures.py --jobs auto
     mkdocs serve --dev-addr "${BLOCK4_ADDR:-127.0.0.1:8000}" ;;
   test)
     setup

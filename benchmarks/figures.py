@@ -4,11 +4,13 @@ Usage::
 
     python benchmarks/figures.py --profile quick              # in a temporary copy of the repo
     python benchmarks/figures.py --profile full --accelerator gpu --in-place
+    python benchmarks/figures.py --profile quick --jobs 2    # two figures at a time
 
 By default the figures are made in a temporary copy of the repository, so the committed
 figures stay untouched; ``--in-place`` regenerates the repository's own figures (what one does
 on a GPU to publish the ``full`` profile). Per-figure wall times come from the manifest the run
-writes. Writes ``figures_<profile>.json``.
+writes. Writes ``figures_<profile>.json`` (``figures_<profile>_jobs<N>.json`` with ``--jobs N``,
+``N > 1``; ``--name`` chooses another name).
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None
     return rows
 
 
-def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict:
+def measure(repo: Path, profile: str, extra: list[str], only: list[str], jobs: int = 1) -> dict:
     selection = ["--only", *only] if only else []
-    total, proc = run_cli(repo, ["--force", "--profile", profile, *extra, *selection])
+    total, proc = run_cli(
+        repo, ["--force", "--profile", profile, "--jobs", str(jobs), *extra, *selection]
+    )
     if proc.returncode != 0:
         raise SystemExit(f"make_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     no_change, proc2 = run_cli(repo, ["--profile", profile, *extra, *selection])
@@ -92,6 +96,7 @@ def measure(repo: Path, profile: str, extra: list[str], only: list[str]) -> dict
     rows = figure_rows(repo / "docs" / "figures" / "manifest.json", only)
     return {
         "profile": profile,
+        "jobs": jobs,
         "total_s": round(total, 1),
         "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
         "no_change_run_s": round(no_change, 2),
@@ -109,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", default=[], metavar="NAME", help="time these figures only"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="passed to make_figures.py (default 1)"
+    )
     parser.add_argument("--in-place", action="store_true", help="regenerate the repo's own figures")
+    parser.add_argument(
+        "--name", default=None, help="result name (default figures_<profile>[_jobs<N>])"
+    )
     parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes")
     parser.add_argument(
         "--from-manifest",
@@ -119,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. of a run cut short by a time limit)",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive count, got {args.jobs}")
     extra = ["--accelerator", args.accelerator] if args.accelerator else []
+    name = args.name or f"figures_{args.profile}" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
 
     if args.from_manifest:
         if not args.from_manifest.is_file():
@@ -131,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             "n_figures": len(rows),
             "figures": rows,
         }
-        path = write_result(f"figures_{args.profile}", results, args.out_dir)
+        path = write_result(name, results, args.out_dir)
         print(f"{len(rows)} figures of profile {args.profile} summarised -> {path}")
         return 0
     if args.in_place:
-        results = measure(ROOT, args.profile, extra, args.only)
+        results = measure(ROOT, args.profile, extra, args.only, args.jobs)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            results = measure(copy_repo(Path(tmp)), args.profile, extra, args.only)
-    path = write_result(f"figures_{args.profile}", results, args.out_dir)
+            results = measure(copy_repo(Path(tmp)), args.profile, extra, args.only, args.jobs)
+    path = write_result(name, results, args.out_dir)
     print(
         f"{results['n_figures']} figures, profile {args.profile}: total {results['total_s']} s, "
         f"no-change {results['no_change_run_s']} s, --check {results['check_s']} s -> {path}"

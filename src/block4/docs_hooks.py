@@ -148,7 +148,7 @@ def _refresh_stale(project: pipeline.Project) -> None:
     log.info("block4: re-making stale figures (quick profile): %s", ", ".join(stale))
     script = project.root / "scripts" / "make_figures.py"
     cmd = [sys.executable, str(script), "--only", *stale, "--profile", "quick"]
-    cmd += ["--out-dir", str(project.out_dir), "--no-progress"]
+    cmd += ["--out-dir", str(project.out_dir), "--no-progress", "--jobs", "auto"]
     proc = subprocess.run(cmd, cwd=project.root, check=False)
     if proc.returncode != 0:
         log.warning("block4: re-making figures failed (exit %s): %s", proc.returncode, stale)

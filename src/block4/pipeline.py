@@ -1207,6 +1207,7 @@ examples:
   {COMMAND} --check                  # exit 1 and name every stale figure (used by CI)
   {COMMAND} --only activation_functions --force
   {COMMAND} --jobs auto               # one figure per CPU core at a time (same files)
+  {COMMAND} --profile full --accelerator cpu --jobs auto   # publication figures on all CPU cores
   {COMMAND} --profile full --accelerator gpu --devices 1     # publication figures on one GPU
 
 multi-GPU and clusters (Lightning is the distributed engine; only rank 0 writes files):

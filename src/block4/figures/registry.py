@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is the
-#: CPU default (all figures within minutes on two cores), ``full`` is publication quality and
-#: meant for one GPU.
+#: CPU default (all figures within minutes on two cores), ``full`` is publication quality
+#: (minutes on a few CPU cores with ``--jobs``).
 PROFILES: dict[str, str] = {
     "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
     "quick": "all figures in a few minutes on 2 CPU cores; the default on a CPU",
-    "full": "publication quality (more epochs, several seeds, error bands); meant for one GPU",
+    "full": "publication quality (more epochs, several seeds, error bands); a few minutes "
+    "with --jobs on a few CPU cores",
 }
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
