@@ -19,15 +19,20 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, python, write_result  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "src"))
+from block4.pipeline import UsageError, parse_jobs  # noqa: E402  (no torch import)
 
 PROFILES = ("smoke", "quick", "full")
 
@@ -49,17 +54,37 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run_cli(repo: Path, args: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def run_cli(
+    repo: Path, args: list[str], time_limit: float | None = None
+) -> tuple[float, subprocess.CompletedProcess[str] | None]:
+    """Run make_figures.py in ``repo``; ``None`` instead of the process when the time ran out.
+
+    At the time limit the run is interrupted like Ctrl+C (it stops its workers and keeps
+    every figure finished so far), then killed if it has not ended 60 s later.
+    """
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
     start = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [python(), str(repo / "scripts" / "make_figures.py"), *args],
         cwd=repo,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    return time.perf_counter() - start, proc
+    try:
+        out, err = proc.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        return time.perf_counter() - start, None
+    return time.perf_counter() - start, subprocess.CompletedProcess(
+        proc.args, proc.returncode, out, err
+    )
 
 
 def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None) -> list[dict]:
@@ -82,18 +107,57 @@ def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None
     return rows
 
 
-def measure(repo: Path, profile: str, extra: list[str], only: list[str], jobs: int = 1) -> dict:
+def figures_made_since(manifest_path: Path, started: datetime, only: list[str]) -> list[dict]:
+    """The rows of the figures a run that started at ``started`` (UTC) has written."""
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    since = started.replace(microsecond=0)
+    fresh = [
+        name
+        for name, entry in manifest.get("figures", {}).items()
+        if datetime.fromisoformat(entry.get("date", "1970-01-01T00:00:00+00:00")) >= since
+    ]
+    return figure_rows(manifest_path, fresh) if fresh else []
+
+
+def measure(
+    repo: Path,
+    profile: str,
+    extra: list[str],
+    only: list[str],
+    jobs: int = 1,
+    time_limit: float | None = None,
+) -> dict:
     selection = ["--only", *only] if only else []
+    started = datetime.now(timezone.utc)
     total, proc = run_cli(
-        repo, ["--force", "--profile", profile, "--jobs", str(jobs), *extra, *selection]
+        repo,
+        ["--force", "--profile", profile, "--jobs", str(jobs), *extra, *selection],
+        time_limit,
     )
+    manifest = repo / "docs" / "figures" / "manifest.json"
+    if proc is None:  # the time limit ran out: report what was made
+        rows = figures_made_since(manifest, started, only)
+        of = len(only) if only else len(json.loads(manifest.read_text())["figures"])
+        return {
+            "profile": profile,
+            "jobs": jobs,
+            "complete": False,
+            "time_limit_s": time_limit,
+            "figures_made": len(rows),
+            "of_figures": of,
+            "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
+            "note": f"stopped by its {time_limit:g} s time limit with {len(rows)} of {of} "
+            "figures made (their times are below)",
+            "figures": rows,
+        }
     if proc.returncode != 0:
         raise SystemExit(f"make_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     no_change, proc2 = run_cli(repo, ["--profile", profile, *extra, *selection])
-    if proc2.returncode != 0:
-        raise SystemExit(f"no-change run failed:\n{proc2.stderr[-3000:]}")
+    if proc2 is None or proc2.returncode != 0:
+        raise SystemExit(f"no-change run failed:\n{proc2 and proc2.stderr[-3000:]}")
     check, proc3 = run_cli(repo, ["--check"])
-    rows = figure_rows(repo / "docs" / "figures" / "manifest.json", only)
+    assert proc3 is not None
+    rows = figure_rows(manifest, only)
     return {
         "profile": profile,
         "jobs": jobs,
@@ -115,9 +179,20 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", default=[], metavar="NAME", help="time these figures only"
     )
     parser.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="passed to make_figures.py (default 1)"
+        "--jobs",
+        default="1",
+        metavar="N",
+        help="passed to make_figures.py: a count or auto (default 1)",
     )
     parser.add_argument("--in-place", action="store_true", help="regenerate the repo's own figures")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop the run after S seconds and record the figures made so far as an "
+        "incomplete run (e.g. on a machine booked for a short time)",
+    )
     parser.add_argument(
         "--name", default=None, help="result name (default figures_<profile>[_jobs<N>])"
     )
@@ -130,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. of a run cut short by a time limit)",
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be a positive count, got {args.jobs}")
+    try:
+        args.jobs = parse_jobs(args.jobs)
+    except UsageError as err:
+        parser.error(str(err))
+    if args.time_limit is not None and not args.time_limit > 0:
+        parser.error(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     extra = ["--accelerator", args.accelerator] if args.accelerator else []
     name = args.name or f"figures_{args.profile}" + (f"_jobs{args.jobs}" if args.jobs > 1 else "")
 
@@ -149,11 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rows)} figures of profile {args.profile} summarised -> {path}")
         return 0
     if args.in_place:
-        results = measure(ROOT, args.profile, extra, args.only, args.jobs)
+        results = measure(ROOT, args.profile, extra, args.only, args.jobs, args.time_limit)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            results = measure(copy_repo(Path(tmp)), args.profile, extra, args.only, args.jobs)
+            repo = copy_repo(Path(tmp))
+            results = measure(repo, args.profile, extra, args.only, args.jobs, args.time_limit)
     path = write_result(name, results, args.out_dir)
+    if results.get("complete") is False:
+        print(f"incomplete run: {results['note']} -> {path}")
+        return 0
     print(
         f"{results['n_figures']} figures, profile {args.profile}: total {results['total_s']} s, "
         f"no-change {results['no_change_run_s']} s, --check {results['check_s']} s -> {path}"

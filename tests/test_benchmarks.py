@@ -107,6 +107,39 @@ def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
     assert data["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow
+def test_figures_benchmark_records_a_run_cut_short_by_its_time_limit(tmp_path: Path) -> None:
+    # activation_functions takes well under a second, relu_vs_tanh about ten (quick profile)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "figures.py"),
+            "--profile",
+            "quick",
+            "--only",
+            "activation_functions",
+            "relu_vs_tanh",
+            "--time-limit",
+            "9",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "incomplete run: stopped by its 9 s time limit" in proc.stdout
+    results = json.loads((tmp_path / "figures_quick.json").read_text())["results"]
+    assert results["complete"] is False and results["of_figures"] == 2
+    assert results["figures_made"] == len(results["figures"]) <= 1
+    assert [r["name"] for r in results["figures"]] in ([], ["activation_functions"])
+    made = results["figures_made"]
+    assert f"incomplete: stopped at 9 s with {made} of 2 figures made" in perf_report.goals_table(
+        tmp_path
+    )
+
+
 def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)
@@ -143,12 +176,12 @@ def test_an_incomplete_full_run_is_reported_as_such(tmp_path: Path) -> None:
             "profile": "full",
             "complete": False,
             "time_limit_s": 115,
-            "figures_started": 2,
+            "figures_made": 1,
             "of_figures": 24,
         },
     )
     table = perf_report.goals_table(results)
-    assert "incomplete: stopped at 115 s in figure 2 of 24" in table
+    assert "incomplete: stopped at 115 s with 1 of 24 figures made" in table
 
 
 def test_figure_goals_name_jobs_and_do_not_count_a_cpu_run_for_the_gpu_goal(tmp_path: Path) -> None:

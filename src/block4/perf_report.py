@@ -243,8 +243,8 @@ def figure_goal_rows(results_dir: Path) -> list[dict[str, Any]]:
             row["target"] += f" on {machine}"
             if r.get("complete") is False:
                 row["measured"] = (
-                    f"incomplete: stopped at {r.get('time_limit_s')} s in figure "
-                    f"{r.get('figures_started')} of {r.get('of_figures')}"
+                    f"incomplete: stopped at {r.get('time_limit_s'):g} s with "
+                    f"{r.get('figures_made')} of {r.get('of_figures')} figures made"
                 )
                 row["met"] = "—"
             elif profile == "full" and not _on_gpu(r):
