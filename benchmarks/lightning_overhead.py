@@ -8,7 +8,10 @@ each run is a warm-up and is dropped), their ratio, the per-step overhead in mic
 and how far the final losses and weights are apart.
 
 The cost of the Trainer loop itself is measured with an empty ``training_step``
-(``trainer_floor_us_per_step``): no LightningModule can have less overhead than that.
+(``trainer_floor_us_per_step``, manual optimisation): no LightningModule can have less
+overhead than that. ``trainer_floor_automatic_optimization_us_per_step`` is the same loop with
+automatic optimisation around a step with no work in it: the overhead any module that lets
+Lightning run the optimiser pays (ours does).
 
 A second measurement compares where the batches come from: in-memory shuffled slices
 (:class:`~block4.data.TensorBatches`, the datamodules' default) against a default
@@ -161,27 +164,35 @@ def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batc
 
 
 class _NullModule(pl.LightningModule):
-    """Does nothing per step: what remains is the Trainer's own per-step cost."""
+    """Does (almost) nothing per step: what remains is the Trainer's own per-step cost.
 
-    def __init__(self) -> None:
+    With ``automatic=False`` the step is empty (manual optimisation: no closure, no
+    backward). With ``automatic=True`` it returns a loss on one parameter, so Lightning's
+    automatic optimisation runs its whole machinery (closure, ``backward``, ``zero_grad``,
+    ``optimizer.step``) on a model with no work in it.
+    """
+
+    def __init__(self, automatic: bool = False) -> None:
         super().__init__()
-        self.automatic_optimization = False
+        self.automatic_optimization = automatic
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        return None
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        return (self.anchor * 0.0).sum() if self.automatic_optimization else None
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def trainer_floor_us_per_step(x, y, accelerator: str, batch_size: int, epochs: int) -> float:
-    """Median cost of one training step of the Trainer loop with an empty training_step."""
+def trainer_floor_us_per_step(
+    x, y, accelerator: str, batch_size: int, epochs: int, automatic: bool = False
+) -> float:
+    """Median cost of one training step of the Trainer loop around a step with no work."""
     trainer = bare_trainer(accelerator, epochs)
     timer = EpochTimer(trainer.strategy.root_device)
     trainer.callbacks.append(timer)
     batches = TensorBatches(x, y, batch_size, shuffle=True)
-    trainer.fit(_NullModule(), train_dataloaders=batches)
+    trainer.fit(_NullModule(automatic), train_dataloaders=batches)
     return statistics.median(timer.epoch_seconds[1:]) / len(batches) * 1e6
 
 
@@ -262,6 +273,9 @@ def write_envelope(results: dict[str, Any], out: Path) -> None:
         "summary": summary_rows(results["configs"]),
         "goal_ratio": 1.10,
         "trainer_floor_us_per_step": round(results.get("trainer_floor_us_per_step", 0.0)),
+        "trainer_floor_automatic_optimization_us_per_step": round(
+            results.get("trainer_floor_automatic_us_per_step", 0.0)
+        ),
         "epochs": results["epochs"],
         "repeats": results["repeats"],
         "n_train": results["n_train"],
@@ -331,7 +345,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["trainer_floor_us_per_step"] = trainer_floor_us_per_step(
         x.to(device), y.to(device), args.accelerator, 64, max(args.epochs, 3)
     )
-    print(f"Trainer loop floor: {results['trainer_floor_us_per_step']:.0f} us/step", flush=True)
+    results["trainer_floor_automatic_us_per_step"] = trainer_floor_us_per_step(
+        x.to(device), y.to(device), args.accelerator, 64, max(args.epochs, 3), automatic=True
+    )
+    print(
+        f"Trainer loop floor: {results['trainer_floor_us_per_step']:.0f} us/step (manual "
+        f"optimisation), {results['trainer_floor_automatic_us_per_step']:.0f} us/step "
+        "(automatic optimisation)",
+        flush=True,
+    )
     if hasattr(os, "getloadavg"):
         results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     write_envelope(results, args.out)
