@@ -107,7 +107,7 @@ def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None
     return rows
 
 
-def figures_made_since(manifest_path: Path, started: datetime, only: list[str]) -> list[dict]:
+def figures_made_since(manifest_path: Path, started: datetime) -> list[dict]:
     """The rows of the figures a run that started at ``started`` (UTC) has written."""
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     since = started.replace(microsecond=0)
@@ -136,7 +136,7 @@ def measure(
     )
     manifest = repo / "docs" / "figures" / "manifest.json"
     if proc is None:  # the time limit ran out: report what was made
-        rows = figures_made_since(manifest, started, only)
+        rows = figures_made_since(manifest, started)
         of = len(only) if only else len(json.loads(manifest.read_text())["figures"])
         return {
             "profile": profile,

@@ -1032,12 +1032,12 @@ def run_parallel(
     progress: Progress,
     made: list[str],
     failed: list[str],
-    hints: dict[str, float] | None = None,
+    hints: dict[str, float],
 ) -> None:
     """Make ``jobs`` in ``workers`` processes (units from `parallel_units`, longest first).
 
     ``hints`` are the seconds each figure is expected to take, used only to start the
-    longest first (default: ``progress.estimates``).
+    longest first.
 
     Every worker writes its own figures' files and manifest entries (atomically, under the
     manifest lock), so a crash or an interrupt loses at most the figures still running. The
@@ -1051,7 +1051,7 @@ def run_parallel(
     from concurrent.futures import ProcessPoolExecutor
 
     infos = {info.name: info for info, _ in jobs}
-    units = parallel_units(jobs, hints if hints is not None else progress.estimates)
+    units = parallel_units(jobs, hints)
     # "spawn": a fresh interpreter per worker (no forked torch/OpenMP state, any platform).
     mp = multiprocessing.get_context("spawn")
     reports = mp.Queue()
@@ -1344,9 +1344,7 @@ def _check_jobs(jobs: int, devices: int | str, num_nodes: int, strategy: str) ->
     """Parallel figure processes and a multi-process Trainer do not mix."""
     if jobs == 1:
         return
-    several = (isinstance(devices, int) and devices not in (1,)) or (
-        isinstance(devices, str) and devices != "auto"
-    )
+    several = devices != 1 and devices != "auto"  # a count > 1, -1 (all) or device indices
     if several or num_nodes > 1 or strategy not in ("auto", "single_device"):
         raise UsageError(
             f"--jobs {jobs} runs figures in separate processes, one device each; it cannot be "
@@ -1568,7 +1566,7 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
                 progress,
                 made,
                 failures,
-                hints=hints,
+                hints,
             )
         except KeyboardInterrupt:
             return interrupted(", ".join(n for n, _ in todo if n not in made + failures))
