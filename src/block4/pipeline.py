@@ -1011,6 +1011,7 @@ def _stop_workers(executor: Any) -> None:
     import signal
 
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)  # no new work: idle workers exit
     deadline = time.monotonic() + 0.5  # a Ctrl+C from the terminal reached them already
     for proc in processes:
         proc.join(max(0.0, deadline - time.monotonic()))
@@ -1022,7 +1023,6 @@ def _stop_workers(executor: Any) -> None:
         proc.join(10)
         if proc.is_alive():
             proc.terminate()
-    executor.shutdown(wait=False, cancel_futures=True)
 
 
 def run_parallel(
