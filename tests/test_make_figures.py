@@ -63,6 +63,48 @@ def manifest(repo: Path) -> dict:
     return json.loads((figures_dir(repo) / "manifest.json").read_text())
 
 
+def break_line_plot(repo: Path) -> None:
+    """Make line_plot raise ``RuntimeError('boom')``."""
+    demo = repo / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(
+        demo.read_text().replace(
+            "    return fig, {", "    raise RuntimeError('boom')\n    return fig, {"
+        )
+    )
+
+
+def slow_down_line_plot(repo: Path) -> None:
+    """With DEMO_SLOW set, line_plot prints 'working' and sleeps; it also becomes stale."""
+    demo = repo / "src" / "block4" / "figures" / "demo.py"
+    slow = demo.read_text().replace(
+        "    return fig, {",
+        "    import os, time\n"
+        "    if os.environ.get('DEMO_SLOW'):\n"
+        "        print('working', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    return fig, {",
+    )
+    demo.write_text(slow.replace('"n": 5', '"n": 6'))  # a real change, so line_plot is stale
+
+
+def interrupt_when(repo: Path, line: str, *args: str) -> tuple[int, str]:
+    """Run make_figures.py with DEMO_SLOW set, send SIGINT to it (only) once it prints
+    ``line``; return its exit status and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, *args],
+        cwd=repo,
+        env=dict(_env(), DEMO_SLOW="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == line  # inside the figure function now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
 # -- making figures ---------------------------------------------------------------------------
 
 
@@ -191,12 +233,7 @@ def test_a_renamed_figure_is_pruned(made: Path) -> None:
 @pytest.mark.slow
 def test_a_failing_figure_leaves_previous_files_and_entry_byte_identical(made: Path) -> None:
     before = snapshot(figures_dir(made))
-    demo = made / "src" / "block4" / "figures" / "demo.py"
-    demo.write_text(
-        demo.read_text().replace(
-            "    return fig, {", "    raise RuntimeError('boom')\n    return fig, {"
-        )
-    )
+    break_line_plot(made)
     proc = run(made, "--profile", "smoke")
     assert proc.returncode == 1
     assert "FAILED line_plot" in proc.stderr and "RuntimeError: boom" in proc.stderr
@@ -219,30 +256,9 @@ def test_a_bad_return_value_is_reported_and_nothing_written(made: Path) -> None:
 @pytest.mark.slow
 def test_sigint_mid_figure_leaves_no_partial_file_and_a_rerun_completes(made: Path) -> None:
     before = snapshot(figures_dir(made))
-    demo = made / "src" / "block4" / "figures" / "demo.py"
-    original = demo.read_text()
-    slow = original.replace(
-        "    return fig, {",
-        "    import os, time\n"
-        "    if os.environ.get('DEMO_SLOW'):\n"
-        "        print('working', flush=True)\n"
-        "        time.sleep(60)\n"
-        "    return fig, {",
-    ).replace('"n": 5', '"n": 6')  # a real change, so line_plot is stale
-    demo.write_text(slow)
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--profile", "smoke"],
-        cwd=made,
-        env=dict(_env(), DEMO_SLOW="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "working"  # inside the figure function now
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    slow_down_line_plot(made)
+    returncode, err = interrupt_when(made, "working", "--profile", "smoke")
+    assert returncode == 130, err
     assert "interrupted during line_plot" in err and "to resume" in err
     assert snapshot(figures_dir(made)) == before
     assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
@@ -295,12 +311,7 @@ def test_jobs_makes_the_same_files_in_parallel_processes(made: Path) -> None:
 
 @pytest.mark.slow
 def test_jobs_a_failing_figure_is_reported_and_the_other_is_made(made: Path) -> None:
-    demo = made / "src" / "block4" / "figures" / "demo.py"
-    demo.write_text(
-        demo.read_text().replace(
-            "    return fig, {", "    raise RuntimeError('boom')\n    return fig, {"
-        )
-    )
+    break_line_plot(made)
     before = snapshot(figures_dir(made))
     proc = run(made, "--force", "--profile", "smoke", "--jobs", "2")
     assert proc.returncode == 1
@@ -313,33 +324,12 @@ def test_jobs_a_failing_figure_is_reported_and_the_other_is_made(made: Path) -> 
 
 @pytest.mark.slow
 def test_jobs_sigint_stops_every_worker_and_leaves_no_partial_file(made: Path) -> None:
-    demo = made / "src" / "block4" / "figures" / "demo.py"
-    demo.write_text(
-        demo.read_text()
-        .replace(
-            "    return fig, {",
-            "    import os, time\n"
-            "    if os.environ.get('DEMO_SLOW'):\n"
-            "        print('working', flush=True)\n"
-            "        time.sleep(60)\n"
-            "    return fig, {",
-        )
-        .replace('"n": 5', '"n": 6')
-    )
+    slow_down_line_plot(made)
     before = snapshot(figures_dir(made))
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--profile", "smoke", "--force", "--jobs", "2"],
-        cwd=made,
-        env=dict(_env(), DEMO_SLOW="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "working"  # a worker is inside line_plot
-    proc.send_signal(signal.SIGINT)  # to the main process only, as `kill -INT` would
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    # a worker is inside line_plot; SIGINT goes to the main process only, as `kill -INT` would
+    args = ("--profile", "smoke", "--force", "--jobs", "2")
+    returncode, err = interrupt_when(made, "working", *args)
+    assert returncode == 130, err
     assert "interrupted during" in err and "line_plot" in err and "to resume" in err
     after = snapshot(figures_dir(made))
     assert after["line_plot.svg"] == before["line_plot.svg"]
@@ -545,19 +535,9 @@ def test_sigint_during_a_lightning_run_is_an_interruption_too(made: Path) -> Non
     """Lightning catches Ctrl+C inside ``fit`` and exits; the pipeline still reports it."""
     (made / "src" / "block4" / "figures" / "train.py").write_text(TRAIN)
     before = snapshot(figures_dir(made))
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--profile", "smoke", "--only", "tiny_training"],
-        cwd=made,
-        env=dict(_env(), DEMO_SLOW="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "training"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    args = ("--profile", "smoke", "--only", "tiny_training")
+    returncode, err = interrupt_when(made, "training", *args)
+    assert returncode == 130, err
     assert "interrupted during tiny_training" in err
     assert snapshot(figures_dir(made)) == before
 
