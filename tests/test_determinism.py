@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from _helpers import trainer
 
 from block4.callbacks import GradientFlowMonitor, MetricHistory
 from block4.data import DigitsDataModule, HeteroscedasticDataModule
@@ -13,17 +13,7 @@ from block4.modules import Classifier, ProbabilisticRegressor
 
 def fit(model, dm, epochs=2):
     history, monitor = MetricHistory(), GradientFlowMonitor(every_n_steps=4)
-    pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-        max_epochs=epochs,
-        callbacks=[history, monitor],
-    ).fit(model, dm)
+    trainer(max_epochs=epochs, callbacks=[history, monitor]).fit(model, dm)
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     return history.table.to_dicts(), monitor.table.to_dicts(), params
 
