@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # block4 developer entry point. Two commands do everything (see README.md):
 #   ./dev.sh serve   set up .venv, refresh stale figures, build and serve the site on :8000
+#                    (another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve)
 #   ./dev.sh test    set up .venv (and Chromium for the browser tests), run the whole test suite
 # Other verbs: setup (only install), build (strict build into site/).
 set -euo pipefail
@@ -42,13 +43,46 @@ setup() {
   fi
 }
 
+# The browser tests use Debian's chromium. `./dev.sh test` installs it where apt-get can (root,
+# or sudo without a password); elsewhere (macOS, no sudo) those tests are skipped with a reason
+# and every other test runs. CI (BLOCK4_REQUIRE_BROWSER=1) must have it: there a missing browser
+# fails the run.
 install_chromium() {
-  if [ -x /usr/bin/chromium ]; then return; fi
-  echo "==> installing Debian chromium for the browser tests"
+  if [ -x "${BLOCK4_CHROMIUM:-/usr/bin/chromium}" ]; then return 0; fi
   local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="none"; fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$sudo" = none ]; then
+    if [ "${BLOCK4_REQUIRE_BROWSER:-0}" = 1 ]; then
+      echo "dev.sh: the browser tests need Chromium at /usr/bin/chromium and apt-get is not usable here" >&2
+      return 1
+    fi
+    echo "==> no Chromium and no apt-get here: the browser tests will be skipped (set BLOCK4_CHROMIUM to a Chromium binary to run them)"
+    return 0
+  fi
+  echo "==> installing Debian chromium for the browser tests"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
+# One line instead of a traceback when the address `serve` wants is taken.
+check_port_free() {
+  python - "$1" <<'PY'
+import socket, sys
+addr = sys.argv[1]
+host, _, port = addr.rpartition(":")
+try:
+    port = int(port)
+except ValueError:
+    sys.exit(f"dev.sh: BLOCK4_ADDR={addr!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+with socket.socket() as s:
+    try:
+        s.bind((host or "127.0.0.1", port))
+    except OSError as err:
+        sys.exit(f"dev.sh: cannot serve on {addr} ({err.strerror}); stop what uses it or pick "
+                 "another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve")
+PY
 }
 
 cmd=${1:-}
@@ -61,8 +95,12 @@ case "$cmd" in
     mkdocs build --strict ;;
   serve)
     setup
+    addr=${BLOCK4_ADDR:-127.0.0.1:8000}
+    check_port_free "$addr"
     python scripts/make_figures.py --jobs auto
-    mkdocs serve --dev-addr "${BLOCK4_ADDR:-127.0.0.1:8000}" ;;
+    # exec: mkdocs takes this process over, so stopping `./dev.sh serve` (Ctrl+C, kill PID)
+    # stops the server too.
+    exec mkdocs serve --dev-addr "$addr" ;;
   test)
     setup
     install_chromium

@@ -188,10 +188,14 @@ def site_url(built_site: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(
+        message = (
             f"the browser tests need Chromium at {CHROMIUM}: run `apt-get install -y chromium` "
-            "(./dev.sh test does it) or point BLOCK4_CHROMIUM at a Chromium/Chrome binary"
+            "(./dev.sh test does it where apt-get works) or point BLOCK4_CHROMIUM at a "
+            "Chromium/Chrome binary"
         )
+        if os.environ.get("BLOCK4_REQUIRE_BROWSER") == "1":  # CI: the browser is required
+            pytest.fail(message)
+        pytest.skip(message)
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         # launch() starts chromium with a fresh temporary --user-data-dir of its own.
