@@ -10,7 +10,6 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -94,7 +93,10 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
     (src / "figures").mkdir(parents=True)
     for rel in (
         "__init__.py",
+        "pipeline_sources.py",
         "pipeline.py",
+        "figure_runs.py",
+        "make_figures.py",
         "docs_hooks.py",
         "figures/__init__.py",
         "figures/registry.py",
@@ -193,25 +195,6 @@ def test_a_group_is_not_part_of_the_fingerprint_header(project: pipeline.Project
     assert pipeline._fingerprint_of(grouped, "quick", 0, deps) == pipeline._fingerprint_of(
         info, "quick", 0, deps
     )
-
-
-def test_parallel_units_keep_groups_together_longest_first() -> None:
-    def info(name: str, group: str | None = None, module: str = "block4.figures.m") -> Any:
-        return pipeline.FigureInfo(name, "c", {}, module, name, Path("m.py"), 1, group)
-
-    jobs = [
-        (info("a", "g"), None),
-        (info("b"), None),
-        (info("c", "g"), None),
-        (info("d"), None),
-        (info("e", "g", module="block4.figures.other"), None),  # same name, other module
-        (info("new"), None),
-    ]
-    estimates = {"a": 10.0, "b": 15.0, "c": 7.0, "d": 1.0, "e": 2.0}
-    units = pipeline.parallel_units(jobs, estimates)
-    names = [[i.name for i, _ in unit] for unit in units]
-    # "new" has no estimate: it starts first; then a+c (17 s), b (15 s), e, d
-    assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
 
 
 def test_discover_rejects_duplicate_and_badly_named_figures(project: pipeline.Project) -> None:
@@ -499,41 +482,6 @@ def test_validate_numbers_names_numpy_scalars() -> None:
     assert pipeline.validate_numbers("f", {"a": np.float64(0.5)}) == {"a": 0.5}
     with pytest.raises(pipeline.PipelineError, match=r"numpy.int64.*int\(\.\.\.\)"):
         pipeline.validate_numbers("f", {"a": np.int64(3)})
-
-
-@pytest.mark.parametrize(
-    ("text", "value"), [("auto", "auto"), ("2", 2), ("-1", -1), ("0,1", "0,1")]
-)
-def test_parse_devices_accepts_lightning_forms(text, value) -> None:
-    assert pipeline.parse_devices(text) == value
-
-
-@pytest.mark.parametrize("text", ["0", "x", "1.5", "-2", ""])
-def test_parse_devices_rejects_others(text) -> None:
-    with pytest.raises(pipeline.UsageError, match="allowed: auto, a positive count"):
-        pipeline.parse_devices(text)
-
-
-def test_rank_zero_follows_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    assert pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert not pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    assert not pipeline.is_rank_zero()
-
-
-def test_help_documents_profiles_and_clusters(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        pipeline.main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for word in ("smoke", "quick", "full", "--strategy ddp", "srun", "--num-nodes", "--check"):
-        assert word in out
 
 
 # -- dark variant -----------------------------------------------------------------------------
