@@ -184,7 +184,10 @@ def test_discover_reads_groups_and_rejects_bad_ones(project: pipeline.Project) -
             pass
         """,
     )
-    with pytest.raises(pipeline.PipelineError, match="group of @figure\\('first_plot'\\) must be"):
+    with pytest.raises(
+        pipeline.PipelineError,
+        match="grouped.py:3: group of figure 'first_plot' must be a non-empty string, got ''",
+    ):
         pipeline.discover(project)
 
 
@@ -530,10 +533,46 @@ def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
         torch.set_num_threads(before)
 
 
-def test_the_figure_decorator_checks_name_and_group_when_imported() -> None:
-    from block4.figures.registry import figure
+def test_the_figure_decorator_checks_its_arguments_and_only_marks() -> None:
+    from block4.figures import registry
+    from block4.figures.registry import FigureMark, figure, figure_mark
 
     with pytest.raises(ValueError, match="must be snake_case"):
         figure("Bad-Name", chapter="demo")
     with pytest.raises(ValueError, match="group of figure 'ok_name' must be a non-empty string"):
         figure("ok_name", chapter="demo", group="")
+    with pytest.raises(ValueError, match="chapter of figure 'ok_name' must be a non-empty"):
+        figure("ok_name", chapter="")
+    with pytest.raises(ValueError, match="params of figure 'ok_name' must be a dict of keyword"):
+        figure("ok_name", chapter="demo", params={"not an identifier": 1})
+
+    def plot(ctx, n):
+        return n
+
+    marked = figure("ok_name", chapter="demo", params={"n": 2}, group="g")(plot)
+    assert marked is plot  # the same function, only marked
+    assert figure_mark(plot) == FigureMark("ok_name", "demo", {"n": 2}, "g")
+    assert figure_mark(len) is None
+    assert not any(isinstance(v, dict) and "ok_name" in v for v in vars(registry).values())
+
+
+def test_discover_applies_the_decorator_rules_and_load_figure_checks_the_mark(
+    project: pipeline.Project,
+) -> None:
+    write(
+        project.figures_dir / "bad.py",
+        """
+        from block4.figures.registry import figure
+        @figure("bad_plot", chapter="demo", params={"not an identifier": 1})
+        def bad_plot(ctx):
+            pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match="bad.py:3: params of figure 'bad_plot'"):
+        pipeline.discover(project)
+    info = next(iter(pipeline.discover(pipeline.Project(ROOT)).values()))
+    func = pipeline.load_figure(info)  # the repository's own figure
+    assert func.__name__ == info.function
+    renamed = pipeline.FigureInfo(**{**info.__dict__, "name": "another_name"})
+    with pytest.raises(pipeline.PipelineError, match=r"is not marked @figure\('another_name'\)"):
+        pipeline.load_figure(renamed)

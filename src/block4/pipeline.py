@@ -45,12 +45,12 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from block4.figures.registry import PROFILES, FigureContext
+from block4.figures.registry import PROFILES, FigureContext, figure_mark
 from block4.pipeline_sources import (
     STYLE_MODULE,
     FigureInfo,
@@ -77,6 +77,7 @@ __all__ = [
     "discover",
     "figure_status",
     "fingerprint",
+    "load_figure",
     "load_manifest",
     "manifest_lock",
     "prune_orphans",
@@ -471,16 +472,36 @@ def render(fig: Any) -> tuple[bytes, bytes]:
     return light.getvalue(), dark.getvalue()
 
 
+def load_figure(info: FigureInfo) -> Callable[..., Any]:
+    """Import the module of a discovered figure and return its function.
+
+    Call it as ``load_figure(info)(ctx, **info.params)`` to run a figure outside the pipeline
+    (as tests and notebooks do).
+
+    Raises:
+        PipelineError: the function is gone or is not marked as this figure (the source
+            changed since it was discovered).
+    """
+    module = importlib.import_module(info.module)
+    func = getattr(module, info.function, None)
+    if func is None:
+        raise PipelineError(f"{info.module} has no function {info.function!r}")
+    mark = figure_mark(func)
+    if mark is None or mark.name != info.name:
+        raise PipelineError(
+            f"{info.module}.{info.function} is not marked @figure({info.name!r}); "
+            "run the pipeline again (the source changed since it was read)"
+        )
+    return func
+
+
 def _call_figure(info: FigureInfo, ctx: FigureContext) -> tuple[Any, dict[str, Any], float]:
     """Import the figure's module and run it: ``(Figure, checked numbers, seconds)``."""
     import matplotlib
 
     matplotlib.use("Agg")  # figures go to files: no window, on any platform
-    module = importlib.import_module(info.module)
+    func = load_figure(info)
     _quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
-    func = getattr(module, info.function, None)
-    if func is None:
-        raise PipelineError(f"{info.module} has no function {info.function!r}")
     style = importlib.import_module(STYLE_MODULE)
     _reset_torch_globals()
     _seed_everything(ctx.seed)

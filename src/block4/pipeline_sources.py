@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from block4.figures.registry import NAME_PATTERN
+from block4.figures.registry import FigureMark, figure_mark_of
 
 __all__ = [
-    "NAME_PATTERN",
     "PACKAGE",
     "STYLE_MODULE",
     "FigureInfo",
@@ -324,6 +323,28 @@ def _is_figure_decorator(node: ast.AST) -> bool:
     )
 
 
+def _read_mark(dec: ast.Call, where: str) -> FigureMark:
+    """The arguments of one ``@figure(...)`` read from the source and checked."""
+    kwargs = {kw.arg: kw.value for kw in dec.keywords if kw.arg}
+    if dec.args:
+        name = _literal(dec.args[0], "the name", where)
+    elif "name" in kwargs:
+        name = _literal(kwargs["name"], "the name", where)
+    else:
+        raise PipelineError(f"{where}: @figure needs a name as first argument")
+    if "chapter" not in kwargs:
+        raise PipelineError(f"{where}: @figure({name!r}) needs chapter=...")
+    values = {
+        key: _literal(kwargs[key], key, where)
+        for key in ("chapter", "params", "group")
+        if key in kwargs
+    }
+    try:
+        return figure_mark_of(name, **values)
+    except ValueError as err:
+        raise PipelineError(f"{where}: {err}") from None
+
+
 def discover(project: Project, *, sources: Sources | None = None) -> dict[str, FigureInfo]:
     """Find every ``@figure`` in ``block4/figures/*.py`` by reading the source.
 
@@ -357,30 +378,8 @@ def discover(project: Project, *, sources: Sources | None = None) -> dict[str, F
                         f"{where}: @figure must decorate a function at the top level of the "
                         "module (the pipeline imports it by name)"
                     )
-                kwargs = {kw.arg: kw.value for kw in dec.keywords if kw.arg}
-                if dec.args:
-                    name = _literal(dec.args[0], "the name", where)
-                elif "name" in kwargs:
-                    name = _literal(kwargs["name"], "the name", where)
-                else:
-                    raise PipelineError(f"{where}: @figure needs a name as first argument")
-                if not isinstance(name, str) or not NAME_PATTERN.match(name):
-                    raise PipelineError(
-                        f"{where}: figure name {name!r} must be snake_case: [a-z][a-z0-9_]*"
-                    )
-                if "chapter" not in kwargs:
-                    raise PipelineError(f"{where}: @figure({name!r}) needs chapter=...")
-                chapter = _literal(kwargs["chapter"], "chapter", where)
-                params = _literal(kwargs["params"], "params", where) if "params" in kwargs else {}
-                if params is None:
-                    params = {}
-                if not isinstance(params, dict):
-                    raise PipelineError(f"{where}: params of @figure({name!r}) must be a dict")
-                group = _literal(kwargs["group"], "group", where) if "group" in kwargs else None
-                if group is not None and not (isinstance(group, str) and group):
-                    raise PipelineError(
-                        f"{where}: group of @figure({name!r}) must be a non-empty string"
-                    )
+                mark = _read_mark(dec, where)
+                name = mark.name
                 if name in found:
                     other = found[name]
                     raise PipelineError(
@@ -389,12 +388,12 @@ def discover(project: Project, *, sources: Sources | None = None) -> dict[str, F
                     )
                 found[name] = FigureInfo(
                     name=name,
-                    chapter=str(chapter),
-                    params=params,
+                    chapter=mark.chapter,
+                    params=mark.params,
                     module=module,
                     function=node.name,
                     path=path,
                     line=node.lineno,
-                    group=group,
+                    group=mark.group,
                 )
     return found
