@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, python, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "src"))
-from block4.pipeline import UsageError, parse_jobs  # noqa: E402  (no torch import)
+from block4.make_figures import UsageError, parse_jobs  # noqa: E402  (no torch import)
 
 PROFILES = ("smoke", "quick", "full")
 

@@ -7,6 +7,7 @@ use; the figure functions themselves run end to end in the smoke profile (marked
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,10 +146,12 @@ def test_figure_runs_in_the_smoke_profile(name):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from block4.figures.registry import REGISTRY
+    from block4.pipeline import Project, discover, load_figure
+
+    REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))
 
     spec = REGISTRY[name]
-    fig, numbers = spec.func(SMOKE, **spec.params)
+    fig, numbers = load_figure(spec)(SMOKE, **spec.params)
     try:
         assert isinstance(fig, Figure)
         assert numbers and all(isinstance(v, int | float | str) for v in numbers.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,10 @@ from block4.figures.likelihood import (
     least_squares,
     line_in_data_units,
 )
-from block4.figures.registry import REGISTRY, FigureContext
+from block4.figures.registry import FigureContext
+from block4.pipeline import Project, discover, load_figure
+
+REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture
@@ -62,7 +66,7 @@ def test_chapter_figures_return_their_numbers(name, ctx):
     import block4.figures.likelihood  # noqa: F401 - registers the figures
 
     spec = REGISTRY[name]
-    fig, numbers = spec.func(ctx, **spec.params)
+    fig, numbers = load_figure(spec)(ctx, **spec.params)
     assert fig.axes
     json.dumps(numbers)  # plain numbers only
     if name == "blood_pressure_likelihood":
@@ -83,7 +87,7 @@ def test_mle_figure_smoke(ctx):
     import block4.figures.likelihood  # noqa: F401
 
     spec = REGISTRY["mle_least_squares"]
-    _, numbers = spec.func(ctx, **spec.params)
+    _, numbers = load_figure(spec)(ctx, **spec.params)
     assert numbers["max_line_diff"] < 0.05
     assert numbers["nll_ls"] < numbers["nll_start"]
     assert torch.isfinite(torch.tensor(numbers["sigma_learned"]))

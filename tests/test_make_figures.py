@@ -13,9 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_pipeline import ROOT, make_project
+
+from block4 import figure_runs, make_figures, pipeline
 
 SCRIPT = "scripts/make_figures.py"
 
@@ -352,6 +355,89 @@ def test_jobs_on_the_real_figures_gives_the_files_of_one_process(tmp_path: Path)
     for name in names:
         assert outs["1"][name]["sha256"] == outs["2"][name]["sha256"], name
         assert outs["1"][name]["numbers"] == outs["2"][name]["numbers"], name
+
+
+# -- in-process units ------------------------------------------------------------------------
+
+
+def test_parallel_units_keep_groups_together_longest_first() -> None:
+    def info(name: str, group: str | None = None, module: str = "block4.figures.m") -> Any:
+        return pipeline.FigureInfo(name, "c", {}, module, name, Path("m.py"), 1, group)
+
+    jobs = [
+        (info("a", "g"), None),
+        (info("b"), None),
+        (info("c", "g"), None),
+        (info("d"), None),
+        (info("e", "g", module="block4.figures.other"), None),  # same name, other module
+        (info("new"), None),
+    ]
+    estimates = {"a": 10.0, "b": 15.0, "c": 7.0, "d": 1.0, "e": 2.0}
+    units = figure_runs.parallel_units(jobs, estimates)
+    names = [[i.name for i, _ in unit] for unit in units]
+    # "new" has no estimate: it starts first; then a+c (17 s), b (15 s), e, d
+    assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("auto", "auto"), ("2", 2), ("-1", -1), ("0,1", "0,1")]
+)
+def test_parse_devices_accepts_lightning_forms(text, value) -> None:
+    assert make_figures.parse_devices(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "x", "1.5", "-2", ""])
+def test_parse_devices_rejects_others(text) -> None:
+    with pytest.raises(make_figures.UsageError, match="allowed: auto, a positive count"):
+        make_figures.parse_devices(text)
+
+
+def test_rank_zero_follows_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert figure_runs.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert figure_runs.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not figure_runs.is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    assert not figure_runs.is_rank_zero()
+
+
+def test_help_documents_profiles_and_clusters(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        make_figures.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("smoke", "quick", "full", "--strategy ddp", "srun", "--num-nodes", "--check"):
+        assert word in out
+
+
+def test_progress_lines_of_one_process_and_of_parallel_workers() -> None:
+    import io
+
+    info = pipeline.FigureInfo("a_plot", "demo", {}, "block4.figures.m", "a_plot", Path("m.py"), 1)
+    stream = io.StringIO()
+    progress = figure_runs.Progress(total=2, estimates={"a_plot": 3.0}, stream=stream)
+    progress.begin(1, info, "smoke", ["a_plot", "b_plot"])
+    progress.finished(info, 2.0, True, " (hint)")
+    progress.finished(info, 1.0, False, remaining=["b_plot"])
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[....................] figure 1/2: a_plot (demo, smoke)")
+    assert lines[0].endswith("ETA ?")  # b_plot has no estimate and nothing has finished yet
+    assert lines[1] == "    done a_plot in 2.0 s (hint)"
+    assert lines[2].startswith("[####################] 2/2 FAILED a_plot (demo) in 1.0 s |")
+    assert lines[2].endswith("ETA 0:02")  # b_plot: the average of the finished figures
+    assert progress.spent == [2.0]
+
+
+def test_the_pipeline_exports_only_the_torch_free_contract() -> None:
+    assert "main" not in pipeline.__all__ and "parse_jobs" not in pipeline.__all__
+    for name in pipeline.__all__:
+        assert hasattr(pipeline, name), name
+    for name in make_figures.__all__ + figure_runs.__all__:
+        assert hasattr(make_figures, name) or hasattr(figure_runs, name), name
 
 
 # -- bad inputs -------------------------------------------------------------------------------

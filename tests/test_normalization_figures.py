@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,10 +122,12 @@ def test_figure_runs_in_the_smoke_profile(name):
     from matplotlib.figure import Figure
 
     import block4.figures.normalization  # noqa: F401 - registers the figures
-    from block4.figures.registry import REGISTRY
+    from block4.pipeline import Project, discover, load_figure
+
+    REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))
 
     spec = REGISTRY[name]
-    fig, numbers = spec.func(SMOKE, **spec.params)
+    fig, numbers = load_figure(spec)(SMOKE, **spec.params)
     try:
         assert isinstance(fig, Figure)
         assert numbers and all(isinstance(v, int | float | str) for v in numbers.values())

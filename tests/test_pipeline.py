@@ -10,7 +10,6 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -94,7 +93,10 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
     (src / "figures").mkdir(parents=True)
     for rel in (
         "__init__.py",
+        "pipeline_sources.py",
         "pipeline.py",
+        "figure_runs.py",
+        "make_figures.py",
         "docs_hooks.py",
         "figures/__init__.py",
         "figures/registry.py",
@@ -182,7 +184,10 @@ def test_discover_reads_groups_and_rejects_bad_ones(project: pipeline.Project) -
             pass
         """,
     )
-    with pytest.raises(pipeline.PipelineError, match="group of @figure\\('first_plot'\\) must be"):
+    with pytest.raises(
+        pipeline.PipelineError,
+        match="grouped.py:3: group of figure 'first_plot' must be a non-empty string, got ''",
+    ):
         pipeline.discover(project)
 
 
@@ -193,25 +198,6 @@ def test_a_group_is_not_part_of_the_fingerprint_header(project: pipeline.Project
     assert pipeline._fingerprint_of(grouped, "quick", 0, deps) == pipeline._fingerprint_of(
         info, "quick", 0, deps
     )
-
-
-def test_parallel_units_keep_groups_together_longest_first() -> None:
-    def info(name: str, group: str | None = None, module: str = "block4.figures.m") -> Any:
-        return pipeline.FigureInfo(name, "c", {}, module, name, Path("m.py"), 1, group)
-
-    jobs = [
-        (info("a", "g"), None),
-        (info("b"), None),
-        (info("c", "g"), None),
-        (info("d"), None),
-        (info("e", "g", module="block4.figures.other"), None),  # same name, other module
-        (info("new"), None),
-    ]
-    estimates = {"a": 10.0, "b": 15.0, "c": 7.0, "d": 1.0, "e": 2.0}
-    units = pipeline.parallel_units(jobs, estimates)
-    names = [[i.name for i, _ in unit] for unit in units]
-    # "new" has no estimate: it starts first; then a+c (17 s), b (15 s), e, d
-    assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
 
 
 def test_discover_rejects_duplicate_and_badly_named_figures(project: pipeline.Project) -> None:
@@ -501,41 +487,6 @@ def test_validate_numbers_names_numpy_scalars() -> None:
         pipeline.validate_numbers("f", {"a": np.int64(3)})
 
 
-@pytest.mark.parametrize(
-    ("text", "value"), [("auto", "auto"), ("2", 2), ("-1", -1), ("0,1", "0,1")]
-)
-def test_parse_devices_accepts_lightning_forms(text, value) -> None:
-    assert pipeline.parse_devices(text) == value
-
-
-@pytest.mark.parametrize("text", ["0", "x", "1.5", "-2", ""])
-def test_parse_devices_rejects_others(text) -> None:
-    with pytest.raises(pipeline.UsageError, match="allowed: auto, a positive count"):
-        pipeline.parse_devices(text)
-
-
-def test_rank_zero_follows_the_launcher_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "GROUP_RANK"):
-        monkeypatch.delenv(var, raising=False)
-    assert pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert not pipeline.is_rank_zero()
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    assert not pipeline.is_rank_zero()
-
-
-def test_help_documents_profiles_and_clusters(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        pipeline.main(["--help"])
-    assert exc.value.code == 0
-    out = capsys.readouterr().out
-    for word in ("smoke", "quick", "full", "--strategy ddp", "srun", "--num-nodes", "--check"):
-        assert word in out
-
-
 # -- dark variant -----------------------------------------------------------------------------
 
 
@@ -582,10 +533,46 @@ def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
         torch.set_num_threads(before)
 
 
-def test_the_figure_decorator_checks_name_and_group_when_imported() -> None:
-    from block4.figures.registry import figure
+def test_the_figure_decorator_checks_its_arguments_and_only_marks() -> None:
+    from block4.figures import registry
+    from block4.figures.registry import FigureMark, figure, figure_mark
 
     with pytest.raises(ValueError, match="must be snake_case"):
         figure("Bad-Name", chapter="demo")
     with pytest.raises(ValueError, match="group of figure 'ok_name' must be a non-empty string"):
         figure("ok_name", chapter="demo", group="")
+    with pytest.raises(ValueError, match="chapter of figure 'ok_name' must be a non-empty"):
+        figure("ok_name", chapter="")
+    with pytest.raises(ValueError, match="params of figure 'ok_name' must be a dict of keyword"):
+        figure("ok_name", chapter="demo", params={"not an identifier": 1})
+
+    def plot(ctx, n):
+        return n
+
+    marked = figure("ok_name", chapter="demo", params={"n": 2}, group="g")(plot)
+    assert marked is plot  # the same function, only marked
+    assert figure_mark(plot) == FigureMark("ok_name", "demo", {"n": 2}, "g")
+    assert figure_mark(len) is None
+    assert not any(isinstance(v, dict) and "ok_name" in v for v in vars(registry).values())
+
+
+def test_discover_applies_the_decorator_rules_and_load_figure_checks_the_mark(
+    project: pipeline.Project,
+) -> None:
+    write(
+        project.figures_dir / "bad.py",
+        """
+        from block4.figures.registry import figure
+        @figure("bad_plot", chapter="demo", params={"not an identifier": 1})
+        def bad_plot(ctx):
+            pass
+        """,
+    )
+    with pytest.raises(pipeline.PipelineError, match="bad.py:3: params of figure 'bad_plot'"):
+        pipeline.discover(project)
+    info = next(iter(pipeline.discover(pipeline.Project(ROOT)).values()))
+    func = pipeline.load_figure(info)  # the repository's own figure
+    assert func.__name__ == info.function
+    renamed = pipeline.FigureInfo(**{**info.__dict__, "name": "another_name"})
+    with pytest.raises(pipeline.PipelineError, match=r"is not marked @figure\('another_name'\)"):
+        pipeline.load_figure(renamed)

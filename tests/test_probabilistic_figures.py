@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 import block4.figures.probabilistic  # noqa: F401 - registers the figures
-from block4.figures.registry import REGISTRY, FigureContext
+from block4.figures.registry import FigureContext
+from block4.pipeline import Project, discover, load_figure
+
+REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))
 
 NAMES = [
     "heteroscedastic_regression",
@@ -25,7 +29,7 @@ def test_figure_runs_and_returns_plain_numbers(name, tmp_path):
     spec = REGISTRY[name]
     assert spec.chapter == "probabilistic-heads"
     ctx = FigureContext(profile="smoke", accelerator="cpu", devices=1, out_dir=tmp_path)
-    fig, numbers = spec.func(ctx, **spec.params)
+    fig, numbers = load_figure(spec)(ctx, **spec.params)
     assert fig.axes
     json.dumps(numbers)
     for key, value in numbers.items():

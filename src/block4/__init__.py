@@ -10,6 +10,7 @@ Submodules (imported on demand, so ``import block4`` stays cheap):
 - :mod:`block4.callbacks` -- gradient-flow and activation diagnostics as Lightning callbacks.
 - :mod:`block4.figures` -- the figure functions behind every page of the course.
 - :mod:`block4.pipeline` -- fingerprints, manifest and the freshness contract of the figures.
+- :mod:`block4.make_figures` -- the command line that makes the figures (``scripts/make_figures.py``).
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Registration of figure functions, profiles and the context a figure runs in.
+"""Marking figure functions, profiles and the context a figure runs in.
 
 A figure function takes a :class:`FigureContext` (plus the keyword parameters given in the
 decorator) and returns ``(matplotlib.figure.Figure, numbers)``, where ``numbers`` is a flat
@@ -6,7 +6,9 @@ decorator) and returns ``(matplotlib.figure.Figure, numbers)``, where ``numbers`
 site may quote as ``{{ figure_name.key }}``.
 
 The arguments of :func:`figure` must be literals (strings, numbers, dicts/lists of literals):
-the pipeline reads them from the source with :mod:`ast`, without importing the module.
+the pipeline reads them from the source with :mod:`ast`, without importing the module
+(:func:`block4.pipeline_sources.discover` is the one list of the figures). The decorator only
+checks its arguments and marks the function (:func:`figure_mark`); it keeps no registry.
 
 Example::
 
@@ -43,18 +45,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
-class FigureSpec:
-    """What the registry knows about one figure."""
+class FigureMark:
+    """What ``@figure(...)`` attached to a function (see :func:`figure_mark`)."""
 
     name: str
     chapter: str
-    func: Callable[..., Any]
     params: dict[str, Any] = field(default_factory=dict)
-    module: str = ""
+    group: str | None = None
 
 
-#: Figures registered by the modules imported so far, by name.
-REGISTRY: dict[str, FigureSpec] = {}
+# The attribute under which @figure stores its FigureMark on the function.
+_MARK_ATTRIBUTE = "__block4_figure__"
+
+
+def figure_mark(func: Callable[..., Any]) -> FigureMark | None:
+    """The :class:`FigureMark` of a function decorated with :func:`figure` (else None)."""
+    mark = getattr(func, _MARK_ATTRIBUTE, None)
+    return mark if isinstance(mark, FigureMark) else None
 
 
 @dataclass
@@ -114,6 +121,30 @@ class FigureContext:
         return kwargs
 
 
+def figure_mark_of(name: Any, chapter: Any, params: Any = None, group: Any = None) -> FigureMark:
+    """Check the arguments of :func:`figure` and return the mark they make.
+
+    The one set of rules for a figure's declaration: the decorator applies it when a module
+    is imported, and the pipeline applies it to the literals it reads from the source.
+
+    Raises:
+        ValueError: naming the bad argument and what is allowed.
+    """
+    if not (isinstance(name, str) and NAME_PATTERN.match(name)):
+        raise ValueError(f"figure name {name!r} must be snake_case: [a-z][a-z0-9_]*")
+    if not (isinstance(chapter, str) and chapter):
+        raise ValueError(f"chapter of figure {name!r} must be a non-empty string, got {chapter!r}")
+    if params is not None and not (
+        isinstance(params, dict) and all(isinstance(k, str) and k.isidentifier() for k in params)
+    ):
+        raise ValueError(
+            f"params of figure {name!r} must be a dict of keyword arguments, got {params!r}"
+        )
+    if group is not None and not (isinstance(group, str) and group):
+        raise ValueError(f"group of figure {name!r} must be a non-empty string, got {group!r}")
+    return FigureMark(name=name, chapter=chapter, params=dict(params or {}), group=group)
+
+
 def figure(
     name: str,
     *,
@@ -121,7 +152,7 @@ def figure(
     params: dict[str, Any] | None = None,
     group: str | None = None,
 ) -> Callable[[F], F]:
-    """Register ``func`` as the figure ``name`` of ``chapter``.
+    """Mark ``func`` as the figure ``name`` of ``chapter``.
 
     Args:
         name: unique snake_case name; files are written as ``<name>.svg`` (and a dark variant).
@@ -134,21 +165,10 @@ def figure(
             defined. It changes where a figure runs, never what it computes, so it is not
             part of the fingerprint.
     """
-    if not NAME_PATTERN.match(name):
-        raise ValueError(f"figure name {name!r} must be snake_case: [a-z][a-z0-9_]*")
-    if group is not None and not (isinstance(group, str) and group):
-        raise ValueError(f"group of figure {name!r} must be a non-empty string, got {group!r}")
+    mark = figure_mark_of(name, chapter, params, group)
 
     def decorate(func: F) -> F:
-        if name in REGISTRY and REGISTRY[name].func.__qualname__ != func.__qualname__:
-            raise ValueError(f"figure {name!r} is registered twice")
-        REGISTRY[name] = FigureSpec(
-            name=name,
-            chapter=chapter,
-            func=func,
-            params=dict(params or {}),
-            module=func.__module__,
-        )
+        setattr(func, _MARK_ATTRIBUTE, mark)
         return func
 
     return decorate

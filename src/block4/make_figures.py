@@ -1,0 +1,529 @@
+"""The command line that makes the figures: ``python scripts/make_figures.py --help``.
+
+:func:`main` parses and checks the arguments (bad input: one line, exit 2, nothing written),
+works out which figures to make (:func:`plan`), makes them one after another or in parallel
+processes (:mod:`block4.figure_runs`) and ends with one report. ``--list``, ``--check`` and a
+run with nothing to do never import torch, Lightning or matplotlib.
+
+The freshness contract it relies on (fingerprints, manifest, one figure run) is
+:mod:`block4.pipeline`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from block4.figure_runs import (
+    Outcome,
+    Progress,
+    clock,
+    external_world_size,
+    is_rank_zero,
+    run_in_parallel,
+    run_sequentially,
+)
+from block4.figures.registry import PROFILES, FigureContext
+from block4.pipeline import (
+    COMMAND,
+    FIGURE_THREADS,
+    PROFILE_RANK,
+    FigureInfo,
+    FigureStatus,
+    PipelineError,
+    Project,
+    Sources,
+    discover,
+    figure_status,
+    prune_orphans,
+    refresh_command,
+)
+
+__all__ = [
+    "ACCELERATORS",
+    "STRATEGIES",
+    "Request",
+    "UsageError",
+    "available_cpus",
+    "build_parser",
+    "list_table",
+    "main",
+    "parse_devices",
+    "parse_jobs",
+    "parse_num_nodes",
+    "plan",
+]
+
+#: ``--accelerator`` values (those Lightning's ``Trainer`` accepts).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+#: ``--strategy`` values offered by the command line (Lightning accepts these names).
+STRATEGIES = (
+    "auto",
+    "ddp",
+    "ddp_spawn",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "deepspeed",
+    "single_device",
+)
+
+# Environment variable through which a run tells the processes Lightning's DDP launcher
+# starts (they re-execute the script) exactly which figures to make, in which order.
+_PLAN_ENV = "BLOCK4_FIGURES_PLAN"
+
+
+class UsageError(PipelineError):
+    """A bad command-line input: unknown figure, profile or device specification."""
+
+
+_EPILOG = f"""\
+profiles:
+  smoke   {PROFILES["smoke"]}
+  quick   {PROFILES["quick"]}
+  full    {PROFILES["full"]}
+
+freshness:
+  A figure is fresh when the fingerprint stored in docs/figures/manifest.json (a hash of the
+  source of every block4 module the figure imports, its parameters, profile and seed) still
+  matches the code. A run makes only stale or missing figures, plus figures made with a worse
+  profile than --profile (default quick) or another --seed; --force re-makes everything
+  selected. `mkdocs build --strict` refuses a page that shows a stale figure. Interrupt any
+  time: a re-run resumes.
+
+examples:
+  {COMMAND}                          # make stale/missing figures (quick profile)
+  {COMMAND} --list                   # name, chapter, status, profile, device of every figure
+  {COMMAND} --check                  # exit 1 and name every stale figure (used by CI)
+  {COMMAND} --only activation_functions --force
+  {COMMAND} --jobs auto               # one figure per CPU core at a time (same files)
+  {COMMAND} --profile full --accelerator cpu --jobs auto   # publication figures on all CPU cores
+  {COMMAND} --profile full --accelerator gpu --devices 1     # publication figures on one GPU
+
+multi-GPU and clusters (Lightning is the distributed engine; only rank 0 writes files):
+  {COMMAND} --profile full --accelerator gpu --devices 4 --strategy ddp
+  SLURM: in an sbatch script with `#SBATCH --nodes=2 --ntasks-per-node=4 --gpus-per-node=4`
+    srun {COMMAND} --profile full --accelerator gpu --devices 4 --num-nodes 2 --strategy ddp
+  (--devices and --num-nodes must match the SLURM allocation; Lightning reads the ranks
+  from SLURM's environment.)
+
+exit status: 0 success, 1 a figure failed or --check found stale figures,
+  2 bad command-line input (nothing is written), 130 interrupted.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"make_figures.py: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``make_figures.py`` argument parser."""
+    p = _Parser(
+        prog="make_figures.py",
+        description="Make the figures of the block4 site and keep them in step with the code.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=None,
+        help="how much compute each figure gets (default: quick); see 'profiles' below",
+    )
+    p.add_argument("--only", nargs="+", metavar="NAME", help="make only these figures")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list figures and their status")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 if a figure is stale or missing; run nothing"
+    )
+    p.add_argument("--force", action="store_true", help="re-make the selected figures")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="base seed (default: the seed a figure was made with, else 0)",
+    )
+    p.add_argument(
+        "--accelerator",
+        choices=list(ACCELERATORS),
+        default="auto",
+        help="Lightning Trainer accelerator (default: auto)",
+    )
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="Lightning Trainer devices: auto, a count N, -1 (all) or a list like 0,1",
+    )
+    p.add_argument(
+        "--num-nodes", default="1", help="Lightning Trainer num_nodes (default: 1)", metavar="N"
+    )
+    p.add_argument(
+        "--strategy",
+        choices=list(STRATEGIES),
+        default="auto",
+        help="Lightning Trainer strategy (default: auto; ddp for several GPUs or nodes)",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        default="1",
+        metavar="N",
+        help="make up to N figures at once, each in its own process (default: 1; 'auto': one "
+        "per CPU core). Every figure runs on one CPU thread either way, so the numbers and "
+        "files are the same as with --jobs 1",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where figures and manifest.json go (default: docs/figures)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show Lightning's progress bar per training run (default: when a terminal)",
+    )
+    return p
+
+
+def parse_devices(text: str) -> int | str:
+    """Validate a ``--devices`` value; return what Lightning's ``Trainer`` takes."""
+    text = str(text).strip()
+    if text == "auto":
+        return "auto"
+    if re.fullmatch(r"-1|[1-9][0-9]*", text):
+        return int(text)
+    if re.fullmatch(r"[0-9]+(,[0-9]+)+,?|[0-9]+,", text):
+        return text  # explicit device indices, e.g. "0,1"
+    raise UsageError(
+        f"--devices {text!r} is not valid; allowed: auto, a positive count (e.g. 2), "
+        "-1 for all devices, or device indices like 0,1"
+    )
+
+
+def parse_num_nodes(text: str) -> int:
+    if not re.fullmatch(r"[1-9][0-9]*", str(text).strip()):
+        raise UsageError(f"--num-nodes {text!r} is not valid; allowed: a positive integer")
+    return int(text)
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_jobs(text: str) -> int:
+    """Validate a ``--jobs`` value: a positive count, or ``auto`` (one per CPU core)."""
+    text = str(text).strip()
+    if text == "auto":
+        return max(1, available_cpus() // FIGURE_THREADS)
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise UsageError(
+            f"--jobs {text!r} is not valid; allowed: a positive count (e.g. 4) or auto "
+            f"(one per CPU core: {max(1, available_cpus() // FIGURE_THREADS)} here)"
+        )
+    return int(text)
+
+
+def _check_jobs(jobs: int, devices: int | str, num_nodes: int, strategy: str) -> None:
+    """Parallel figure processes and a multi-process Trainer do not mix."""
+    if jobs == 1:
+        return
+    several = devices != 1 and devices != "auto"  # a count > 1, -1 (all) or device indices
+    if several or num_nodes > 1 or strategy not in ("auto", "single_device"):
+        raise UsageError(
+            f"--jobs {jobs} runs figures in separate processes, one device each; it cannot be "
+            "combined with a multi-process Trainer (--devices other than 1, --num-nodes > 1, "
+            f"--strategy {strategy}); allowed: --jobs 1 with those, or --jobs N with "
+            "--devices 1"
+        )
+    if external_world_size() > 1:
+        raise UsageError(
+            f"--jobs {jobs} under a cluster launcher ({external_world_size()} ranks); allowed "
+            "there: --jobs 1"
+        )
+
+
+def _check_accelerator(accelerator: str, devices: int | str) -> None:
+    """Fail early (before anything is written) when the asked-for device is not there."""
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UsageError(
+            f"--accelerator {accelerator} but no CUDA GPU is available here; "
+            "allowed on this machine: --accelerator auto or cpu"
+        )
+    if isinstance(devices, int) and devices > count:
+        raise UsageError(
+            f"--devices {devices} but only {count} GPU(s) are available; allowed: 1..{count}, "
+            "-1 or auto"
+        )
+
+
+def _format_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def list_table(status: dict[str, FigureStatus]) -> str:
+    """The ``--list`` table."""
+    rows = [["NAME", "CHAPTER", "STATUS", "PROFILE", "DEVICE", "DATE", "REASON"]]
+    for name, st in sorted(
+        status.items(), key=lambda kv: ((kv[1].info.chapter if kv[1].info else "~"), kv[0])
+    ):
+        entry = st.entry or {}
+        rows.append(
+            [
+                name,
+                st.info.chapter if st.info else entry.get("chapter", "-"),
+                st.state,
+                entry.get("profile", "-"),
+                entry.get("device", "-"),
+                entry.get("date", "-")[:10],
+                st.reason,
+            ]
+        )
+    counts: dict[str, int] = {}
+    for st in status.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return _format_table(rows) + f"\n\n{len(status)} figures: {summary}"
+
+
+# --------------------------------------------------------------------------------------------
+# Parse and plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """A checked command line: what to make, where and on which devices."""
+
+    args: argparse.Namespace
+    project: Project
+    figures: dict[str, FigureInfo]
+    status: dict[str, FigureStatus]
+    selected: list[str]
+    devices: int | str
+    num_nodes: int
+    jobs: int
+
+    @property
+    def profile(self) -> str:
+        return self.args.profile or "quick"
+
+
+def parse(argv: Sequence[str] | None, root: Path) -> Request:
+    """Parse and check the command line, read the sources and the manifest.
+
+    Raises:
+        PipelineError: a bad input (``UsageError``) or a broken declaration or manifest.
+        SystemExit: ``--help``, or an input argparse rejects (exit 2, one line).
+    """
+    args = build_parser().parse_args(argv)
+    devices = parse_devices(args.devices)
+    num_nodes = parse_num_nodes(args.num_nodes)
+    jobs = parse_jobs(args.jobs)
+    _check_jobs(jobs, devices, num_nodes, args.strategy)
+    project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
+    sources = Sources(project)
+    figures = discover(project, sources=sources)
+    unknown = [n for n in args.only or () if n not in figures]
+    if unknown:
+        raise UsageError(
+            f"unknown figure {', '.join(map(repr, unknown))}; allowed: "
+            + (", ".join(sorted(figures)) or "(no figures are defined)")
+        )
+    status = figure_status(project, figures=figures, sources=sources)
+    selected = list(args.only) if args.only else list(figures)
+    return Request(args, project, figures, status, selected, devices, num_nodes, jobs)
+
+
+def plan(request: Request) -> list[tuple[str, int]]:
+    """The figures to make, in order, with their seeds.
+
+    A figure is made when it is stale or missing, made with a worse profile than asked, or
+    with another seed than ``--seed``; ``--force`` makes every selected figure. The extra
+    processes Lightning's DDP launcher starts follow the plan of rank 0 exactly.
+    """
+    args, status = request.args, request.status
+    plan_env = os.environ.get(_PLAN_ENV)
+    if plan_env:  # a process started by Lightning's DDP launcher: do what rank 0 does
+        recorded = json.loads(plan_env)
+        return [(name, seed) for name, seed in recorded["figures"] if name in request.figures]
+    force = args.force
+    if not force and external_world_size() > 1:
+        # srun/torchrun start every rank at once; a rank that starts late would see the
+        # manifest rank 0 already updated and plan fewer figures. Make all selected figures.
+        force = True
+        if is_rank_zero():
+            print("several ranks were launched: making every selected figure", file=sys.stderr)
+    todo = []
+    for name in request.selected:
+        st = status[name]
+        entry = st.entry or {}
+        made_with = entry.get("profile")
+        upgrade = made_with in PROFILE_RANK and (
+            PROFILE_RANK[request.profile] > PROFILE_RANK[made_with]
+        )
+        reseed = args.seed is not None and entry.get("seed") != args.seed
+        if force or not st.fresh or upgrade or reseed:
+            seed = args.seed if args.seed is not None else entry.get("seed", 0)
+            todo.append((name, int(seed)))
+    return todo
+
+
+def _check(request: Request) -> int:
+    """``--check``: name every figure that is not fresh and how to refresh it."""
+    only = set(request.args.only or ())
+    bad = [s for n, s in sorted(request.status.items()) if not s.fresh and (not only or n in only)]
+    if not bad:
+        print(f"all {len(request.selected)} figures are fresh")
+        return 0
+    for st in bad:
+        print(f"{st.state}: {st.name} ({st.reason})")
+    runnable = [s.name for s in bad if s.state != "orphan"]
+    if runnable:
+        print(f"refresh with: {refresh_command(runnable)}")
+    if any(s.state == "orphan" for s in bad):
+        print(f"remove orphans with: {COMMAND}")
+    return 1
+
+
+# --------------------------------------------------------------------------------------------
+# Run and report
+# --------------------------------------------------------------------------------------------
+
+
+def _contexts(request: Request, todo: list[tuple[str, int]], workers: int) -> list:
+    args = request.args
+    progress_bar = sys.stderr.isatty() if args.progress is None else args.progress
+    return [
+        (
+            request.figures[name],
+            FigureContext(
+                profile=request.profile,
+                seed=seed,
+                accelerator=args.accelerator,
+                # a parallel worker is one process: "auto" must not start DDP on many GPUs
+                devices=1 if workers > 1 and request.devices == "auto" else request.devices,
+                num_nodes=request.num_nodes,
+                strategy=args.strategy,
+                out_dir=request.project.out_dir,
+                progress=progress_bar and is_rank_zero() and workers == 1,
+                name=name,
+            ),
+        )
+        for name, seed in todo
+    ]
+
+
+def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
+    """Make ``todo``: in this process, or in ``--jobs`` worker processes."""
+    os.environ[_PLAN_ENV] = json.dumps({"profile": request.profile, "figures": todo})
+    entries = {name: request.status[name].entry or {} for name, _ in todo}
+    # ETA: times of runs with this profile; to order parallel work, those of any profile
+    same_profile = {n: e for n, e in entries.items() if e.get("profile") == request.profile}
+    estimates = {n: float(e.get("wall_time_s", 0)) for n, e in same_profile.items()}
+    workers = min(request.jobs, len(todo))
+    progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
+    jobs = _contexts(request, todo, workers)
+    if workers == 1:
+        return run_sequentially(request.project, jobs, progress, write=is_rank_zero())
+    print(
+        f"making {len(todo)} figures in {workers} parallel processes ({request.profile} profile)",
+        file=sys.stderr,
+    )
+    known = {n: float(e["wall_time_s"]) for n, e in entries.items() if "wall_time_s" in e}
+    return run_in_parallel(request.project, jobs, workers, progress, known | estimates)
+
+
+def _report(request: Request, outcome: Outcome, seconds: float, workers: int) -> int:
+    """The last lines of a run and its exit status (the single place failures are summed up)."""
+    project, profile = request.project, request.profile
+    if outcome.interrupted is not None:
+        print(
+            f"\ninterrupted during {outcome.interrupted}: the previous files and manifest "
+            f"entries of the figures being made are unchanged; {len(outcome.made)} figure(s) "
+            "were saved. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"made {len(outcome.made)} figure(s) in {clock(seconds)} ({profile} profile"
+        f"{f', {workers} processes' if workers > 1 else ''}) into "
+        f"{project.relative(project.out_dir)}",
+        file=sys.stderr,
+    )
+    if outcome.failed:
+        print(
+            f"{len(outcome.failed)} figure(s) failed: {', '.join(outcome.failed)}; their "
+            "previous files and manifest entries are unchanged. Fix and re-run: "
+            f"{refresh_command(outcome.failed, profile)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _usage_error(err: PipelineError) -> int:
+    print(f"make_figures.py: error: {err}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
+    """Run the command line; returns the exit status (see ``make_figures.py --help``).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+        root: the repository root (default: the current directory).
+    """
+    try:
+        request = parse(argv, Path(root or Path.cwd()))
+    except PipelineError as err:
+        return _usage_error(err)
+    if request.args.list:
+        only = set(request.args.only or ())
+        shown = {n: s for n, s in request.status.items() if not only or n in only}
+        print(list_table(shown) if shown else "no figures are defined")
+        return 0
+    if request.args.check:
+        return _check(request)
+    todo = plan(request)
+    rank_zero = is_rank_zero()
+    orphans = [n for n, s in request.status.items() if s.state == "orphan"]
+    if orphans and not request.args.only and rank_zero:
+        prune_orphans(request.project, orphans)
+        print(f"removed orphaned figures: {', '.join(orphans)}", file=sys.stderr)
+    if not todo:
+        if rank_zero:
+            print(f"all {len(request.selected)} figures are fresh; nothing to do")
+        return 0
+    try:
+        _check_accelerator(request.args.accelerator, request.devices)
+    except PipelineError as err:
+        return _usage_error(err)
+    start = time.perf_counter()
+    outcome = _run(request, todo)
+    if not rank_zero:  # the extra ranks of a DDP run: rank 0 reports
+        return 130 if outcome.interrupted is not None else int(bool(outcome.failed))
+    return _report(request, outcome, time.perf_counter() - start, min(request.jobs, len(todo)))
