@@ -13,16 +13,9 @@ import pytest
 import torch
 
 from block4.callbacks import GradientFlowMonitor
-from block4.figures.activations import (
-    DeadUnitTracker,
-    ScaledDigits,
-    TrainingCurve,
-    activation_and_derivative,
-    digits,
-    layer_grad_norms,
-    train_classifier,
-)
+from block4.figures.activations import ScaledDigits
 from block4.figures.registry import FigureContext
+from block4.training import activation_and_derivative, digits, layer_grad_norms, train_classifier
 
 SMOKE = FigureContext(profile="smoke", accelerator="cpu", devices=1)
 PROBES = torch.tensor([-10.0, 0.0, 10.0])
@@ -89,44 +82,7 @@ def test_relu_with_pytorch_default_init_also_vanishes_at_depth_20():
     assert grad_ratio_at_init(20, activation="relu", init="default") < 1e-3
 
 
-# --- training curve and dead units -----------------------------------------------------------
-
-
-def test_training_curve_is_deterministic_and_measures_the_whole_training_split():
-    runs = [
-        train_classifier(SMOKE, epochs=2, seed=3, depth=2, width=16, lr=0.05)[1] for _ in range(2)
-    ]
-    assert runs[0].errors == runs[1].errors
-    assert runs[0].epochs == [0.0, 1.0, 2.0]
-    assert runs[0].errors[-1] < runs[0].errors[0]
-    n = len(digits(SMOKE, 0).tensors("train")[1])
-    for e in runs[0].errors:  # an error is a count of wrong images over the whole split
-        assert abs(e * n - round(e * n)) < 1e-3
-
-
-def test_epochs_to_target():
-    curve = TrainingCurve()
-    curve.epochs, curve.errors = [0.0, 0.5, 1.0], [0.9, 0.3, 0.1]
-    assert curve.epochs_to(0.3) == 0.5
-    assert curve.epochs_to(0.05) is None
-
-
-def test_dead_unit_tracker_counts_units_silent_on_every_training_image():
-    tracker = DeadUnitTracker(every_n_steps=1)
-    model, _, _ = train_classifier(
-        SMOKE, epochs=1, seed=0, callbacks=[tracker], depth=3, width=16, lr=0.01,
-        activation="relu", init="kaiming",
-    )  # fmt: skip
-    assert tracker.dead[0] < 0.2 and len(tracker.dead_per_layer[0]) == 3
-    # Push every first-layer bias far below zero: all units of that layer die, and with them
-    # every unit above (their inputs are all zero, so they see only their own bias).
-    with torch.no_grad():
-        model.body.block0.linear.bias.fill_(-1e3)
-        for _, block in list(model.body.hidden_blocks())[1:]:
-            block.linear.bias.fill_(-1.0)
-    trainer = type("T", (), {"datamodule": digits(SMOKE, 0), "global_step": 99})()
-    tracker._measure(trainer, model)
-    assert tracker.dead[-1] == 1.0
+# --- data of the chapter ------------------------------------------------------------------
 
 
 def test_scaled_digits_multiplies_every_split():

@@ -11,15 +11,18 @@ from torch import nn
 
 from block4.callbacks import (
     ActivationStats,
+    BestValidationState,
+    DeadUnitTracker,
     FiniteLossGuard,
     GradientFlowMonitor,
     MetricHistory,
     NaNGuard,
     NonFiniteLossError,
     Table,
+    TrainingCurve,
     linear_layers,
 )
-from block4.data import DigitsDataModule, TensorBatches
+from block4.data import DiabetesDataModule, DigitsDataModule, TensorBatches
 from block4.heads import nll
 from block4.modules import Classifier, ProbabilisticRegressor
 
@@ -137,3 +140,94 @@ def test_table_helpers_and_bad_arguments():
         ActivationStats(hist_range=(1.0, -1.0))
     with pytest.raises(ValueError, match="check_every_n_steps must be an integer >= 1"):
         FiniteLossGuard(0)
+
+
+# --- TrainingCurve, DeadUnitTracker, BestValidationState ----------------------------------------
+
+
+def small_digits(seed: int = 0) -> DigitsDataModule:
+    return DigitsDataModule(batch_size=32, seed=seed, n_train=128)
+
+
+def test_training_curve_measures_the_whole_training_split_at_init_and_each_epoch():
+    data = small_digits()
+    model = Classifier(in_features=64, depth=1, width=16, lr=0.05, seed=0)
+    curve = TrainingCurve()
+    trainer(max_epochs=2, callbacks=[curve], limit_val_batches=0).fit(model, data)
+    assert curve.epochs == [0.0, 1.0, 2.0]
+    # the last point is the trained model on all 128 training images, in evaluation mode
+    x, y = data.tensors("train")
+    with torch.no_grad():
+        logits = model.eval().body(x)
+    assert curve.losses[-1] == pytest.approx(float(nn.functional.cross_entropy(logits, y)))
+    assert curve.errors[-1] == pytest.approx(float((logits.argmax(-1) != y).float().mean()))
+    assert curve.errors[-1] < curve.errors[0]
+    assert curve.epochs_to(curve.errors[-1]) <= 2.0 and curve.epochs_to(-1.0) is None
+
+
+def test_training_curve_every_n_steps_and_epochs_to():
+    curve = TrainingCurve(every_n_steps=2)
+    trainer(max_epochs=1, callbacks=[curve], limit_val_batches=0).fit(
+        Classifier(in_features=64, depth=1, width=8, seed=0), small_digits()
+    )
+    assert curve.epochs == [0.0, 0.5, 1.0]  # 4 steps per epoch: at init, steps 2 and 4
+    curve.epochs, curve.errors = [0.0, 0.5, 1.0], [0.9, 0.3, 0.1]
+    assert curve.epochs_to(0.3) == 0.5
+    assert curve.epochs_to(0.05) is None
+
+
+def test_whole_split_callbacks_refuse_bare_dataloaders_and_bad_arguments():
+    batches = TensorBatches(torch.randn(40, 64), torch.randint(0, 10, (40,)), batch_size=8)
+    for callback in (TrainingCurve(), DeadUnitTracker()):
+        with pytest.raises(TypeError, match=r"pass a datamodule with a tensors\('train'\)"):
+            trainer(callbacks=[callback]).fit(
+                Classifier(in_features=64, depth=1, width=8), train_dataloaders=batches
+            )
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1 or None"):
+        TrainingCurve(every_n_steps=0)
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1, got 0"):
+        DeadUnitTracker(every_n_steps=0)
+
+
+def test_dead_unit_tracker_counts_units_silent_on_every_training_image():
+    data = small_digits()
+    tracker = DeadUnitTracker(every_n_steps=1)
+    model = Classifier(in_features=64, depth=3, width=16, activation="relu", init="kaiming")
+    trainer(callbacks=[tracker], limit_val_batches=0).fit(model, data)
+    assert tracker.steps == [0, 1, 2, 3, 4]
+    assert tracker.dead[0] < 0.2 and len(tracker.dead_per_layer[0]) == 3
+    # Push every first-layer bias far below zero: all units of that layer die, and with them
+    # every unit above (their inputs are all zero, so they see only their own bias).
+    with torch.no_grad():
+        model.body.block0.linear.bias.fill_(-1e3)
+        for _, block in list(model.body.hidden_blocks())[1:]:
+            block.linear.bias.fill_(-1.0)
+    tracker.every_n_steps = 100  # measure only at the start of the second run
+    trainer(callbacks=[tracker], limit_train_batches=1, limit_val_batches=0).fit(model, data)
+    assert tracker.dead[-1] == 1.0 and tracker.dead_per_layer[-1] == [1.0, 1.0, 1.0]
+
+
+def test_dead_unit_tracker_needs_an_mlp_body():
+    body = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    with pytest.raises(
+        TypeError, match="hidden blocks of a block4.models.MLP body; got .*Sequential"
+    ):
+        trainer(callbacks=[DeadUnitTracker()]).fit(Classifier(body), small_digits())
+
+
+def test_best_validation_state_restores_the_best_epoch():
+    data = DiabetesDataModule(batch_size=64, seed=0)
+    # A large learning rate makes the validation NLL go up and down.
+    model = ProbabilisticRegressor(in_features=10, head="gaussian", depth=1, width=32, lr=0.05)
+    best = BestValidationState()
+    best.restore(model)  # nothing seen yet: a no-op
+    assert best.state is None and best.epoch == -1
+    trainer(max_epochs=12, callbacks=[best], num_sanity_val_steps=0).fit(model, data)
+    last_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    best.restore(model)
+    x, y = data.tensors("val")
+    restored = float(nll(model.predict_dist(x), y))
+    assert 0 <= best.epoch < 12
+    assert restored == pytest.approx(best.best, rel=1e-5)
+    if best.epoch != 11:  # restoring really changed the weights
+        assert any(not torch.equal(v, model.state_dict()[k]) for k, v in last_weights.items())

@@ -16,10 +16,10 @@ import torch
 
 from block4.autograd import Value
 from block4.callbacks import ActivationStats, GradientFlowMonitor
-from block4.figures.activations import digits, layer_grad_norms, train_classifier
 from block4.figures.normalization import chain_gradient, first_last_ratio
 from block4.figures.registry import FigureContext
 from block4.modules import Classifier
+from block4.training import digits, layer_grad_norms, train_classifier
 
 SMOKE = FigureContext(profile="smoke", accelerator="cpu", devices=1)
 

@@ -8,6 +8,7 @@ Submodules (imported on demand, so ``import block4`` stays cheap):
 - :mod:`block4.modules` -- LightningModules: ``Classifier``, ``ProbabilisticRegressor``.
 - :mod:`block4.data` -- LightningDataModules (digits, MNIST IDX, synthetic and real regression).
 - :mod:`block4.callbacks` -- gradient-flow and activation diagnostics as Lightning callbacks.
+- :mod:`block4.training` -- the Trainer factory and the training runs the chapters share.
 - :mod:`block4.figures` -- the figure functions behind every page of the course.
 - :mod:`block4.pipeline` -- fingerprints, manifest and the freshness contract of the figures.
 - :mod:`block4.make_figures` -- the command line that makes the figures (``scripts/make_figures.py``).

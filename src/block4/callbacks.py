@@ -6,6 +6,9 @@
 - `FiniteLossGuard` (alias `NaNGuard`): stops training with an error naming the
   epoch and step at which the loss became NaN or infinite.
 - `MetricHistory`: the logged metrics of every epoch, for learning curves.
+- `TrainingCurve`: a classifier's error and loss on the whole training split.
+- `DeadUnitTracker`: the fraction of hidden ReLU units that never activate.
+- `BestValidationState`: early stopping on ``val_loss`` without checkpoint files.
 
 Layers are found by name. For a body built by [`mlp`][block4.models.mlp] they are the hidden
 blocks ``block0, block1, ...`` and the output layer ``head`` (``depth_index`` 0, 1, ...,
@@ -15,6 +18,7 @@ module path. The recorded rows are plain dicts, ready for ``pandas.DataFrame(row
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -415,3 +419,215 @@ class MetricHistory(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer)
+
+
+# --- whole-split measurements and in-memory early stopping ------------------------------------
+
+
+def _train_split(trainer: pl.Trainer, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole training split ``(x, y)`` of the trainer's datamodule, or one clear error."""
+    datamodule = trainer.datamodule
+    if datamodule is None or not callable(getattr(datamodule, "tensors", None)):
+        raise TypeError(
+            f"{who} measures on the whole training split: pass a datamodule with a "
+            "tensors('train') method (any block4.data datamodule) to trainer.fit, not bare "
+            "dataloaders"
+        )
+    return datamodule.tensors("train")
+
+
+class TrainingCurve(pl.Callback):
+    """Training error and loss of a classifier on the *whole* training split, during training.
+
+    Measured in evaluation mode (BatchNorm uses its running statistics) on all training
+    examples, so curves of different models are directly comparable: at the initial weights,
+    then every ``every_n_steps`` optimiser steps (default: at the end of every epoch). The
+    module must have a ``body`` that maps inputs to class logits (a
+    [`Classifier`][block4.modules.Classifier]), and the datamodule a ``tensors("train")``
+    method (every datamodule of [`block4.data`][block4.data]).
+
+    Args:
+        every_n_steps: measure after every n-th step instead of once per epoch (finer
+            curves; one forward pass over the training split each time).
+
+    Attributes:
+        epochs: when each measurement was taken, in (fractional) epochs.
+        errors: the training error (fraction misclassified) at those times.
+        losses: the mean cross-entropy at those times (``inf`` once it is not finite).
+
+    Raises:
+        TypeError: from ``trainer.fit`` when the trainer has no such datamodule.
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        if every_n_steps is not None and (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
+            raise ValueError(
+                f"every_n_steps must be an integer >= 1 or None, got {every_n_steps!r}"
+            )
+        self.every_n_steps = every_n_steps
+        self.epochs: list[float] = []
+        self.errors: list[float] = []
+        self.losses: list[float] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _train_split(trainer, "TrainingCurve")
+
+    @torch.no_grad()
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        x, y = _train_split(trainer, "TrainingCurve")
+        was_training = pl_module.training
+        pl_module.eval()
+        logits = _body(pl_module)(x.to(pl_module.device))
+        pl_module.train(was_training)
+        y = y.to(logits.device)
+        loss = nn.functional.cross_entropy(logits, y)
+        error = (logits.argmax(-1) != y).float().mean()
+        self.epochs.append(trainer.global_step / max(trainer.num_training_batches, 1))
+        self.errors.append(float(error))
+        self.losses.append(float(loss) if torch.isfinite(loss) else math.inf)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measure(trainer, pl_module)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._measure(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.every_n_steps:
+            self._measure(trainer, pl_module)
+
+    def epochs_to(self, target_error: float) -> float | None:
+        """When the training error first reached ``target_error``, in epochs (``None``: never)."""
+        for epoch, error in zip(self.epochs, self.errors, strict=True):
+            if error <= target_error:
+                return epoch
+        return None
+
+
+class DeadUnitTracker(pl.Callback):
+    """Fraction of hidden units that output 0 for *every* training example ("dead" ReLUs).
+
+    A dead unit passes no gradient to its incoming weights and bias for any input, so they stop
+    changing; in the first hidden layer (fixed inputs) such a unit is dead for good, deeper
+    units can come back when the layers below them change. Measured on the whole training
+    split (evaluation mode) at the initial weights and every ``every_n_steps`` steps;
+    measurement stops once the weights are no longer finite. A unit counts as dead when its
+    output is never positive, so the tracker is meant for ReLU networks.
+
+    The body must be an [`MLP`][block4.models.MLP] (its hidden blocks are measured) and the
+    datamodule must have a ``tensors("train")`` method.
+
+    Args:
+        every_n_steps: measure after every n-th optimiser step.
+
+    Attributes:
+        steps: the global steps measured.
+        dead: the dead fraction over all hidden units at those steps.
+        dead_per_layer: per hidden layer, the dead fraction at those steps.
+
+    Raises:
+        TypeError: from ``trainer.fit`` when the body is not an MLP or the trainer has no
+            such datamodule.
+    """
+
+    def __init__(self, every_n_steps: int = 1) -> None:
+        if (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
+            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
+        self.every_n_steps = every_n_steps
+        self.steps: list[int] = []
+        self.dead: list[float] = []
+        self.dead_per_layer: list[list[float]] = []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not isinstance(_body(pl_module), MLP):
+            raise TypeError(
+                "DeadUnitTracker measures the hidden blocks of a block4.models.MLP body; got a "
+                f"body of type {type(_body(pl_module)).__name__}"
+            )
+        _train_split(trainer, "DeadUnitTracker")
+
+    @torch.no_grad()
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            return
+        x, _ = _train_split(trainer, "DeadUnitTracker")
+        was_training = pl_module.training
+        pl_module.eval()
+        h = x.to(pl_module.device)
+        per_layer, n_dead, n_units = [], 0, 0
+        for _, block in _body(pl_module).hidden_blocks():
+            h = block(h)
+            never_active = (h > 0).sum(0) == 0
+            per_layer.append(float(never_active.float().mean()))
+            n_dead += int(never_active.sum())
+            n_units += never_active.numel()
+        pl_module.train(was_training)
+        self.steps.append(trainer.global_step)
+        self.dead.append(n_dead / n_units)
+        self.dead_per_layer.append(per_layer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measure(trainer, pl_module)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._measure(trainer, pl_module)
+
+
+class BestValidationState(pl.Callback):
+    """Keep (in memory) the weights of the epoch with the lowest ``val_loss``.
+
+    Early stopping on the validation loss without writing checkpoints to disk: after
+    ``trainer.fit`` call `restore` to load the best weights. The module must log
+    ``val_loss`` (every [`block4.modules`][block4.modules] module does); the sanity check
+    before training does not count.
+
+    Attributes:
+        best: the lowest ``val_loss`` seen (``inf`` before any validation).
+        epoch: the epoch it was seen at (``-1`` before any validation).
+        state: a copy of the module's ``state_dict`` at that epoch (``None`` before).
+    """
+
+    def __init__(self) -> None:
+        self.best = math.inf
+        self.epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics["val_loss"])
+        if value < self.best:
+            self.best, self.epoch = value, trainer.current_epoch
+            self.state = copy.deepcopy(pl_module.state_dict())
+
+    def restore(self, pl_module: pl.LightningModule) -> None:
+        """Load the best weights seen into ``pl_module`` (no-op if no validation ran)."""
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+__all__ += ["BestValidationState", "DeadUnitTracker", "TrainingCurve"]

@@ -11,15 +11,22 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.nn import functional as F
 
-from block4.callbacks import FiniteLossGuard, GradientFlowMonitor, NonFiniteLossError
+from block4.callbacks import DeadUnitTracker, GradientFlowMonitor, TrainingCurve
 from block4.data import DigitsDataModule
 from block4.figures.registry import FigureContext, figure
 from block4.figures.style import PALETTE, ROLE, subplots
-from block4.modules import Classifier
+from block4.training import (
+    ACTIVATION_LABELS,
+    activation_and_derivative,
+    digits,
+    geometric_band,
+    layer_grad_norms,
+    mean_band,
+    steps_per_epoch,
+    train_classifier,
+)
 
 #: The activations compared in the chapter, with the colour each keeps on every figure.
 ACTIVATION_COLORS = {
@@ -29,52 +36,6 @@ ACTIVATION_COLORS = {
     "leaky_relu": PALETTE[3],
     "gelu": PALETTE[4],
 }
-
-#: Pretty names for legends.
-ACTIVATION_LABELS = {
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "relu": "ReLU",
-    "leaky_relu": "leaky ReLU (0.01)",
-    "gelu": "GELU",
-}
-
-_FUNCTIONS = {
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "leaky_relu": lambda x: F.leaky_relu(x, negative_slope=0.01),
-    "gelu": F.gelu,
-}
-
-
-# --8<-- [start:derivative]
-def activation_and_derivative(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(f(x), f'(x))`` for the activation ``name``, the derivative from autograd.
-
-    The derivative is what backpropagation multiplies the incoming gradient with, so it is
-    computed exactly the way training computes it: ``f(x).sum().backward()`` leaves
-    \\( \\partial f(x_i) / \\partial x_i \\) in ``x.grad`` (each output depends only on its own
-    input). At a kink (ReLU at 0) this returns PyTorch's convention.
-
-    Args:
-        name: one of ``sigmoid, tanh, relu, leaky_relu, gelu``.
-        x: points at which to evaluate (any shape, floating point).
-
-    Raises:
-        ValueError: for an unknown activation name.
-    """
-    if name not in _FUNCTIONS:
-        raise ValueError(
-            f"activation {name!r} is not supported; choose one of: {', '.join(_FUNCTIONS)}"
-        )
-    x = x.detach().clone().to(torch.float64).requires_grad_(True)
-    y = _FUNCTIONS[name](x)
-    y.sum().backward()  # each y_i depends on x_i only: x.grad[i] = f'(x_i)
-    return y.detach(), x.grad.detach()
-
-
-# --8<-- [end:derivative]
 
 
 def _key(x: float) -> str:
@@ -143,162 +104,6 @@ def activation_functions(
     ax_f.legend(loc="upper left")
     ax_log.legend(loc="lower center")
     return fig, numbers
-
-
-# --- training runs shared by the figures of this chapter and the next ----------------------
-
-
-class TrainingCurve(pl.Callback):
-    """Training error and loss on the *whole* training split, during training.
-
-    Measured in evaluation mode (BatchNorm uses its running statistics) on all training
-    images, so curves of different models are directly comparable: at the initial weights,
-    then every ``every_n_steps`` optimiser steps (default: at the end of every epoch).
-
-    Args:
-        every_n_steps: measure after every n-th step instead of once per epoch (finer
-            curves; one forward pass over the training split each time).
-
-    Attributes:
-        epochs: when each measurement was taken, in (fractional) epochs.
-        errors, losses: the training error and mean cross-entropy at those times.
-    """
-
-    def __init__(self, every_n_steps: int | None = None) -> None:
-        self.every_n_steps = every_n_steps
-        self.epochs: list[float] = []
-        self.errors: list[float] = []
-        self.losses: list[float] = []
-
-    @torch.no_grad()
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        x, y = trainer.datamodule.tensors("train")
-        was_training = pl_module.training
-        pl_module.eval()
-        logits = pl_module.body(x.to(pl_module.device))
-        pl_module.train(was_training)
-        y = y.to(logits.device)
-        loss = F.cross_entropy(logits, y)
-        error = (logits.argmax(-1) != y).float().mean()
-        self.epochs.append(trainer.global_step / max(trainer.num_training_batches, 1))
-        self.errors.append(float(error))
-        self.losses.append(float(loss) if torch.isfinite(loss) else math.inf)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self._measure(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.every_n_steps:
-            self._measure(trainer, pl_module)
-
-    def epochs_to(self, target_error: float) -> float | None:
-        """When the training error first reached ``target_error``, in epochs (``None``: never)."""
-        for epoch, error in zip(self.epochs, self.errors, strict=True):
-            if error <= target_error:
-                return epoch
-        return None
-
-
-def digits(ctx: FigureContext, seed: int, batch_size: int = 64) -> DigitsDataModule:
-    """The digits data of every run in these chapters (1079 training images; fewer in smoke)."""
-    return DigitsDataModule(
-        batch_size=batch_size, seed=seed, n_train=ctx.pick(smoke=256, quick=None, full=None)
-    )
-
-
-def train_classifier(
-    ctx: FigureContext,
-    *,
-    epochs: int,
-    seed: int,
-    callbacks: Sequence[pl.Callback] = (),
-    datamodule: DigitsDataModule | None = None,
-    curve_every_n_steps: int | None = None,
-    **hparams: Any,
-) -> tuple[Classifier, TrainingCurve, bool]:
-    """Train a :class:`~block4.modules.Classifier` MLP on digits with SGD; no validation.
-
-    Args:
-        ctx: the figure context (accelerator, devices, profile).
-        epochs: training epochs.
-        seed: seed of the initial weights and of the batch order.
-        callbacks: extra Lightning callbacks (e.g. a :class:`GradientFlowMonitor`).
-        datamodule: the data; default :func:`digits`.
-        curve_every_n_steps: measure the training curve every n steps (default: per epoch).
-        **hparams: :class:`~block4.modules.Classifier` arguments (``depth``, ``width``,
-            ``activation``, ``init``, ``norm``, ``residual``, ``lr``, ...). The optimiser is
-            SGD with momentum 0.9 unless given.
-
-    Returns:
-        ``(model, curve, diverged)``: ``diverged`` is true when the loss became NaN/inf (the
-        run is stopped there and the curve ends with an infinite loss).
-    """
-    hparams = {"optimizer": "sgd", "momentum": 0.9, **hparams}
-    data = datamodule if datamodule is not None else digits(ctx, seed)
-    data.setup()
-    model = Classifier(in_features=data.in_features, n_classes=10, seed=seed, **hparams)
-    curve = TrainingCurve(curve_every_n_steps)
-    trainer = pl.Trainer(
-        **ctx.trainer_kwargs(
-            max_epochs=epochs,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            callbacks=[curve, FiniteLossGuard(), *callbacks],
-        )
-    )
-    diverged = False
-    try:
-        trainer.fit(model, datamodule=data)
-    except NonFiniteLossError:
-        diverged = True
-    except ValueError as err:  # the categorical head refuses NaN logits before the guard sees them
-        if "logits" not in str(err):
-            raise
-        diverged = True
-    if diverged:
-        curve.epochs.append(trainer.global_step / max(trainer.num_training_batches, 1))
-        curve.errors.append(math.nan)
-        curve.losses.append(math.inf)
-    return model, curve, diverged
-
-
-def steps_per_epoch(data: DigitsDataModule) -> int:
-    """Optimiser steps in one epoch of ``data``'s training batches (one process)."""
-    n = len(data.tensors("train")[1])
-    return math.ceil(n / data.batch_size)
-
-
-def layer_grad_norms(monitor: GradientFlowMonitor, steps: Sequence[int]) -> list[float]:
-    """Per-layer gradient norm (input side first), geometric mean over ``steps``.
-
-    One mini-batch gradient is noisy; the geometric mean over the steps of an epoch is a
-    steadier picture of "the gradient after training" on a log axis.
-    """
-    wanted = set(steps)
-    rows = [r for r in monitor.table if r["step"] in wanted]
-    layers = sorted({r["depth_index"] for r in rows})
-    out = []
-    for i in layers:
-        vals = [max(r["grad_norm"], 1e-30) for r in rows if r["depth_index"] == i]
-        out.append(math.exp(sum(math.log(v) for v in vals) / len(vals)))
-    return out
-
-
-def geometric_band(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
-    """Geometric mean, minimum and maximum over runs (seeds), position by position."""
-    cols = list(zip(*runs, strict=True))
-    mean = [math.exp(sum(math.log(max(v, 1e-30)) for v in c) / len(c)) for c in cols]
-    return mean, [min(c) for c in cols], [max(c) for c in cols]
-
-
-def mean_band(runs: Sequence[Sequence[float]]) -> tuple[list[float], list[float], list[float]]:
-    """Mean, minimum and maximum over runs (seeds), position by position."""
-    cols = list(zip(*runs, strict=True))
-    return [sum(c) / len(c) for c in cols], [min(c) for c in cols], [max(c) for c in cols]
 
 
 #: Activations of the deep-network experiments (leaky ReLU behaves like ReLU there).
@@ -561,55 +366,6 @@ def relu_vs_tanh(
     numbers["speedup_max"] = max(ratios) if ratios else "n/a"
     numbers["speedup_min"] = min(ratios) if ratios else "n/a"
     return fig, numbers
-
-
-class DeadUnitTracker(pl.Callback):
-    """Fraction of hidden ReLU units that output 0 for *every* training image ("dead").
-
-    A dead unit passes no gradient to its incoming weights and bias for any input, so they stop
-    changing; in the first hidden layer (fixed inputs) such a unit is dead for good, deeper
-    units can come back when the layers below them change. Measured on the whole training split (evaluation
-    mode) at the initial weights and every ``every_n_steps`` steps; measurement stops once the
-    weights are no longer finite.
-
-    Attributes:
-        steps: the global steps measured.
-        dead: the dead fraction over all hidden units at those steps.
-        dead_per_layer: per hidden layer, the dead fraction at those steps.
-    """
-
-    def __init__(self, every_n_steps: int = 1) -> None:
-        self.every_n_steps = every_n_steps
-        self.steps: list[int] = []
-        self.dead: list[float] = []
-        self.dead_per_layer: list[list[float]] = []
-
-    @torch.no_grad()
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
-            return
-        x, _ = trainer.datamodule.tensors("train")
-        was_training = pl_module.training
-        pl_module.eval()
-        h = x.to(pl_module.device)
-        per_layer, n_dead, n_units = [], 0, 0
-        for _, block in pl_module.body.hidden_blocks():
-            h = block(h)
-            never_active = (h > 0).sum(0) == 0
-            per_layer.append(float(never_active.float().mean()))
-            n_dead += int(never_active.sum())
-            n_units += never_active.numel()
-        pl_module.train(was_training)
-        self.steps.append(trainer.global_step)
-        self.dead.append(n_dead / n_units)
-        self.dead_per_layer.append(per_layer)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if trainer.global_step % self.every_n_steps == 0:
-            self._measure(trainer, pl_module)
 
 
 @figure(

@@ -22,6 +22,7 @@ from block4.data import BloodPressureDataModule, load_blood_pressure
 from block4.figures.registry import FigureContext, figure
 from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import ProbabilisticRegressor
+from block4.training import trainer
 
 #: Colour of "the likelihood bar" on every figure of the chapter.
 BAR = ROLE["backward"]
@@ -569,15 +570,13 @@ def fit_line_by_ml(
         momentum=0.0,
         seed=ctx.seed,
     )
-    trainer = pl.Trainer(
-        **ctx.trainer_kwargs(
-            max_epochs=epochs,
-            callbacks=callbacks or [],
-            limit_val_batches=0,  # all 33 women are training data; nothing to validate on
-            num_sanity_val_steps=0,
-        )
-    )
-    trainer.fit(model, data)
+    trainer(
+        ctx,
+        max_epochs=epochs,
+        callbacks=callbacks or [],
+        limit_val_batches=0,  # all 33 women are training data; nothing to validate on
+        num_sanity_val_steps=0,
+    ).fit(model, data)
     return model, data
 
 

@@ -14,7 +14,10 @@ import torch
 
 from block4.autograd import Value, draw
 from block4.callbacks import ActivationStats, GradientFlowMonitor
-from block4.figures.activations import (
+from block4.figures.registry import FigureContext, figure
+from block4.figures.style import PALETTE, ROLE, subplots
+from block4.modules import Classifier
+from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,
     digits,
@@ -23,9 +26,6 @@ from block4.figures.activations import (
     steps_per_epoch,
     train_classifier,
 )
-from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
-from block4.modules import Classifier
 
 #: Colours of the two architectures, the same on every figure of the chapter.
 PLAIN_COLOR = PALETTE[4]

@@ -12,7 +12,6 @@ training them again.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -36,72 +35,17 @@ from block4.data import (
     DigitsDataModule,
     HeteroscedasticDataModule,
     InMemoryDataModule,
+    count_rate,
+    make_counts,
+    make_inverse_sine,
 )
 from block4.figures.registry import FigureContext, figure
 from block4.figures.style import PALETTE, ROLE, subplots
-from block4.modules import Classifier, ProbabilisticModule, ProbabilisticRegressor
+from block4.modules import Classifier, ProbabilisticRegressor
+from block4.training import fit
 
 #: Colours of the two Gaussian flavours on every figure of the chapter.
 HOMO, HETERO = PALETTE[1], PALETTE[0]
-
-# --------------------------------------------------------------------------------------------
-# Training helpers
-# --------------------------------------------------------------------------------------------
-
-
-class BestValidationState(pl.Callback):
-    """Keeps (in memory) the weights of the epoch with the lowest ``val_loss``.
-
-    After ``trainer.fit`` call `restore` to load them: early stopping on the validation
-    NLL without writing checkpoints to disk.
-    """
-
-    def __init__(self) -> None:
-        self.best = math.inf
-        self.epoch = -1
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics["val_loss"])
-        if value < self.best:
-            self.best, self.epoch = value, trainer.current_epoch
-            self.state = copy.deepcopy(pl_module.state_dict())
-
-    def restore(self, pl_module: pl.LightningModule) -> None:
-        """Load the best weights seen (no-op if no validation ran)."""
-        if self.state is not None:
-            pl_module.load_state_dict(self.state)
-
-
-def fit(
-    ctx: FigureContext,
-    model: ProbabilisticModule,
-    data: pl.LightningDataModule,
-    epochs: int,
-    *,
-    early_stopping: bool = False,
-    callbacks: list[pl.Callback] | None = None,
-) -> ProbabilisticModule:
-    """Train ``model`` on ``data`` for ``epochs`` with the context's Trainer settings.
-
-    With ``early_stopping`` the validation NLL is computed every epoch and the weights of the
-    best epoch are restored at the end; otherwise validation is skipped (faster).
-    """
-    callbacks = list(callbacks or [])
-    best = BestValidationState() if early_stopping else None
-    if best is not None:
-        callbacks.append(best)
-    extra: dict[str, Any] = {"num_sanity_val_steps": 0}
-    if not early_stopping:
-        extra["limit_val_batches"] = 0
-    trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs, callbacks=callbacks, **extra))
-    trainer.fit(model, data)
-    if best is not None:
-        best.restore(model)
-    return model.cpu().eval()
-
 
 # Models trained once per process and shared by the figures of group "trained-models"
 # (``make_figures.py --jobs N`` makes that group in one process, so they are shared there too).
@@ -115,38 +59,6 @@ def _cached(key: tuple, ctx: FigureContext, make: Callable[[], Any]) -> Any:
     if full_key not in _CACHE:
         _CACHE[full_key] = make()
     return _CACHE[full_key]
-
-
-# --------------------------------------------------------------------------------------------
-# Synthetic data of the chapter
-# --------------------------------------------------------------------------------------------
-
-
-def count_rate(x: torch.Tensor) -> torch.Tensor:
-    """True event rate of the synthetic count data: ``exp(0.3 + 0.9 sin(1.2 x) + 0.25 x)``."""
-    return torch.exp(0.3 + 0.9 * torch.sin(1.2 * x) + 0.25 * x)
-
-
-def make_counts(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` counts ``y ~ Poisson(count_rate(x))`` with ``x ~ Uniform(0, 5)``; x has shape (n, 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, generator=gen) * 5.0
-    y = torch.poisson(count_rate(x[:, 0]), generator=gen)
-    return x, y
-
-
-def make_inverse_sine(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A multimodal target: invert ``x = y + 0.3 sin(2 pi y) + noise``.
-
-    ``y ~ Uniform(0, 1)``, noise ``~ Uniform(-0.1, 0.1)``; the task is to predict ``y`` from
-    ``x``. For ``x`` between about 0.35 and 0.65 three values of ``y`` fit the same ``x``, so
-    ``p(y | x)`` has up to three modes (Bishop, 1994).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.rand(n, generator=gen)
-    noise = (torch.rand(n, generator=gen) - 0.5) * 0.2
-    x = y + 0.3 * torch.sin(2 * math.pi * y) + noise
-    return x[:, None], y
 
 
 # --------------------------------------------------------------------------------------------
@@ -938,14 +850,9 @@ def _calibration_layout():
 
 
 __all__ = [
-    "BestValidationState",
     "count_models",
-    "count_rate",
     "diabetes_runs",
-    "fit",
     "heteroscedastic_data",
-    "make_counts",
-    "make_inverse_sine",
     "mixture_models",
     "synthetic_models",
 ]

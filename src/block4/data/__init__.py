@@ -1,0 +1,74 @@
+"""LightningDataModules for the course: digits, MNIST (IDX files), synthetic and real regression.
+
+All data sets here are small enough to live in memory as tensors. By default the
+datamodules therefore do **not** use a worker-based ``DataLoader``: `TensorBatches`
+slices shuffled mini-batches straight out of tensors that sit on the training device (the
+GPU when training there), with a seeded ``torch.Generator`` so that the batch order is
+reproducible. Lightning accepts any iterable of batches as a "dataloader". Pass
+``batching="dataloader"`` to get a plain ``torch.utils.data.DataLoader`` instead (the
+benchmark in ``benchmarks/lightning_overhead.py`` compares the two).
+
+Under distributed training (``strategy="ddp"``) every process draws the *same* seeded
+permutation and keeps every ``world_size``-th index starting at its rank, padded by wrapping
+around so all ranks run the same number of steps -- what Lightning's ``DistributedSampler``
+does for a ``DataLoader``.
+
+Every name below is importable from ``block4.data``; the modules of the package:
+
+- ``block4.data.batches``: `TensorBatches`, the base class `TensorDataModule` and
+  `InMemoryDataModule` (your own ``(x, y)`` tensors).
+- ``block4.data.bundled``: `DigitsDataModule` (scikit-learn's 8x8 handwritten digits),
+  `DiabetesDataModule` (scikit-learn's diabetes regression data), `load_blood_pressure`
+  and `BloodPressureDataModule` (age and systolic blood pressure of 33 women, shipped
+  inside this package). All offline.
+- ``block4.data.synthetic``: `HeteroscedasticDataModule` (1-D regression with a known
+  mean and a known, input-dependent noise level) and the generators `make_counts`
+  (Poisson counts with the rate `count_rate`) and `make_inverse_sine` (a multimodal target).
+- ``block4.data.mnist``: `MNISTDataModule`, MNIST from the four standard IDX files (read
+  by `read_idx`).
+"""
+
+from block4.data.batches import Batching, InMemoryDataModule, TensorBatches, TensorDataModule
+from block4.data.bundled import (
+    BloodPressureDataModule,
+    DiabetesDataModule,
+    DigitsDataModule,
+    load_blood_pressure,
+)
+from block4.data.mnist import (
+    MNIST_FILES,
+    MNIST_IMAGES_MAGIC,
+    MNIST_LABELS_MAGIC,
+    IDXFormatError,
+    MNISTDataModule,
+    load_mnist_split,
+    read_idx,
+)
+from block4.data.synthetic import (
+    HeteroscedasticDataModule,
+    count_rate,
+    make_counts,
+    make_inverse_sine,
+)
+
+__all__ = [
+    "MNIST_FILES",
+    "MNIST_IMAGES_MAGIC",
+    "MNIST_LABELS_MAGIC",
+    "Batching",
+    "BloodPressureDataModule",
+    "DiabetesDataModule",
+    "DigitsDataModule",
+    "HeteroscedasticDataModule",
+    "IDXFormatError",
+    "InMemoryDataModule",
+    "MNISTDataModule",
+    "TensorBatches",
+    "TensorDataModule",
+    "count_rate",
+    "load_blood_pressure",
+    "load_mnist_split",
+    "make_counts",
+    "make_inverse_sine",
+    "read_idx",
+]
