@@ -487,11 +487,12 @@ def _format_value(value: Number | None, precision: int = 6) -> str:
 
 def format_pair(before: Number | None, after: Number | None) -> tuple[str, str]:
     """``before`` and ``after`` as text, with enough digits to show that they differ."""
-    for precision in range(6, 18):
+    for precision in range(6, 17):
         texts = _format_value(before, precision), _format_value(after, precision)
         if texts[0] != texts[1] or before == after:
             return texts
-    return texts
+    # Floats one rounding step apart: the shortest text that reads back as each value.
+    return tuple(repr(v) if isinstance(v, float) else _format_value(v) for v in (before, after))  # type: ignore[return-value]
 
 
 def format_change(number: NumberChange) -> str:
