@@ -438,5 +438,11 @@ def test_number_formatting_shows_the_digits_that_differ() -> None:
     assert cmp.format_change(cmp.NumberChange("k", 0.0, 3.0)) == "+3"
     assert cmp.format_change(cmp.NumberChange("k", None, 3.0)) == "new"
     assert cmp.format_change(cmp.NumberChange("k", "a", "b")) == "changed"
+    assert cmp.format_change(cmp.NumberChange("k", 0.5, 0.5 + 2**-40)).endswith(
+        " (+1.82e−10 %), rounding"
+    )
+    assert cmp.NumberChange("k", 30.0, 30.0 + 3e-14).negligible
+    assert not cmp.NumberChange("k", 30.0, 30.001).negligible
+    assert not cmp.NumberChange("k", 30.0, 30.0).negligible
     assert cmp.NumberChange("k", 1, True).changed  # a count that became a flag
     assert not cmp.NumberChange("k", 1, 1.0).changed

@@ -40,6 +40,7 @@ from block4.pipeline import PipelineError, Project, load_manifest
 
 __all__ = [
     "REPORT_HTML",
+    "ROUNDING",
     "SUMMARY_MD",
     "CompareError",
     "Comparison",
@@ -76,6 +77,9 @@ VARIANTS = ("light", "dark")
 SETTINGS = ("profile", "seed", "params", "module", "function", "chapter", "device", "cpu_threads")
 
 Number = bool | int | float | str
+
+#: Relative changes up to this size are marked as rounding (e.g. another summation order).
+ROUNDING = 1e-9
 
 
 class CompareError(PipelineError):
@@ -125,6 +129,14 @@ class NumberChange:
         # True == 1 in Python, yet a flag that became a count did change.
         kinds_differ = isinstance(self.before, bool) != isinstance(self.after, bool)
         return self.before != self.after or kinds_differ
+
+    @property
+    def negligible(self) -> bool:
+        """A numeric change at the level of floating-point rounding (relative <= 1e-9)."""
+        if not (self.changed and _is_numeric(self.before) and _is_numeric(self.after)):
+            return False
+        scale = max(abs(self.before), abs(self.after))  # type: ignore[arg-type]
+        return abs(self.after - self.before) <= ROUNDING * scale  # type: ignore[operator]
 
     @property
     def relative(self) -> float | None:
@@ -510,7 +522,8 @@ def format_change(number: NumberChange) -> str:
     relative = number.relative
     if relative is not None and math.isfinite(relative):
         text += f" ({relative * 100:+.3g} %)"
-    return text.replace("-", "−")
+    text = text.replace("-", "−")
+    return f"{text}, rounding" if number.negligible else text
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,16 +566,27 @@ def _md_numbers(change: FigureChange, limit: int = 3) -> str:
     moved = change.moved
     if not moved:
         return f"none of {len(change.numbers)}"
+    by_size = sorted(moved, key=_significance, reverse=True)
     shown = []
-    for number in moved[:limit]:
+    for number in by_size[:limit]:
         before, after = format_pair(number.before, number.after)
         shown.append(f"`{number.key}` {before} → {after} ({format_change(number)})")
     more = f"<br>and {len(moved) - limit} more" if len(moved) > limit else ""
+    tiny = sum(n.negligible for n in moved)
+    note = f" ({tiny} by rounding)" if tiny else ""
     return (
-        _md_cell(f"{len(moved)} of {len(change.numbers)}: ")
+        _md_cell(f"{len(moved)} of {len(change.numbers)}{note}: ")
         + "<br>".join(_md_cell(s) for s in shown)
         + more
     )
+
+
+def _significance(number: NumberChange) -> float:
+    """How much a moved number moved, for ordering (non-numeric and new ones first)."""
+    relative = number.relative
+    if relative is None or not math.isfinite(relative):
+        return math.inf
+    return abs(relative)
 
 
 def render_markdown(comparison: Comparison) -> str:
@@ -598,8 +622,8 @@ def render_markdown(comparison: Comparison) -> str:
         lines += ["", "</details>"]
     lines += [
         "",
-        f"Images before and after, light and dark: `{REPORT_HTML}` of this run's "
-        "figure-changes artifact.",
+        f"The images before and after, light and dark, are in `{REPORT_HTML}` next to this "
+        "summary.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -638,6 +662,7 @@ table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-
 th, td { border-bottom: 1px solid var(--line); padding: 3px 12px 3px 0; text-align: left; }
 td.num { text-align: right; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 tr.moved td { background: var(--moved); color: var(--moved-fg); font-weight: 600; }
+tr.moved.rounding td { background: transparent; color: var(--muted); font-weight: 400; }
 tr.moved td:first-child { box-shadow: inset 3px 0 0 var(--changed); padding-left: 6px; }
 .images { display: grid; grid-template-columns: auto 1fr 1fr; gap: 8px; align-items: start;
   margin-top: 12px; }
@@ -696,7 +721,9 @@ def _html_number_rows(numbers: list[NumberChange], highlight: bool) -> str:
     rows = []
     for number in numbers:
         before, after = format_pair(number.before, number.after)
-        row_class = " class='moved'" if highlight else ""
+        row_class = ""
+        if highlight:
+            row_class = " class='moved rounding'" if number.negligible else " class='moved'"
         rows.append(
             f"<tr{row_class}><td><code>{_e(number.key)}</code></td>"
             f"<td class='num'>{_e(before)}</td><td class='num'>{_e(after)}</td>"
@@ -718,7 +745,9 @@ def _html_numbers(change: FigureChange) -> str:
         )
     moved = change.moved
     still = [n for n in change.numbers if not n.changed]
-    parts = [f"<p class='muted'>{len(moved)} of {len(change.numbers)} numbers moved</p>"]
+    tiny = sum(n.negligible for n in moved)
+    note = f" ({tiny} only by rounding)" if tiny else ""
+    parts = [f"<p class='muted'>{len(moved)} of {len(change.numbers)} numbers moved{note}</p>"]
     if moved:
         parts.append(_html_number_rows(moved, highlight=True))
     if still:
@@ -768,7 +797,9 @@ def _html_images(change: FigureChange, rev: str) -> str:
 def _moved_text(change: FigureChange) -> str:
     if change.status != "changed":
         return f"{len(change.numbers)} numbers"
-    return f"{len(change.moved)} of {len(change.numbers)}"
+    tiny = sum(n.negligible for n in change.moved)
+    note = f" ({tiny} by rounding)" if tiny else ""
+    return f"{len(change.moved)} of {len(change.numbers)}{note}"
 
 
 def render_html(comparison: Comparison) -> str:
