@@ -517,19 +517,18 @@ def _probe(root: Path, *args: str) -> tuple[str, float]:
 
 @pytest.mark.parametrize("args", [["--list"], ["--check"]])
 def test_list_and_check_on_the_repository_import_no_heavy_library(args: list[str]) -> None:
-    heavy, seconds = _probe(ROOT, *args)
+    # The time this takes is a benchmark goal (benchmarks/figures.py), not a test: here only
+    # what it imports, which is what keeps it fast on any machine.
+    heavy, _ = _probe(ROOT, *args)
     assert heavy == "-"
-    assert seconds < 5
 
 
 @pytest.mark.slow
 def test_a_no_change_run_imports_no_figure_module_and_is_fast(made: Path) -> None:
-    heavy, seconds = _probe(made, "--profile", "smoke")
+    heavy, _ = _probe(made, "--profile", "smoke")
     assert heavy == "-"
-    start = time.perf_counter()
     proc = run(made, "--profile", "smoke")
     assert "nothing to do" in proc.stdout
-    assert time.perf_counter() - start < 5  # including interpreter start-up
 
 
 TRAIN = '''\
