@@ -142,12 +142,14 @@ def test_stacked_optimisers_match_torch_member_by_member(kind):
             torch.optim.SGD(
                 s.parameters(), lr=lr, momentum=0.9, weight_decay=wd, nesterov=kind == "nesterov"
             )
-            for s, lr in zip(singles, lrs)
+            for s, lr in zip(singles, lrs, strict=True)
         ]
     else:
         opt = StackedAdam(stacked.parameters(), lrs, weight_decay=wd, decoupled=kind == "adamw")
         cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-        single_opts = [cls(s.parameters(), lr=lr, weight_decay=wd) for s, lr in zip(singles, lrs)]
+        single_opts = [
+            cls(s.parameters(), lr=lr, weight_decay=wd) for s, lr in zip(singles, lrs, strict=True)
+        ]
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
         x, y = torch.randn(16, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen)
@@ -156,7 +158,7 @@ def test_stacked_optimisers_match_torch_member_by_member(kind):
         loss = sum(nn.functional.cross_entropy(logits[k], y) for k in range(3))
         loss.backward()
         opt.step()
-        for s, o in zip(singles, single_opts):
+        for s, o in zip(singles, single_opts, strict=True):
             o.zero_grad()
             nn.functional.cross_entropy(s(x), y).backward()
             o.step()
