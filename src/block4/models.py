@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ __all__ = [
     "ACTIVATIONS",
     "INITS",
     "NORMS",
+    "BodyOptions",
     "MLP",
     "HiddenBlock",
     "StackedMLP",
@@ -82,6 +83,34 @@ _GAIN_NAME = {
     "gelu": "relu",  # GELU behaves like ReLU for large |x|; the common choice
     "identity": "linear",
 }
+
+
+class BodyOptions(TypedDict, total=False):
+    """The options of an [`mlp`][block4.models.mlp] body, as the LightningModules take them.
+
+    `Classifier` and `ProbabilisticRegressor` accept these as keyword arguments (on the command
+    line ``--model.depth 3``); they are saved with the other hyperparameters.
+
+    Attributes:
+        depth: hidden layers (0 = a linear model, no hidden layer).
+        width: units per hidden layer.
+        activation: ``sigmoid, tanh, relu, leaky_relu, gelu`` or ``identity``.
+        norm: ``None``, ``"batch"`` or ``"layer"``.
+        residual: skip connections in the hidden blocks.
+        init: ``"default"``, ``"kaiming"``, ``"xavier"`` or ``"normal"`` (with several
+            members: one name, or a list with one per member).
+        bias: bias of the hidden layers (``None``: off when followed by BatchNorm).
+        init_std: standard deviation of ``init="normal"`` (or one per member).
+    """
+
+    depth: int
+    width: int
+    activation: str
+    norm: Literal["batch", "layer"] | None
+    residual: bool
+    init: str | list[str]
+    bias: bool | None
+    init_std: float | list[float]
 
 
 def _choices(options: object) -> str:
