@@ -185,7 +185,8 @@ def test_bad_module_arguments():
     with pytest.raises(ValueError, match="lr must be > 0"):
         Classifier(lr=0.0)
     with pytest.raises(
-        ValueError, match="head 'laplace' is not supported; choose one of: categorical, gaussian"
+        ValueError,
+        match="head 'laplace' is not a regression head; choose one of: gaussian, poisson",
     ):
         ProbabilisticRegressor(head="laplace")
     with pytest.raises(ValueError, match="option.s. n_components not accepted by GaussianHead"):

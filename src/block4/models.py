@@ -27,20 +27,27 @@ This module does not import Lightning.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from block4.stacked import StackedMLP, stack
 
 __all__ = [
     "ACTIVATIONS",
     "INITS",
     "NORMS",
+    "BodyOptions",
     "MLP",
     "HiddenBlock",
+    "StackedMLP",
+    "check_options",
     "make_activation",
     "mlp",
+    "stack",
 ]
 
 #: Activation names accepted by `mlp`, mapped to their ``torch.nn`` classes.
@@ -78,6 +85,34 @@ _GAIN_NAME = {
 }
 
 
+class BodyOptions(TypedDict, total=False):
+    """The options of an [`mlp`][block4.models.mlp] body, as the LightningModules take them.
+
+    `Classifier` and `ProbabilisticRegressor` accept these as keyword arguments (on the command
+    line ``--model.depth 3``); they are saved with the other hyperparameters.
+
+    Attributes:
+        depth: hidden layers (0 = a linear model, no hidden layer).
+        width: units per hidden layer.
+        activation: ``sigmoid, tanh, relu, leaky_relu, gelu`` or ``identity``.
+        norm: ``None``, ``"batch"`` or ``"layer"``.
+        residual: skip connections in the hidden blocks.
+        init: ``"default"``, ``"kaiming"``, ``"xavier"`` or ``"normal"`` (with several
+            members: one name, or a list with one per member).
+        bias: bias of the hidden layers (``None``: off when followed by BatchNorm).
+        init_std: standard deviation of ``init="normal"`` (or one per member).
+    """
+
+    depth: int
+    width: int
+    activation: str
+    norm: Literal["batch", "layer"] | None
+    residual: bool
+    init: str | list[str]
+    bias: bool | None
+    init_std: float | list[float]
+
+
 def _choices(options: object) -> str:
     return ", ".join("None" if o is None else str(o) for o in options)  # type: ignore[attr-defined]
 
@@ -96,6 +131,34 @@ def make_activation(name: str) -> nn.Module:
             f"activation {name!r} is not supported; choose one of: {_choices(ACTIVATIONS)}"
         )
     return ACTIVATIONS[name]()
+
+
+def check_options(
+    in_features: int,
+    out_features: int,
+    depth: int,
+    width: int,
+    activation: str = "relu",
+    norm: str | None = None,
+    init: str = "default",
+    init_std: float = 0.01,
+) -> None:
+    """Raise ``ValueError`` (what was wrong, what is allowed) for an invalid `mlp` option."""
+    for name, value in (
+        ("in_features", in_features),
+        ("out_features", out_features),
+        ("depth", depth),
+        ("width", width),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    make_activation(activation)  # validates the name with the standard message
+    if norm not in NORMS:
+        raise ValueError(f"norm {norm!r} is not supported; choose one of: {_choices(NORMS)}")
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is not supported; choose one of: {_choices(INITS)}")
+    if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not init_std > 0:
+        raise ValueError(f"init_std must be a number > 0, got {init_std!r}")
 
 
 class HiddenBlock(nn.Module):
@@ -173,21 +236,7 @@ class MLP(nn.Sequential):
         bias: bool | None = None,
         init_std: float = 0.01,
     ) -> None:
-        for name, value in (
-            ("in_features", in_features),
-            ("out_features", out_features),
-            ("depth", depth),
-            ("width", width),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        make_activation(activation)  # validates the name with the standard message
-        if norm not in NORMS:
-            raise ValueError(f"norm {norm!r} is not supported; choose one of: {_choices(NORMS)}")
-        if init not in INITS:
-            raise ValueError(f"init {init!r} is not supported; choose one of: {_choices(INITS)}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std!r}")
+        check_options(in_features, out_features, depth, width, activation, norm, init, init_std)
         # A linear layer followed by BatchNorm needs no bias: BatchNorm subtracts the batch mean
         # (removing any constant shift) and adds its own learnable shift beta.
         hidden_bias = (norm != "batch") if bias is None else bool(bias)
@@ -277,11 +326,14 @@ def mlp(
     activation: str = "relu",
     norm: Literal["batch", "layer"] | None = None,
     residual: bool = False,
-    init: str = "default",
+    init: str | Sequence[str] = "default",
     bias: bool | None = None,
-    init_std: float = 0.01,
-) -> MLP:
-    """Build a multi-layer perceptron with ``depth`` named hidden blocks.
+    init_std: float | Sequence[float] = 0.01,
+    *,
+    members: int | None = None,
+    seed: int | Sequence[int] | None = None,
+) -> MLP | StackedMLP:
+    """Build a multi-layer perceptron with ``depth`` named hidden blocks (or a stack of them).
 
     Args:
         in_features: width of the input.
@@ -295,17 +347,25 @@ def mlp(
             input and output widths agree (all but ``block0`` unless
             ``in_features == width``).
         init: ``"default"`` (PyTorch's), ``"kaiming"`` (He), ``"xavier"`` (Glorot) or
-            ``"normal"`` (``N(0, init_std**2)``); see `INITS`.
+            ``"normal"`` (``N(0, init_std**2)``); see `INITS`. With ``members``, a list gives
+            each member its own.
         bias: bias of the hidden linear layers; ``None`` (default) means "no bias when
             followed by BatchNorm, bias otherwise". The ``head`` always has a bias.
-        init_std: standard deviation for ``init="normal"``.
+        init_std: standard deviation for ``init="normal"`` (a list: one per member).
+        members: ``None`` (default) builds one `MLP`; an integer ``E >= 1`` builds a
+            [`StackedMLP`][block4.stacked.StackedMLP] of ``E`` independent members.
+        seed: seed of the initial weights; ``None`` draws from the global RNG. A seed is
+            applied in a forked RNG, so the global RNG is left alone. With ``members``,
+            member ``k`` gets seed ``seed + k`` (or ``seed[k]`` for a list): it is
+            bit-for-bit the MLP that ``mlp(..., seed=seed + k)`` builds.
 
     Returns:
         An `MLP` (an ``nn.Sequential`` with children ``block0 .. block{depth-1}``,
-        ``head``).
+        ``head``), or a ``StackedMLP`` with the same children names.
 
     Raises:
-        ValueError: for an unknown activation, norm or init, or a size below 1.
+        ValueError: for an unknown activation, norm or init, a size below 1, ``members < 1``,
+            or a per-member list whose length is not ``members``.
 
     Examples:
         >>> net = mlp(64, 10, depth=2, width=32, norm="batch")
@@ -313,12 +373,18 @@ def mlp(
         ['block0', 'block1', 'head']
         >>> net.block0.linear.bias is None   # followed by BatchNorm
         True
+        >>> stacked = mlp(64, 10, depth=2, width=32, members=4, seed=0)
+        >>> stacked(torch.zeros(8, 64)).shape   # [members, batch, out]
+        torch.Size([4, 8, 10])
+        >>> torch.equal(stacked.member(2).block0.linear.weight,
+        ...             mlp(64, 10, depth=2, width=32, seed=2).block0.linear.weight)
+        True
     """
-    return MLP(
-        in_features,
-        out_features,
-        depth,
-        width,
+    options = dict(
+        in_features=in_features,
+        out_features=out_features,
+        depth=depth,
+        width=width,
         activation=activation,
         norm=norm,
         residual=residual,
@@ -326,3 +392,38 @@ def mlp(
         bias=bias,
         init_std=init_std,
     )
+    if members is not None:
+        from block4.stacked import _check_members, member_values, stacked_mlp
+
+        members = _check_members(members)
+        if seed is None:
+            seeds: list[int | None] = [None] * members
+        elif isinstance(seed, (list, tuple)):
+            seeds = member_values("seed", seed, members)
+        else:
+            seeds = [_check_seed(seed) + k for k in range(members)]
+        return stacked_mlp(members, seeds, **options)
+    for name in ("init", "init_std", "seed"):
+        if isinstance(options.get(name, seed), (list, tuple)):
+            raise ValueError(f"{name} is a list, which needs members=len({name}); got members=None")
+    if seed is None:
+        return MLP(**options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_check_seed(seed))
+        return MLP(**options)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, a list of integers or None, got {seed!r}")
+    return seed
+
+
+def __getattr__(name: str) -> object:
+    # The stacked classes live in block4.stacked (which builds on this module); they are
+    # offered here too, loaded on first use to keep the import one-way.
+    if name in ("StackedMLP", "stack"):
+        from block4 import stacked
+
+        return getattr(stacked, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
