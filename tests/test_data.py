@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from block4.data import (
@@ -18,6 +19,7 @@ from block4.data import (
     IDXFormatError,
     MNISTDataModule,
     TensorBatches,
+    TensorDataModule,
     load_blood_pressure,
     load_mnist_split,
     read_idx,
@@ -59,7 +61,9 @@ def test_tensor_batches_shard_across_ranks_like_distributed_sampler():
 
 
 def test_tensor_batches_bad_arguments():
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(
+        ValueError, match="x has 3 examples but y has 4; they must have the same first dimension"
+    ):
         TensorBatches(torch.zeros(3), torch.zeros(4), 2)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         TensorBatches(torch.zeros(3), torch.zeros(3), 0)
@@ -269,7 +273,7 @@ def test_diabetes_is_bundled_and_standardised():
 
 
 def test_blood_pressure_data():
-    age, sbp = load_blood_pressure()
+    age, sbp = load_blood_pressure(torch.float64)
     assert age.dtype == torch.float64 and len(age) == len(sbp) == 33
     assert (float(age[0]), float(sbp[0])) == (22.0, 131.0)
     # ordinary least squares: residual sd ~ 19.3 mmHg (see _data/README.md)
@@ -294,13 +298,145 @@ def test_in_memory_datamodule_on_own_tensors():
     seen = torch.cat([yb for _, yb in dm.train_dataloader()])
     assert sorted(seen.tolist()) == sorted(y.tolist())
     with pytest.raises(
-        ValueError, match="val split: x has 10 examples but y has 9; they must match"
+        ValueError, match="InMemoryDataModule val split: x has 10 examples but y has 9"
     ):
         InMemoryDataModule((x, y), val=(x[:10], y[:9]))
     y_bad = y.clone()
     y_bad[[3, 7]] = float("nan")
     with pytest.raises(
         ValueError,
-        match=r"train split: y has NaN or infinite values in 2 rows \(e.g. rows \[3, 7\]\)",
+        match=r"InMemoryDataModule train split: y has a non-finite value \(nan\) at row 3: "
+        r"2 non-finite value\(s\) in 2 of 100 rows",
     ):
         InMemoryDataModule((x, y_bad))
+
+
+# --- what data may enter: non-finite values, dtypes, numpy ------------------------------------
+
+
+def test_readme_recipe_with_a_nan_in_x_fails_fast_naming_row_and_column():
+    x, y = torch.randn(200, 3), torch.randn(200)
+    x[57, 2] = float("nan")
+    with pytest.raises(
+        ValueError,
+        match=r"^x has a non-finite value \(nan\) at row 57, column 2: 1 non-finite value\(s\) "
+        r"in 1 of 200 rows; drop or impute these rows before training$",
+    ):
+        TensorBatches(x, y, batch_size=64, shuffle=True)
+    x[57, 2], x[3, 0], x[3, 1] = 0.0, float("inf"), float("-inf")
+    with pytest.raises(
+        ValueError, match=r"\(inf\) at row 3, column 0: 2 non-finite value\(s\) in 1"
+    ):
+        TensorBatches(x, y, batch_size=64)
+    y[199] = float("nan")
+    x[3] = 0.0
+    with pytest.raises(ValueError, match=r"^y has a non-finite value \(nan\) at row 199:"):
+        TensorBatches(x, y, batch_size=64)
+    images = torch.zeros(4, 2, 3)
+    images[1, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"at row 1, position \(1, 2\) within the example"):
+        TensorBatches(images, torch.zeros(4), batch_size=2)
+
+
+def test_float64_numpy_and_integer_inputs_become_float32_integer_targets_int64():
+    x64 = torch.randn(10, 2, dtype=torch.float64)
+    b = TensorBatches(x64, np.arange(10, dtype=np.int32), batch_size=5)
+    assert b.x.dtype == torch.float32 and b.y.dtype == torch.int64
+    torch.testing.assert_close(b.x, x64.float(), rtol=0, atol=0)  # rounded to nearest float32
+    b = TensorBatches(np.arange(10).reshape(5, 2), np.linspace(0, 1, 5), batch_size=5)
+    assert b.x.dtype == torch.float32 and b.y.dtype == torch.float32
+    assert b.x.tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]]
+    b = TensorBatches(torch.ones(4, 1, dtype=torch.float16), torch.tensor([True, False] * 2), 2)
+    assert b.x.dtype == torch.float32 and b.y.tolist() == [1, 0, 1, 0]
+    # asked for: float64 kept for a float64 model; dtype=None converts nothing
+    assert TensorBatches(x64, torch.zeros(10), 5, dtype=torch.float64).x.dtype == torch.float64
+    ids = torch.arange(10)
+    assert TensorBatches(ids, torch.zeros(10), 5, dtype=None).x.dtype == torch.int64
+
+
+def test_inputs_that_cannot_be_converted_get_one_sentence_saying_what_to_pass():
+    y = torch.zeros(3)
+    cases = [
+        (torch.tensor([1, 2, 2**24 + 1]), ValueError, r"x holds integers up to 16777217, which "
+         r"torch.float32 cannot represent exactly \(limit 2\*\*24 = 16777216\); convert them "
+         r"yourself \(x.to\(torch.float32\)\) if rounding is acceptable"),
+        (torch.tensor([1.0, 1e39, 0.0], dtype=torch.float64), ValueError,
+         r"x holds values up to 1e\+39, beyond the range of torch.float32 .*pass "
+         r"dtype=torch.float64 and train a float64 model"),
+        ([[1.0], [2.0], [3.0]], TypeError, r"x must be a torch.Tensor or a numpy array, got "
+         r"list; pass torch.tensor\(x, dtype=torch.float32\)"),
+        (np.array(["a", "b", "c"]), TypeError, r"x is a numpy array of <U1; pass numbers"),
+        (torch.ones(3, dtype=torch.complex64), TypeError, "x is complex"),
+        (torch.tensor(1.0), ValueError, "x is a single number; pass one row per example"),
+    ]  # fmt: skip
+    for x, error, message in cases:
+        with pytest.raises(error, match=message):
+            TensorBatches(x, y, batch_size=2)
+    with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+        TensorBatches(torch.zeros(3), y, 2, dtype=torch.int64)
+
+
+class _LoadsNaN(TensorDataModule):
+    def load(self):
+        x = torch.randn(20, 4)
+        x[5, 3] = float("nan")
+        return {"train": (torch.randn(20, 4), torch.zeros(20)), "val": (x, torch.zeros(20))}
+
+
+class _LoadsJunk(TensorDataModule):
+    def load(self):
+        return {"training": (torch.zeros(2, 1), torch.zeros(2))}
+
+
+def test_every_datamodule_checks_what_its_load_returns():
+    with pytest.raises(
+        ValueError,
+        match=r"^_LoadsNaN val split: x has a non-finite value \(nan\) at row 5, column 3",
+    ):
+        _LoadsNaN().setup("fit")
+    with pytest.raises(
+        ValueError, match=r"_LoadsJunk.load\(\) must return a dict with keys among train, val, "
+        r"test mapping to \(x, y\) pairs; got \['training'\]"
+    ):  # fmt: skip
+        _LoadsJunk().setup("fit")
+    # the bundled ones pass, already in float32 / int64
+    for dm in (DigitsDataModule(n_train=64), HeteroscedasticDataModule(n_train=50)):
+        x, y = dm.tensors("train")
+        assert x.dtype == torch.float32 and y.dtype in (torch.int64, torch.float32)
+
+
+def test_float64_numpy_data_train_a_model_through_a_datamodule_and_tensor_batches():
+    from block4.data import InMemoryDataModule
+    from block4.modules import ProbabilisticRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2))  # float64, numpy
+    y = x @ np.array([1.0, -2.0]) + 0.1 * rng.normal(size=64)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False,
+    )  # fmt: skip
+    model = ProbabilisticRegressor(in_features=2, depth=1, width=8)
+    trainer.fit(model, InMemoryDataModule((x, y), val=(x[:16], y[:16]), batch_size=16))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    model = ProbabilisticRegressor(in_features=2, depth=1, width=8)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, TensorBatches(x, y, batch_size=16))
+    assert trainer.global_step == 4
+
+
+def test_blood_pressure_defaults_to_the_models_dtype():
+    from block4.modules import ProbabilisticRegressor
+
+    age, sbp = load_blood_pressure()
+    assert age.dtype == sbp.dtype == torch.float32
+    model = ProbabilisticRegressor(in_features=1, depth=0)
+    dist = model.predict_dist(age[:, None])  # no "mat1 and mat2 must have the same dtype"
+    assert dist.mean.shape == (33,)
+    exact, _ = load_blood_pressure(torch.float64)
+    torch.testing.assert_close(age, exact.float(), rtol=0, atol=0)  # integers: exact
+    with pytest.raises(ValueError, match="dtype must be a floating dtype .* got torch.int64"):
+        load_blood_pressure(torch.int64)

@@ -27,7 +27,7 @@ def ctx(tmp_path):
 
 
 def test_ml_line_with_fixed_sigma_is_the_least_squares_line(ctx):
-    age, sbp = load_blood_pressure()
+    age, sbp = load_blood_pressure(torch.float64)
     a_ls, b_ls = least_squares(age, sbp)
     model, data = fit_line_by_ml(ctx, sigma=20.0, epochs=60)
     a_ml, b_ml = line_in_data_units(model.body, data.age_mean, data.age_std)
@@ -52,7 +52,7 @@ def test_fit_is_deterministic(ctx):
 
 @pytest.mark.slow
 def test_learned_sigma_is_the_root_mean_squared_residual(ctx):
-    age, sbp = load_blood_pressure()
+    age, sbp = load_blood_pressure(torch.float64)
     a_ls, b_ls = least_squares(age, sbp)
     rms = math.sqrt(float(((sbp - a_ls - b_ls * age) ** 2).mean()))
     model, _ = fit_line_by_ml(ctx, sigma=None, epochs=1500)

@@ -26,6 +26,10 @@ Every name below is importable from ``block4.data``; the modules of the package:
   (Poisson counts with the rate `count_rate`) and `make_inverse_sine` (a multimodal target).
 - ``block4.data.mnist``: `MNISTDataModule`, MNIST from the four standard IDX files (read
   by `read_idx`).
+- ``block4.data.checks``: `check_examples` and `check_tensor`, the checks every entry point
+  above applies: NaN/inf refused with the row and column of the first; float64, integer and
+  numpy inputs converted to float32 where that is exact or rounds below float32's
+  precision, refused with what to pass otherwise; integer targets kept as ``int64``.
 """
 
 from block4.data.batches import Batching, InMemoryDataModule, TensorBatches, TensorDataModule
@@ -35,6 +39,7 @@ from block4.data.bundled import (
     DigitsDataModule,
     load_blood_pressure,
 )
+from block4.data.checks import check_examples, check_tensor
 from block4.data.mnist import (
     MNIST_FILES,
     MNIST_IMAGES_MAGIC,
@@ -65,6 +70,8 @@ __all__ = [
     "MNISTDataModule",
     "TensorBatches",
     "TensorDataModule",
+    "check_examples",
+    "check_tensor",
     "count_rate",
     "load_blood_pressure",
     "load_mnist_split",

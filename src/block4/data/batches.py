@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from block4.data.checks import check_examples
+
 __all__ = ["Batching", "InMemoryDataModule", "TensorBatches", "TensorDataModule"]
 
 Batching = Literal["memory", "dataloader"]
@@ -29,15 +31,29 @@ class TensorBatches:
     Each pass (epoch) draws a new permutation from a ``torch.Generator`` seeded with
     ``seed + epoch``, so the order is reproducible and independent of the global RNG.
 
+    The tensors are checked where they enter (`block4.data.checks`): NaN or infinite values
+    are refused with the row and column of the first; float64, integer and numpy inputs are
+    converted to ``dtype`` (float32, the dtype of block4's models) when that is exact or
+    rounds below float32's precision, and refused with what to pass otherwise. Integer
+    targets (class indices, counts) stay integers (``int64``).
+
     Args:
-        x: inputs, first dimension = examples.
-        y: targets, same first dimension.
+        x: inputs (tensor or numpy array), first dimension = examples.
+        y: targets (tensor or numpy array), same first dimension.
         batch_size: examples per batch (the last batch may be smaller unless ``drop_last``).
         shuffle: draw a new permutation every pass; otherwise keep the order.
         seed: base seed of the permutation.
         drop_last: drop the last incomplete batch.
         rank: this process's rank under distributed training.
         world_size: number of processes; each keeps every ``world_size``-th example.
+        dtype: floating dtype of the inputs and of floating targets: ``torch.float64`` for a
+            float64 model (``model.double()``), ``None`` to convert nothing (e.g. integer
+            token ids for an embedding).
+
+    Raises:
+        TypeError: ``x`` or ``y`` is not a tensor or numpy array of real numbers.
+        ValueError: NaN/inf values, values ``dtype`` cannot hold, ``x`` and ``y`` of
+            different lengths, or a bad ``batch_size``, ``rank`` or ``world_size``.
 
     Examples:
         >>> batches = TensorBatches(torch.arange(10.0), torch.arange(10), batch_size=4)
@@ -47,17 +63,17 @@ class TensorBatches:
 
     def __init__(
         self,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
         batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        dtype: torch.dtype | None = torch.float32,
     ) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+        x, y = check_examples(x, y, dtype=dtype)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not 0 <= rank < world_size:
@@ -121,6 +137,8 @@ class TensorDataModule(pl.LightningDataModule):
 
     Subclasses implement `load`, returning a dict with keys ``"train"``, ``"val"``,
     ``"test"`` mapping to ``(x, y)`` tensor pairs (``"val"``/``"test"`` may be missing).
+    ``setup`` checks every split where it enters, as `TensorBatches` does (NaN/inf refused
+    with its row and column, inputs converted to `dtype`, integer targets kept).
 
     Args:
         batch_size: training batch size (validation and test use ``eval_batch_size``).
@@ -130,7 +148,12 @@ class TensorDataModule(pl.LightningDataModule):
         eval_batch_size: batch size for validation/test/predict; ``None`` = one batch of
             up to 4096 examples.
         num_workers: worker processes of the ``DataLoader`` (``batching="dataloader"`` only).
+
+    Attributes:
+        dtype: floating dtype the inputs are converted to (float32; ``None``: no conversion).
     """
+
+    dtype: torch.dtype | None = torch.float32
 
     def __init__(
         self,
@@ -165,13 +188,32 @@ class TensorDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Load the tensors once; with ``batching="memory"`` move them to the training device."""
         if not self.splits:
-            self.splits = {k: v for k, v in self.load().items() if v is not None}
+            self.splits = self._checked(self.load())
         device = torch.device("cpu")
         if self.batching == "memory" and self.trainer is not None:
             device = self.trainer.strategy.root_device
         if device != self._device:
             self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
             self._device = device
+
+    def _checked(
+        self, loaded: dict[str, tuple[torch.Tensor, torch.Tensor] | None]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        name = type(self).__name__
+        if not isinstance(loaded, dict) or not set(loaded) <= {"train", "val", "test"}:
+            got = sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__
+            raise ValueError(
+                f"{name}.load() must return a dict with keys among train, val, test mapping "
+                f"to (x, y) pairs; got {got}"
+            )
+        splits = {}
+        for split, pair in loaded.items():
+            if pair is None:
+                continue
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"{name}.load(): the {split} split must be an (x, y) pair")
+            splits[split] = check_examples(*pair, dtype=self.dtype, where=f"{name} {split} split: ")
+        return splits
 
     def _rank_world(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -196,7 +238,7 @@ class TensorDataModule(pl.LightningDataModule):
             )
         rank, world = self._rank_world()
         batches = TensorBatches(
-            x, y, bs, shuffle=train, seed=self.seed, rank=rank, world_size=world
+            x, y, bs, shuffle=train, seed=self.seed, rank=rank, world_size=world, dtype=self.dtype
         )
         if train:
             if self.trainer is not None:  # resume mid-run with the right permutation
@@ -242,16 +284,19 @@ class InMemoryDataModule(TensorDataModule):
     training device once, and under DDP each process gets its own share of every epoch.
 
     Args:
-        train: ``(x, y)`` training tensors (first dimension = examples).
-        val: optional ``(x, y)`` validation tensors.
-        test: optional ``(x, y)`` test tensors.
+        train: ``(x, y)`` training tensors or numpy arrays (first dimension = examples).
+        val: optional ``(x, y)`` validation data.
+        test: optional ``(x, y)`` test data.
         batch_size: training batch size.
         seed: seed of the training batch order.
         batching: ``"memory"`` or ``"dataloader"``.
         eval_batch_size: batch size of validation/test.
+        dtype: floating dtype of the inputs (see `TensorBatches`; ``None``: no conversion).
 
     Raises:
-        ValueError: if a split's ``x`` and ``y`` differ in length, or hold NaN/inf values.
+        TypeError: a split is not a pair of tensors or numpy arrays of real numbers.
+        ValueError: a split's ``x`` and ``y`` differ in length, or hold NaN/inf values (the
+            error names the split, row and column), or values ``dtype`` cannot hold.
 
     Examples:
         >>> dm = InMemoryDataModule((torch.randn(100, 3), torch.randn(100)), batch_size=32)
@@ -261,32 +306,19 @@ class InMemoryDataModule(TensorDataModule):
 
     def __init__(
         self,
-        train: tuple[torch.Tensor, torch.Tensor],
-        val: tuple[torch.Tensor, torch.Tensor] | None = None,
-        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        train: tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray],
+        val: tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray] | None = None,
+        test: tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray] | None = None,
         batch_size: int = 64,
         seed: int = 0,
         batching: Batching = "memory",
         eval_batch_size: int | None = None,
+        dtype: torch.dtype | None = torch.float32,
     ) -> None:
         super().__init__(batch_size, seed, batching, eval_batch_size)
-        self._given: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for name, pair in (("train", train), ("val", val), ("test", test)):
-            if pair is None:
-                continue
-            x, y = pair
-            if len(x) != len(y):
-                raise ValueError(
-                    f"{name} split: x has {len(x)} examples but y has {len(y)}; they must match"
-                )
-            for what, t in (("x", x), ("y", y)):
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    bad = (~torch.isfinite(t)).reshape(len(t), -1).any(1).nonzero().flatten()
-                    raise ValueError(
-                        f"{name} split: {what} has NaN or infinite values in {len(bad)} rows "
-                        f"(e.g. rows {bad[:5].tolist()}); drop or impute them first"
-                    )
-            self._given[name] = (x, y)
+        self.dtype = dtype
+        given = {"train": train, "val": val, "test": test}
+        self._given = self._checked({k: v for k, v in given.items() if v is not None})
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return dict(self._given)

@@ -12,6 +12,7 @@ from importlib import resources
 import torch
 
 from block4.data.batches import Batching, TensorDataModule, _split_indices, _standardise
+from block4.data.checks import check_examples
 
 __all__ = [
     "BloodPressureDataModule",
@@ -140,7 +141,7 @@ class DiabetesDataModule(TensorDataModule):
         return {"train": (x_tr, y_tr), "val": (x_va, y_va), "test": (x_te, y_te)}
 
 
-def load_blood_pressure(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def load_blood_pressure(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """Age (years) and systolic blood pressure (mmHg) of 33 American women.
 
     The data set of the blood-pressure example in the maximum-likelihood chapter (the
@@ -152,17 +153,26 @@ def load_blood_pressure(dtype: torch.dtype = torch.float64) -> tuple[torch.Tenso
     as published (the pattern of the list suggests 29); it is kept as is.
 
     Args:
-        dtype: floating dtype of the returned tensors (float64 by default, so that
-            likelihood values such as 0.01209 are exact to the digits shown).
+        dtype: floating dtype of the returned tensors: float32 by default, the dtype of
+            block4's models, so ``model(age[:, None])`` just works; ``torch.float64`` for
+            exact likelihood arithmetic (the maximum-likelihood chapter computes in float64
+            so that values such as 0.01209 are exact to the digits shown).
 
     Returns:
         ``(age, sbp)``, two 1-D tensors of length 33.
+
+    Raises:
+        ValueError: for a ``dtype`` that is not floating point.
     """
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(
+            f"dtype must be a floating dtype such as torch.float32 or torch.float64, got {dtype!r}"
+        )
     text = resources.files("block4").joinpath("_data/blood_pressure.csv").read_text("utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     age = torch.tensor([float(r["age"]) for r in rows], dtype=dtype)
     sbp = torch.tensor([float(r["sbp"]) for r in rows], dtype=dtype)
-    return age, sbp
+    return check_examples(age, sbp, dtype=None, where="blood_pressure.csv: ")
 
 
 class BloodPressureDataModule(TensorDataModule):
@@ -189,7 +199,7 @@ class BloodPressureDataModule(TensorDataModule):
     ) -> None:
         super().__init__(batch_size, seed, batching)
         self.standardize_age = standardize_age
-        age, _ = load_blood_pressure()
+        age, _ = load_blood_pressure(torch.float64)  # the statistics in float64, as before
         self.age_mean = float(age.mean()) if standardize_age else 0.0
         self.age_std = float(age.std()) if standardize_age else 1.0
 
