@@ -60,13 +60,9 @@ __all__ = [
 ]
 
 
-# --8<-- [start:positive]
 def positive(raw: torch.Tensor, floor: float) -> torch.Tensor:
     """Map unconstrained ``raw`` values to ``softplus(raw) + floor`` (always > ``floor``)."""
     return F.softplus(raw) + floor
-
-
-# --8<-- [end:positive]
 
 
 def _inverse_softplus(y: float) -> float:
