@@ -430,6 +430,113 @@ def test_every_page_reads_offline_in_both_palettes(browser, site_url: str, built
     assert not problems, "\n".join(problems)
 
 
+# ---------------------------------------------------------------------------------------------
+# Figure text at page width (the 11-px rule of issue 14; tests/test_figure_legibility.py
+# computes the same from the SVG files)
+# ---------------------------------------------------------------------------------------------
+
+MIN_FIGURE_TEXT_PX = 11.0
+
+# Figures are <img> elements, whose SVG text the page cannot reach. For each visible figure
+# image the page fetches its SVG, places an inline copy exactly as wide as the image is shown
+# (off screen), and reads the rendered size of every <text>/<tspan>: its computed font size
+# times the scale of its screen transform (what getBoundingClientRect reflects), i.e. the CSS
+# px the reader sees. The copy is removed again.
+_FIGURE_TEXT_JS = """async () => {
+    const rows = [];
+    const images = [...document.querySelectorAll('.md-content figure img')]
+        .filter(img => img.getClientRects().length > 0 && /\\.svg(#|$)/.test(img.src));
+    for (const img of images) {
+        const width = img.getBoundingClientRect().width;
+        const source = await (await fetch(img.src.split('#')[0])).text();
+        const svg = new DOMParser().parseFromString(source, 'image/svg+xml').documentElement;
+        svg.removeAttribute('height');
+        svg.setAttribute('width', String(width));
+        const box = document.createElement('div');
+        box.style.cssText = 'position:absolute; left:-20000px; top:0; visibility:hidden;';
+        box.style.width = width + 'px';
+        box.appendChild(document.importNode(svg, true));
+        document.body.appendChild(box);
+        let smallest = Infinity, text = '', boxHeight = 0;
+        for (const el of box.querySelectorAll('text, tspan')) {
+            const own = [...el.childNodes].filter(n => n.nodeType === 3)
+                .map(n => n.textContent).join('').trim();
+            if (!own) continue;
+            const m = el.getScreenCTM();
+            const scale = Math.sqrt(Math.abs(m.a * m.d - m.b * m.c));
+            const px = parseFloat(getComputedStyle(el).fontSize) * scale;
+            if (px < smallest) {
+                smallest = px; text = own; boxHeight = el.getBoundingClientRect().height;
+            }
+        }
+        box.remove();
+        const name = img.src.split('#')[0].split('/').pop().replace(/\\.svg$/, '');
+        rows.push({figure: name, shown_px: width, smallest_px: smallest, text: text,
+                   text_box_px: boxHeight});
+    }
+    return rows;
+}"""
+
+
+def figure_text_sizes(context, base_url: str, path: str) -> list[dict]:
+    """The smallest rendered text of every visible figure on one page (one row per figure)."""
+    page = context.new_page()
+    PageProbe(page)  # keeps the page off the network
+    try:
+        page.goto(base_url + path, wait_until="load", timeout=30_000)
+        page.evaluate(
+            "document.querySelectorAll('img[loading=lazy]').forEach(i => i.loading='eager')"
+        )
+        page.wait_for_function("[...document.images].every(i => i.complete)", timeout=15_000)
+        rows = page.evaluate(_FIGURE_TEXT_JS)
+    finally:
+        page.close()
+    return [{"page": "/" + path, **row} for row in rows]
+
+
+def format_figure_text_table(rows: list[dict]) -> str:
+    head = f"{'page':34} {'theme':5} {'figure':36} {'shown px':>8} {'smallest px':>11}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        flag = "" if r["smallest_px"] >= MIN_FIGURE_TEXT_PX else "  < 11"
+        lines.append(
+            f"{r['page'][:34]:34} {r['theme']:5} {r['figure'][:36]:36} {r['shown_px']:8.0f} "
+            f"{r['smallest_px']:11.1f}{flag}"
+        )
+    return "\n".join(lines)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the committed figures predate the 11-px rule (issue 14, item 3); "
+    "drop this mark once they are redrawn",
+)
+def test_figure_text_is_at_least_11_css_px_on_every_page(browser, site_url: str, built_site):
+    rows = []
+    for theme in THEMES:
+        context = palette_context(browser, theme)
+        try:
+            for path in site_pages(built_site):
+                rows += [
+                    {**row, "theme": theme} for row in figure_text_sizes(context, site_url, path)
+                ]
+        finally:
+            context.close()
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "figure-text.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = format_figure_text_table(rows)
+    (OUTPUT / "figure-text.txt").write_text(table + "\n")
+    print("\n" + table)
+    # Every figure the chapters show was measured, in both palettes.
+    measured = {(r["figure"].removesuffix(".dark"), r["theme"]) for r in rows}
+    assert {theme for _, theme in measured} == set(THEMES), rows
+    small = [r for r in rows if r["smallest_px"] < MIN_FIGURE_TEXT_PX]
+    assert not small, f"{len(small)} figure views have text below 11 CSS px:\n" + "\n".join(
+        f"{r['page']} [{r['theme']}] {r['figure']}: {r['smallest_px']:.1f} px ({r['text']!r})"
+        for r in small
+    )
+
+
 def test_search_finds_the_maximum_likelihood_chapter(browser, site_url: str):
     context = palette_context(browser, "light")
     page = context.new_page()

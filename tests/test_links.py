@@ -145,8 +145,9 @@ CHAPTERS = [
 
 
 def chapter_structure_problems(html: str) -> list[str]:
-    """What a chapter page lacks: learning goals first, exercises with folded solutions,
-    a summary, a companion notebook link, previous/next links in the footer."""
+    """What a chapter page lacks: learning goals first, exercises whose questions are visible
+    and whose solutions are folded, a summary followed by further reading, a companion notebook
+    link, previous/next links in the footer."""
     problems = []
     article = html.split('<article class="md-content__inner', 1)[-1].split("</article>", 1)[0]
     headings = re.findall(r"<h2[^>]*>(.*?)</h2>", article, re.S)
@@ -159,8 +160,15 @@ def chapter_structure_problems(html: str) -> list[str]:
         problems.append("no 'Exercises' section")
     elif "<details" not in article.split("Exercises", 1)[-1]:
         problems.append("exercises have no collapsible solutions (??? blocks)")
-    if not titles or not titles[-1].startswith("summary"):
-        problems.append(f"the last section is not 'Summary' (sections: {titles})")
+    # A question folded away takes a click to even see: questions are plain admonitions.
+    folded_questions = re.findall(
+        r'<details class="question"[^>]*>\s*<summary>(.*?)</summary>', article, re.S
+    )
+    problems += [f"question folded away: {html_lib.unescape(q).strip()}" for q in folded_questions]
+    if titles[-2:] != ["summary", "further reading"]:
+        problems.append(
+            f"the last two sections are not 'Summary' and 'Further reading' (sections: {titles})"
+        )
     if "notebooks/" not in article:
         problems.append("no link to the companion notebook")
     if "md-footer__link--prev" not in html or "md-footer__link--next" not in html:
@@ -176,3 +184,30 @@ def test_chapter_has_goals_exercises_summary_notebook_and_prev_next(
     html = (built_site / chapter / "index.html").read_text(encoding="utf-8")
     problems = chapter_structure_problems(html)
     assert not problems, f"{chapter}: " + "; ".join(problems)
+
+
+def _chapter_html(exercise: str, last_sections: str) -> str:
+    footer = '<a class="md-footer__link md-footer__link--prev"></a>'
+    footer += '<a class="md-footer__link md-footer__link--next"></a>'
+    return (
+        '<article class="md-content__inner md-typeset"><div class="admonition abstract">'
+        "<p>Learning goals</p></div><h2>Idea</h2><a href='notebooks/x/'>notebook</a>"
+        f'<h2 id="exercises">Exercises</h2>{exercise}{last_sections}</article>{footer}'
+    )
+
+
+def test_chapter_structure_checker_wants_visible_questions_and_further_reading() -> None:
+    visible = (
+        '<div class="admonition question"><p class="admonition-title">Exercise 1</p></div>'
+        '<details class="success"><summary>Solution</summary><p>42</p></details>'
+    )
+    folded = (
+        '<details class="question"><summary>Exercise 1</summary><p>Q?</p></details>'
+        '<details class="success"><summary>Solution</summary><p>42</p></details>'
+    )
+    good_end = "<h2>Summary</h2><p>r</p><h2>Further reading</h2><ul><li>x</li></ul>"
+    assert chapter_structure_problems(_chapter_html(visible, good_end)) == []
+    problems = chapter_structure_problems(_chapter_html(folded, good_end))
+    assert problems == ["question folded away: Exercise 1"], problems
+    problems = chapter_structure_problems(_chapter_html(visible, "<h2>Summary</h2>"))
+    assert len(problems) == 1 and "Further reading" in problems[0], problems

@@ -11,6 +11,8 @@ from jupyter_core.paths import jupyter_path
 
 from block4 import site_hooks
 
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "docs" / "notebooks"
+
 
 def _nbconvert_header() -> str:
     """The MathJax 2 and mermaid blocks exactly as the installed nbconvert writes them."""
@@ -102,3 +104,81 @@ def test_notebook_toc_entries_follow_headings_with_code() -> None:
     assert toc[0].id == "2-capturing-with-torchfx"
     assert toc[0].title == "2. Capturing with torch.fx"
     assert toc[1].id == "kept"
+
+
+def test_colab_url_is_built_from_the_repository_address() -> None:
+    url = site_hooks.colab_url(
+        "https://github.com/block4/block4/", "main", "docs/notebooks/a.ipynb"
+    )
+    assert url == (
+        "https://colab.research.google.com/github/block4/block4/blob/main/docs/notebooks/a.ipynb"
+    )
+    assert site_hooks.colab_url("https://github.com/o/r.git", "v1.0", "nb.ipynb").endswith(
+        "/github/o/r/blob/v1.0/nb.ipynb"
+    )
+    with pytest.raises(ValueError, match="GitHub repository address"):
+        site_hooks.colab_url("https://gitlab.com/o/r", "main", "a.ipynb")
+    with pytest.raises(ValueError, match=r"\.ipynb"):
+        site_hooks.colab_url("https://github.com/o/r", "main", "a.py")
+
+
+def test_branch_comes_from_edit_uri() -> None:
+    assert site_hooks.branch_of("edit/dev/docs/") == "dev"
+    assert site_hooks.branch_of("blob/main/docs/") == "main"
+    assert site_hooks.branch_of(None) == "main"
+
+
+def test_notebook_actions_link_both_downloads_and_colab() -> None:
+    bar = site_hooks.notebook_actions(
+        "notebooks/activations.py", "docs", "https://github.com/o/r", "main"
+    )
+    assert 'href="activations.py" download' in bar
+    assert 'href="activations.ipynb" download' in bar
+    assert "colab.research.google.com/github/o/r/blob/main/docs/notebooks/activations.ipynb" in bar
+    assert "!pip install git+https://github.com/o/r" in bar
+    # Without a repository there is nothing Colab could open: no Colab button.
+    assert "colab" not in site_hooks.notebook_actions("notebooks/a.py", "docs", "", "main")
+
+
+def test_write_ipynb_converts_the_percent_format(tmp_path: Path) -> None:
+    import json
+
+    src = tmp_path / "nb.py"
+    src.write_text("# %% [markdown]\n# # Title\n\n# %%\nx = 1 + 1\n")
+    target = tmp_path / "site" / "nb" / "nb.ipynb"
+    site_hooks.write_ipynb(str(src), str(target))
+    cells = json.loads(target.read_text())["cells"]
+    assert [c["cell_type"] for c in cells] == ["markdown", "code"]
+    assert "".join(cells[1]["source"]) == "x = 1 + 1"
+
+
+def _cells(notebook) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source) for c in notebook.cells]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in NOTEBOOKS.glob("*.py")))
+def test_committed_ipynb_matches_its_py(name: str) -> None:
+    # Colab opens docs/notebooks/<name>.ipynb from GitHub: it must say what the .py says.
+    import jupytext
+
+    py, ipynb = NOTEBOOKS / f"{name}.py", NOTEBOOKS / f"{name}.ipynb"
+    assert ipynb.is_file(), f"{ipynb} is missing; run: jupytext --to ipynb {py}"
+    assert _cells(jupytext.read(ipynb)) == _cells(jupytext.read(py)), (
+        f"{ipynb.name} is out of step with {py.name}; run: jupytext --to ipynb {py}"
+    )
+
+
+def test_every_notebook_ends_with_tasks_and_hidden_solutions() -> None:
+    import jupytext
+
+    for py in sorted(NOTEBOOKS.glob("*.py")):
+        cells = jupytext.read(py).cells
+        start = next((i for i, c in enumerate(cells) if c.source.startswith("## Your turn")), None)
+        assert start is not None, f"{py.name} has no '## Your turn' section"
+        text = "\n".join(c.source for c in cells[start:])
+        tasks = text.count("**Task ")
+        assert 2 <= tasks <= 3, f"{py.name}: {tasks} tasks"
+        assert text.count("<details><summary>Solution</summary>") == tasks, py.name
+        assert all(c.cell_type == "markdown" for c in cells[start:]), (
+            f"{py.name}: the tasks come last, after every code cell"
+        )

@@ -80,7 +80,7 @@ for activation in ["sigmoid", "tanh", "relu", "leaky_relu", "gelu"]:
 #
 # Multiply the standardised inputs by the spread of raw pixels (about 3.7) and look at the
 # first layer's pre-activations of a Kaiming-initialised tanh net: the fraction with
-# $|z| > 2$, where $\tanh'(z) < 0.07$.
+# $|z| > 2$, where $\tanh'(z)$ is below about 0.07.
 
 # %%
 for scale in [1.0, 3.7]:
@@ -89,3 +89,62 @@ for scale in [1.0, 3.7]:
     z = net.block0.linear(scale * x_train)
     saturated = (z.abs() > 2).float().mean().item()
     print(f"input scale {scale}: pre-activation std {z.std():.2f}, saturated {saturated:.0%}")
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** Use `first_to_last_ratio` to find out how the ReLU net's ratio with PyTorch's
+# default init changes with depth: try depths 5, 10 and 20. Does it fall like $6^{-L/2}$
+# (exercise 3 of the chapter)?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# for depth in (5, 10, 20):
+#     print(depth, f"{first_to_last_ratio('relu', 'default', depth=depth):.1e}",
+#           f"{6 ** (-depth / 2):.1e}")
+# ```
+#
+# From depth 5 to 10 the ratio drops by a factor of about 90, as $6^{5/2} \approx 88$
+# predicts; from 10 to 20 by a few thousand, somewhat less than $6^{5} \approx 7800$. The
+# estimate gets the rate roughly right but not the constant in front: it ignores the output
+# layer and the fluctuations of a finite width.
+#
+# </details>
+#
+# **Task 2.** Where is GELU's slope negative? Evaluate its derivative on a fine grid between
+# $-3$ and $0$ with `activation_and_derivative` and find where it changes sign.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# grid = torch.linspace(-3, 0, 30001)
+# _, slope = activation_and_derivative("gelu", grid)
+# print(grid[(slope < 0)].max().item())  # about -0.752
+# ```
+#
+# $\mathrm{GELU}'(x) = \Phi(x) + x\varphi(x)$ is negative for $x$ below about $-0.75$; far to
+# the left both terms vanish.
+#
+# </details>
+#
+# **Task 3.** Repeat the saturation count of section 3 for the sigmoid, with the sigmoid's
+# own gain. Count units with $\sigma'(z) < 0.07$ instead, i.e. $|z| > 2.5$ roughly. Why is the
+# sigmoid less saturated than tanh at the same input scale, yet harder to train?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# for scale in [1.0, 3.7]:
+#     torch.manual_seed(0)
+#     net = mlp(64, 10, depth=4, width=64, activation="sigmoid", init="kaiming")
+#     z = net.block0.linear(scale * x_train)
+#     print(scale, f"{(torch.sigmoid(z) * (1 - torch.sigmoid(z)) < 0.07).float().mean():.0%}")
+# ```
+#
+# About 2 % at scale 1 and 43 % at scale 3.7, against 17 % and 70 % for tanh in section 3.
+# The sigmoid's gain is 1 instead of 5/3, so its pre-activations are narrower, and its tails
+# start further out. But its slope is at most 1/4 even at the centre and its outputs are all
+# positive, so every layer still shrinks the gradient — the first lesson of the chapter.
+#
+# </details>

@@ -152,3 +152,64 @@ for act in ("sigmoid", "tanh", "relu"):
         h.backward()
         grads.append(f"L={depth}: {h0.grad:.2e}")
     print(f"{act:8s}", "  ".join(grads))
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** Let $f = x \cdot y \cdot x$ at $x = 3$, $y = -2$. Find $\partial f/\partial x$ and
+# $\partial f/\partial y$ by hand with the patterns (multiply switches, a copy adds), then check
+# with `Value`.
+#
+# <details><summary>Solution</summary>
+#
+# By hand: $x$ is used twice. Through the first use it receives $y \cdot x = -6$, through the
+# second $x \cdot y = -6$; the copy adds: $\partial f/\partial x = 2xy = -12$. And
+# $\partial f/\partial y = x^2 = 9$.
+#
+# ```python
+# x, y = Value(3.0, "x"), Value(-2.0, "y")
+# f = x * y * x
+# f.backward()
+# print(x.grad, y.grad)  # -12.0 9.0
+# ```
+#
+# </details>
+#
+# **Task 2.** How much of the incoming gradient does one sigmoid gate pass on at
+# $s = -10, 0, 10$? Use `Value(s).sigmoid()` and `backward()`.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# for s0 in (-10.0, 0.0, 10.0):
+#     s = Value(s0, "s")
+#     s.sigmoid().backward()
+#     print(s0, s.grad)
+# ```
+#
+# About $4.5 \cdot 10^{-5}$, exactly $0.25$ and about $4.5 \cdot 10^{-5}$: a saturated
+# sigmoid passes almost nothing, on either side.
+#
+# </details>
+#
+# **Task 3.** Check the engine against PyTorch on $f = \tanh(w x + b)$ at $w = 0.5$, $x = 2$,
+# $b = -0.3$: compute all three gradients with `Value` and with `torch.autograd`.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# w, x, b = Value(0.5, "w"), Value(2.0, "x"), Value(-0.3, "b")
+# f = (w * x + b).tanh()
+# f.backward()
+# wt, xt, bt = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (0.5, 2.0, -0.3))
+# torch.tanh(wt * xt + bt).backward()
+# print(w.grad, x.grad, b.grad)
+# print(wt.grad.item(), xt.grad.item(), bt.grad.item())
+# ```
+#
+# Both give $\partial f/\partial b = 1 - \tanh^2 0.7 \approx 0.6347$,
+# $\partial f/\partial w = x\,(1 - \tanh^2 0.7) \approx 1.2695$ and
+# $\partial f/\partial x = w\,(1 - \tanh^2 0.7) \approx 0.3174$, equal to the last digit or
+# two.
+#
+# </details>

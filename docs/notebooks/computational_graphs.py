@@ -136,3 +136,54 @@ compiled(x)  # reuses it
 model.eval()
 probabilities = compiled(x)  # capture 2 (eval mode)
 print("rows sum to", probabilities.sum(dim=1).detach())
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** Capture `def g(m1, m2): return 10 * torch.matmul(m1, m2) + m1.sum()`
+# with `fx.symbolic_trace` and print its graph. How many `placeholder` nodes does it have, how
+# many users does `m1` have, and where does the constant 10 appear?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# def g(m1, m2):
+#     return 10 * torch.matmul(m1, m2) + m1.sum()
+#
+# print(fx.symbolic_trace(g).graph)
+# ```
+#
+# Two placeholders, `m1` and `m2`. `m1` has `num_users=2`: it feeds the `matmul` and the
+# `sum`. The 10 is not a node: it sits in the arguments of the multiplication,
+# `mul(args = (10, %matmul))`.
+#
+# </details>
+#
+# **Task 2.** Count the parameters of `mnist_mlp()` in one line of PyTorch and compare with the
+# number you computed from the shapes on the graph's edges (exercise 1 of the chapter).
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# print(sum(p.numel() for p in mnist_mlp().parameters()))  # 407050
+# ```
+#
+# $512 \cdot 784 + 512 + 10 \cdot 512 + 10 = 407\,050$: the two weight matrices and the two
+# bias vectors, the only parameter tensors of the graph.
+#
+# </details>
+#
+# **Task 3.** Make `m2` require gradients too and print the autograd graph of `product` again
+# with `show_autograd_graph`. What changes, and why?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# m2g = torch.tensor([[2.0], [2.0]], requires_grad=True)
+# show_autograd_graph((10 * torch.matmul(m1, m2g)).grad_fn)
+# ```
+#
+# A second `AccumulateGrad` appears under the matrix product: autograd records a path back to
+# every leaf that asks for a gradient, and to no other. The constant 10 never gets one.
+#
+# </details>

@@ -97,3 +97,67 @@ slope_gd = params[1].item() / s.item()
 a_gd = params[0].item() - slope_gd * m.item()
 print(f"gradient descent: a = {a_gd:.4f}, b = {slope_gd:.5f}")
 print(f"least squares:    a = {a.item():.4f}, b = {slope.item():.5f}")
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** In section 1, find by hand (or with a few runs) a pair $(w, b)$ with a higher
+# likelihood than $w = 1, b = 0$. Then let gradient descent find the best pair: minimise
+# the mean NLL over `w` and `b` as tensors with `requires_grad=True`.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# wb = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+# opt = torch.optim.SGD([wb], lr=0.5)
+# for _ in range(2000):
+#     opt.zero_grad()
+#     z = wb[0] * x + wb[1]
+#     loss = F.cross_entropy(torch.stack([torch.zeros_like(z), z], dim=1), y)
+#     loss.backward()
+#     opt.step()
+# print(wb.tolist(), loss.item())  # about [1.90, -0.71], mean NLL about 0.399
+# ```
+#
+# A steeper slope and a negative intercept move the threshold between the third point
+# ($x = 0.6$, class 0) and the fourth ($x = 0.2$, class 1) as well as the overlap allows.
+#
+# </details>
+#
+# **Task 2.** Which woman has the highest likelihood under the fitted line, and what is the
+# ratio of the lowest to the highest likelihood?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# best, worst = torch.argmax(lik).item(), torch.argmin(lik).item()
+# print(age[best].item(), sbp[best].item(), residual[best].item())
+# print(f"{lik[worst] / lik[best]:.3f}")
+# ```
+#
+# The highest likelihood belongs to the smallest absolute residual: that woman sits almost on
+# the line. The ratio is $e^{-(r_\mathrm{worst}^2 - r_\mathrm{best}^2)/2\sigma^2}$.
+#
+# </details>
+#
+# **Task 3.** In section 3, learn $\sigma$ as well: add a third parameter $\log\sigma$ and
+# minimise the NLL over all three with Adam. Compare the learned $\sigma$ with
+# $\sqrt{\mathrm{RSS}/n}$.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# theta = torch.tensor([sbp.mean().item(), 0.0, 3.0], dtype=torch.float64, requires_grad=True)
+# opt = torch.optim.Adam([theta], lr=0.1)
+# for _ in range(3000):
+#     opt.zero_grad()
+#     loss = -Normal(theta[0] + theta[1] * u, theta[2].exp()).log_prob(sbp).mean()
+#     loss.backward()
+#     opt.step()
+# print(f"{theta[2].exp():.3f}", f"{residual.pow(2).mean().sqrt():.3f}")
+# ```
+#
+# The two agree: the maximum likelihood $\hat\sigma^2$ is the mean squared residual, divided by
+# $n$ rather than $n - 2$.
+#
+# </details>

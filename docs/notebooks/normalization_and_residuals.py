@@ -99,3 +99,68 @@ def first_to_last_ratio(residual: bool, depth: int = 50, **kwargs) -> float:
 for kwargs in [dict(activation="tanh"), dict(activation="relu", init="kaiming", norm="batch")]:
     plain, residual = first_to_last_ratio(False, **kwargs), first_to_last_ratio(True, **kwargs)
     print(f"{kwargs}: plain {plain:.1e}, residual {residual:.2f}")
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** Put the batch-norm layer of section 1 into evaluation mode (`net.eval()`) and
+# normalise the same batch again. Why are the unit means and standard deviations no longer 0
+# and 1?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# net = mlp(64, 10, depth=3, width=64, activation="tanh", init="xavier", norm="batch")
+# net.eval()
+# z = net.block0.linear(xb)
+# z_hat = net.block0.norm(z)
+# print(f"{z_hat.mean(0).abs().max():.2f}, {z_hat.std(0).min():.2f}..{z_hat.std(0).max():.2f}")
+# ```
+#
+# In evaluation mode batch norm uses its running averages, which start at mean 0 and variance
+# 1 and have seen no training batch yet: the layer passes $z$ through almost unchanged. Only
+# training (`net.train()` and forward passes) fills in the statistics of the data.
+#
+# </details>
+#
+# **Task 2.** In section 2, shift the biases of a net *without* batch norm by 3 and compare
+# the largest change of the logits with the one you saw with batch norm.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# torch.manual_seed(0)
+# plain = mlp(64, 10, depth=3, width=32, bias=True)
+# with torch.no_grad():
+#     before = plain(xb)
+#     for _, block in plain.hidden_blocks():
+#         block.linear.bias += 3.0
+#     print(f"{(plain(xb) - before).abs().max():.1e}")
+# ```
+#
+# Without batch norm the shift goes straight into the activations and the logits move by
+# whole units; with batch norm it is subtracted again with the batch mean, and only float
+# rounding is left.
+#
+# </details>
+#
+# **Task 3.** Chain scalar blocks $F(x) = \sigma(0.8\,x)$ with `Value`, 30 of them, once plain
+# and once residual, starting at $x_0 = 0.5$, and compare $\mathrm{d}x_{30}/\mathrm{d}x_0$.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# for residual in (False, True):
+#     x0 = Value(0.5, "x0")
+#     h = x0
+#     for _ in range(30):
+#         f = (h * 0.8).sigmoid()
+#         h = h + f if residual else f
+#     h.backward()
+#     print("residual" if residual else "plain", f"{x0.grad:.2e}")
+# ```
+#
+# The plain chain multiplies 30 factors of at most $0.8/4 = 0.2$: about $10^{-22}$. Each
+# residual factor is $1 + 0.8\,\sigma'$, never below 1: the gradient stays of order 1.
+#
+# </details>

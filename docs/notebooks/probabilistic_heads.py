@@ -116,3 +116,56 @@ for what, attempt in attempts.items():
         attempt()
     except (ValueError, TypeError) as err:
         print(f"{what}:\n  {type(err).__name__}: {err}\n")
+
+# %% [markdown]
+# ## Your turn
+#
+# **Task 1.** Train the same body with `heteroscedastic=False` and compare the test NLL of the
+# two models, `-dist.log_prob(y).mean()`, on `x_test, y_test`.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# homo = ProbabilisticRegressor(in_features=1, head="gaussian", heteroscedastic=False,
+#                               depth=2, width=32, activation="tanh", lr=5e-3)
+# pl.Trainer(max_epochs=80, accelerator="cpu", devices=1, logger=False,
+#            enable_checkpointing=False, enable_progress_bar=False,
+#            enable_model_summary=False, limit_val_batches=0).fit(homo, data)
+# for name, m in [("one sigma", homo), ("sigma(x)", model)]:
+#     print(name, f"{-m.predict_dist(x_test).log_prob(y_test).mean():.3f}")
+# ```
+#
+# The heteroscedastic model has the lower test NLL: one shared $\sigma$ is too wide where the
+# noise is small and too narrow where it is large, and the likelihood charges for both.
+#
+# </details>
+#
+# **Task 2.** Use the prediction to answer a question a point estimate cannot: for
+# $x = 1.5$, what is the probability that $y$ exceeds $2$?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# d = model.predict_dist(torch.tensor([[1.5]]))
+# print(f"{1 - d.cdf(torch.tensor([2.0])).item():.3f}")
+# ```
+#
+# `1 - cdf(2)` of the predicted Normal. The same mean with a smaller $\sigma$ would give a
+# very different answer: the uncertainty is part of the prediction.
+#
+# </details>
+#
+# **Task 3.** Check the calibration on the noisy right half only (`x_test[:, 0] > 0`). Does the
+# 90 % interval still cover about 90 %?
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# right = x_test[:, 0] > 0
+# print(interval_coverage(model.predict_dist(x_test[right]), y_test[right], [0.9]))
+# ```
+#
+# It should: the heteroscedastic model widens its intervals where the noise grows, so it is
+# calibrated on both halves, not only on average.
+#
+# </details>

@@ -160,8 +160,11 @@ class CategoricalHead(Head):
     def _describe(self) -> str:
         return f"CategoricalHead({self.n_classes})"
 
+    # --8<-- [start:categorical]
     def distribution(self, params: torch.Tensor) -> D.Categorical:
         return D.Categorical(logits=params, validate_args=False)
+
+    # --8<-- [end:categorical]
 
 
 class GaussianHead(Head):
@@ -231,6 +234,7 @@ class GaussianHead(Head):
             return torch.tensor(self.fixed_sigma)
         return positive(self.raw_sigma, self.min_sigma)
 
+    # --8<-- [start:gaussian]
     def distribution(self, params: torch.Tensor) -> D.Normal:
         mu = params[..., 0]
         if self.heteroscedastic:
@@ -240,6 +244,8 @@ class GaussianHead(Head):
         else:
             scale = positive(self.raw_sigma, self.min_sigma).expand_as(mu)
         return D.Normal(mu, scale, validate_args=False)
+
+    # --8<-- [end:gaussian]
 
 
 class PoissonHead(Head):
@@ -254,8 +260,11 @@ class PoissonHead(Head):
     def __init__(self, in_features: int | None = None) -> None:
         super().__init__(1, in_features)
 
+    # --8<-- [start:poisson]
     def distribution(self, params: torch.Tensor) -> D.Poisson:
         return D.Poisson(rate=torch.exp(params[..., 0]), validate_args=False)
+
+    # --8<-- [end:poisson]
 
 
 class StudentTHead(Head):
@@ -305,6 +314,7 @@ class StudentTHead(Head):
             return torch.tensor(self.fixed_df)
         return positive(self.raw_df, self.min_df)
 
+    # --8<-- [start:student_t]
     def distribution(self, params: torch.Tensor) -> D.StudentT:
         loc = params[..., 0]
         scale = positive(params[..., 1], self.min_scale)
@@ -313,6 +323,8 @@ class StudentTHead(Head):
         else:
             df = positive(self.raw_df, self.min_df).expand_as(loc)
         return D.StudentT(df, loc, scale, validate_args=False)
+
+    # --8<-- [end:student_t]
 
 
 class MixtureGaussianHead(Head):
@@ -344,11 +356,14 @@ class MixtureGaussianHead(Head):
     def _describe(self) -> str:
         return f"MixtureGaussianHead({self.n_components})"
 
+    # --8<-- [start:mixture]
     def distribution(self, params: torch.Tensor) -> D.MixtureSameFamily:
         logits, mu, raw = params.split(self.n_components, dim=-1)
         components = D.Normal(mu, positive(raw, self.min_sigma), validate_args=False)
         mixing = D.Categorical(logits=logits, validate_args=False)
         return D.MixtureSameFamily(mixing, components, validate_args=False)
+
+    # --8<-- [end:mixture]
 
 
 def _describe_values(bad: torch.Tensor, y: torch.Tensor) -> str:

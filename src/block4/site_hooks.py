@@ -31,6 +31,13 @@ mkdocs-material, given a ``repo_url``, asks the GitHub API for the repository's 
 on every page load. The repository link stays; the hook only unmarks it as the ``source``
 component, so the theme never makes that request.
 
+Every notebook page opens with three buttons: download the notebook as a ``.py`` (jupytext
+percent format, the file in ``docs/notebooks/``), download it as an ``.ipynb`` (written next to
+the page at build time with jupytext, without outputs), and open it in Google Colab. The Colab
+link is built here, in one place, from ``repo_url`` and the branch of ``edit_uri``; it opens
+``docs/notebooks/<name>.ipynb`` of that branch, which the repository carries beside each
+``.py`` (a test keeps the two in step).
+
 Registered in ``mkdocs.yml`` under ``hooks:``.
 """
 
@@ -38,9 +45,10 @@ from __future__ import annotations
 
 import html as html_lib
 import logging
+import os
 import posixpath
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 log = logging.getLogger("mkdocs.plugins.block4.site_hooks")
 
@@ -138,9 +146,102 @@ def offsite_assets(html: str) -> list[str]:
 _SOURCE_COMPONENT = re.compile(r'(<a [^>]*class="md-source") data-md-component="source"')
 
 
+_GITHUB = re.compile(r"^https?://github\.com/(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$")
+
+
+def branch_of(edit_uri: str | None) -> str:
+    """The branch named in an ``edit_uri`` such as ``edit/main/docs/`` (``main`` if none)."""
+    match = re.match(r"(?:edit|blob|tree)/([^/]+)/", edit_uri or "")
+    return match.group(1) if match else "main"
+
+
+def colab_url(repo_url: str, branch: str, path: str) -> str:
+    """The Google Colab address that opens the notebook ``path`` of a GitHub repository.
+
+    Args:
+        repo_url: the repository's address, ``https://github.com/<owner>/<repo>``.
+        branch: the branch (or tag) to open the notebook from.
+        path: the ``.ipynb`` file's path inside the repository.
+
+    Raises:
+        ValueError: if ``repo_url`` is not a GitHub repository address or ``path`` is not an
+            ``.ipynb`` file (Colab opens notebooks from GitHub only).
+    """
+    match = _GITHUB.match(repo_url or "")
+    if match is None:
+        raise ValueError(
+            f"repo_url must be a GitHub repository address like https://github.com/owner/repo "
+            f"for the 'Open in Colab' links, got {repo_url!r}"
+        )
+    if not path.endswith(".ipynb"):
+        raise ValueError(f"Colab opens .ipynb notebooks; got the path {path!r}")
+    owner, repo = match.group("owner"), match.group("repo")
+    return (
+        f"https://colab.research.google.com/github/{owner}/{repo}/blob/"
+        f"{quote(branch)}/{quote(path.lstrip('/'))}"
+    )
+
+
+def notebook_actions(src_uri: str, docs_path: str, repo_url: str, branch: str) -> str:
+    """The button bar of a notebook page: download ``.py``, download ``.ipynb``, open in Colab.
+
+    ``src_uri`` is the notebook's path inside the docs folder (``notebooks/name.py``),
+    ``docs_path`` the docs folder's path inside the repository (``docs``). The downloads are
+    relative links to files next to the page.
+    """
+    stem = posixpath.splitext(posixpath.basename(src_uri))[0]
+    py, ipynb = f"{stem}.py", f"{stem}.ipynb"
+    repo_path = posixpath.join(docs_path, posixpath.dirname(src_uri), ipynb)
+    buttons = [
+        f'<a class="md-button b4-notebook-actions__button" href="{py}" download>'
+        f"Download <code>.py</code></a>",
+        f'<a class="md-button b4-notebook-actions__button" href="{ipynb}" download>'
+        f"Download <code>.ipynb</code></a>",
+    ]
+    if repo_url:
+        href = html_lib.escape(colab_url(repo_url, branch, repo_path))
+        buttons.append(
+            f'<a class="md-button md-button--primary b4-notebook-actions__button" href="{href}" '
+            'target="_blank" rel="noopener">Open in Colab</a>'
+        )
+        install = html_lib.escape(f"!pip install git+{repo_url}")
+        buttons.append(
+            '<p class="b4-notebook-actions__note">In Colab, run '
+            f"<code>{install}</code> in a first cell: the notebook imports <code>block4</code>.</p>"
+        )
+    return '<div class="b4-notebook-actions">' + "".join(buttons) + "</div>\n"
+
+
+def write_ipynb(py_path: str, target: str) -> None:
+    """Write the jupytext percent-format notebook ``py_path`` as an ``.ipynb`` (no outputs)."""
+    import jupytext  # only needed on notebook pages
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    jupytext.write(jupytext.read(py_path), target, fmt="ipynb")
+
+
+def _docs_path(config) -> str:
+    root = os.path.dirname(os.path.abspath(config["config_file_path"]))
+    return os.path.relpath(os.path.abspath(config["docs_dir"]), root).replace(os.sep, "/")
+
+
 def on_page_content(html, page, config, files):  # noqa: ARG001 - MkDocs hook signature
     """Make notebook pages self-contained; warn (strict: fail) on any remaining off-site asset."""
     if "jupyter-wrapper" in html:
+        html = (
+            notebook_actions(
+                page.file.src_uri,
+                _docs_path(config),
+                (config["repo_url"] or "").rstrip("/"),
+                branch_of(config["edit_uri"]),
+            )
+            + html
+        )
+        stem = os.path.splitext(os.path.basename(page.file.abs_src_path))[0]
+        write_ipynb(
+            page.file.abs_src_path,
+            os.path.join(os.path.dirname(page.file.abs_dest_path), f"{stem}.ipynb"),
+        )
         html = strip_notebook_cdn_assets(html)
         html = rewrite_notebook_links(html, page, files)
         repair_notebook_toc(html, page.toc)
