@@ -12,7 +12,7 @@ Fingerprint:
     syntax tree without docstrings, so comments, docstrings and formatting do not count;
     data files by their bytes): its own module, every
     ``block4`` module that module imports (transitively, including imports inside
-    functions and ``"block4.x"`` strings), ``block4/figures/style.py``, and package data
+    functions and ``"block4.x"`` strings), ``block4/style.py``, and package data
     files named by a string literal in one of those modules (e.g. ``"blood_pressure.csv"``).
 
 Freshness:
@@ -360,7 +360,7 @@ class _Sources:
             imported, data = self.direct_dependencies(current)
             files.update(data)
             todo.extend(sorted(imported - seen_modules))
-        style = self.project.figures_dir / "style.py"
+        style = self.project.package_dir / "style.py"
         if style.is_file():
             files.add(style)
         result = tuple(sorted(p.relative_to(self.project.src).as_posix() for p in files))
@@ -837,7 +837,7 @@ def _quiet_lightning() -> None:
 
 def render(fig: Any) -> tuple[bytes, bytes]:
     """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
-    from block4.figures import style
+    from block4 import style
 
     with style.context():
         light = io.BytesIO()
@@ -875,7 +875,7 @@ def run_figure(
     func = getattr(module, info.function, None)
     if func is None:
         raise PipelineError(f"{info.module} has no function {info.function!r}")
-    from block4.figures import style
+    from block4 import style
 
     _reset_torch_globals()
     _seed_everything(ctx.seed)

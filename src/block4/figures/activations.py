@@ -18,8 +18,8 @@ from torch.nn import functional as F
 from block4.callbacks import FiniteLossGuard, GradientFlowMonitor, NonFiniteLossError
 from block4.data import DigitsDataModule
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import Classifier
+from block4.style import PALETTE, ROLE, subplots
 
 #: The activations compared in the chapter, with the colour each keeps on every figure.
 ACTIVATION_COLORS = {

@@ -24,8 +24,8 @@ from block4.figures.activations import (
     train_classifier,
 )
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import Classifier
+from block4.style import PALETTE, ROLE, subplots
 
 #: Colours of the two architectures, the same on every figure of the chapter.
 PLAIN_COLOR = PALETTE[4]

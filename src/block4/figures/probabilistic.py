@@ -38,8 +38,8 @@ from block4.data import (
     InMemoryDataModule,
 )
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import Classifier, ProbabilisticModule, ProbabilisticRegressor
+from block4.style import PALETTE, ROLE, subplots
 
 #: Colours of the two Gaussian flavours on every figure of the chapter.
 HOMO, HETERO = PALETTE[1], PALETTE[0]
