@@ -536,7 +536,7 @@ import pytorch_lightning as pl
 import torch
 
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import subplots
+from block4.style import subplots
 
 
 class Tiny(pl.LightningModule):

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from block4 import pipeline
-from block4.figures import style
+from block4 import pipeline, style
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +23,7 @@ import os
 import time
 
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, subplots
+from block4.style import PALETTE, subplots
 
 
 @figure("line_plot", chapter="demo", params={"n": 5, "label": "a line"})
@@ -46,7 +45,7 @@ def line_plot(ctx: FigureContext, n: int, label: str):
 DEMO2 = '''\
 """A second figure module that does not use block4.helper."""
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import subplots
+from block4.style import subplots
 
 
 @figure("other_plot", chapter="demo2")
@@ -100,7 +99,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "docs_hooks.py",
         "figures/__init__.py",
         "figures/registry.py",
-        "figures/style.py",
+        "style.py",
     ):
         shutil.copy(ROOT / "src" / "block4" / rel, src / rel)
     (src / "helper.py").write_text("SCALE = 2.0\n")
@@ -278,9 +277,9 @@ def test_dependencies_follow_imports_transitively(project: pipeline.Project) -> 
         "block4/figures/__init__.py",
         "block4/figures/deps.py",
         "block4/figures/registry.py",
-        "block4/figures/style.py",
         "block4/helper.py",
         "block4/loader.py",
+        "block4/style.py",
         "block4/sub/__init__.py",
         "block4/sub/leaf.py",
         "block4/sub/mid.py",
@@ -295,7 +294,7 @@ def test_line_plot_depends_on_helper_but_not_on_unrelated(project: pipeline.Proj
     other = pipeline.dependencies(project, figures["other_plot"])
     assert "block4/helper.py" in line and "block4/unrelated.py" not in line
     assert "block4/helper.py" not in other
-    assert "block4/figures/style.py" in other
+    assert "block4/style.py" in other
 
 
 # -- fingerprints -----------------------------------------------------------------------------

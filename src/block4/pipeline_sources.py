@@ -40,7 +40,7 @@ PACKAGE = "block4"
 
 #: The plot style every figure is drawn and rendered with: part of every figure's
 #: dependencies (the pipeline applies it around each figure and for the dark variant).
-STYLE_MODULE = "block4.figures.style"
+STYLE_MODULE = "block4.style"
 
 
 class PipelineError(Exception):

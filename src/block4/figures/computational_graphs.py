@@ -1,7 +1,7 @@
 """Figures of the chapter "Computational graphs".
 
 Both graphs are *captured* from real PyTorch code with ``torch.fx`` and run once
-(``ShapeProp``) so every edge knows the tensor it carries; ``block4.autograd.draw_graph``
+(``ShapeProp``) so every edge knows the tensor it carries; ``block4.graph_drawing.draw_graph``
 then draws them. Nothing here trains, so every profile makes them in well under a second.
 """
 
@@ -14,8 +14,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from block4.autograd import GraphNode, draw_graph
 from block4.figures.registry import FigureContext, figure
+from block4.graph_drawing import GraphNode, draw_graph
 
 
 # --8<-- [start:product]

@@ -20,7 +20,6 @@ from torch import nn
 
 from block4.data import BloodPressureDataModule, load_blood_pressure
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import ProbabilisticRegressor
 from block4.training import trainer
 
