@@ -40,6 +40,7 @@ __all__ = [
     "NonFiniteLossError",
     "Table",
     "linear_layers",
+    "log_rows",
 ]
 
 
@@ -104,6 +105,27 @@ def _selected(step: int, chosen: set[int], every: int | None) -> bool:
     return step in chosen or (every is not None and step % every == 0)
 
 
+def log_rows(trainer: pl.Trainer, rows: list[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Send table rows to the Trainer's loggers as scalars (``metrics.csv``, TensorBoard, ...).
+
+    Each row gives one scalar per key, named ``<key>/<layer>`` (``<key>/<layer>/member_<k>``
+    for a stacked body), at the row's ``step``. Only the global rank 0 writes; without a
+    logger nothing happens.
+    """
+    if not rows or not trainer.loggers or not trainer.is_global_zero:
+        return
+    by_step: dict[int, dict[str, float]] = {}
+    for row in rows:
+        member = f"/member_{row['member']}" if "member" in row else ""
+        metrics = by_step.setdefault(int(row["step"]), {})
+        for key in keys:
+            if key in row:
+                metrics[f"{key}/{row['layer']}{member}"] = float(row[key])
+    for step, metrics in by_step.items():
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
 class GradientFlowMonitor(pl.Callback):
     """Record the gradient norm of every layer's weight at chosen optimisation steps.
 
@@ -116,6 +138,8 @@ class GradientFlowMonitor(pl.Callback):
         every_n_steps: also record every n-th step (0, n, 2n, ...). With neither
             argument, every step is recorded.
         include_bias: also record the norm of the bias gradients (``bias_grad_norm``).
+        log: also send the norms to the Trainer's loggers as scalars ``grad_norm/<layer>``
+            and ``weight_norm/<layer>`` (so ``metrics.csv`` or TensorBoard show them).
 
     Attributes:
         table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
@@ -135,9 +159,11 @@ class GradientFlowMonitor(pl.Callback):
         steps: Iterable[int] | None = None,
         every_n_steps: int | None = None,
         include_bias: bool = False,
+        log: bool = True,
     ) -> None:
         self._chosen, self._every = _step_selector(steps, every_n_steps)
         self.include_bias = include_bias
+        self.to_loggers = log
         self.table = Table()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -178,6 +204,7 @@ class GradientFlowMonitor(pl.Callback):
         # one device sync; values[i][k]: quantity i of member k
         values = torch.stack([n.float().cpu().reshape(e) for n in norms]).tolist()
         per = 3 if self.include_bias else 2
+        first = len(self.table)
         for k in range(e):
             for i, (name, _) in enumerate(self._layers):
                 row: dict[str, Any] = {"step": step, "epoch": trainer.current_epoch}
@@ -189,6 +216,8 @@ class GradientFlowMonitor(pl.Callback):
                 if self.include_bias:
                     row["bias_grad_norm"] = values[per * i + 2][k]
                 self.table.append(row)
+        if self.to_loggers:
+            log_rows(trainer, self.table[first:], ("grad_norm", "weight_norm", "bias_grad_norm"))
 
     def grad_norms(self, step: int, member: int | None = None) -> dict[str, float]:
         """``{layer: grad_norm}`` at one recorded step (of one ``member`` of a stack)."""
@@ -239,6 +268,9 @@ class ActivationStats(pl.Callback):
         hist_range: ``(low, high)`` of the histogram, the same for every layer so that
             layers can be compared; values outside are counted in ``frac_outside``.
         saturation: ``|z|`` above which a sigmoid/tanh unit counts as saturated.
+        log: also send the statistics (not the histograms) to the Trainer's loggers as
+            scalars ``pre_mean/<layer>``, ``pre_std/<layer>``, ``post_mean/<layer>``,
+            ``post_std/<layer>`` and ``frac_saturated/<layer>``.
 
     Attributes:
         table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
@@ -255,6 +287,7 @@ class ActivationStats(pl.Callback):
         bins: int = 60,
         hist_range: tuple[float, float] = (-6.0, 6.0),
         saturation: float = 4.0,
+        log: bool = True,
     ) -> None:
         self._chosen, self._every = _step_selector(steps, every_n_steps)
         if not (isinstance(bins, int) and bins >= 1):
@@ -265,8 +298,10 @@ class ActivationStats(pl.Callback):
         self.bins = bins
         self.hist_range = (float(low), float(high))
         self.saturation = saturation
+        self.to_loggers = log
         self.table = Table()
         self._handles: list[Any] = []
+        self._first_row = 0
 
     @property
     def bin_edges(self) -> list[float]:
@@ -289,6 +324,7 @@ class ActivationStats(pl.Callback):
         if not _selected(step, self._chosen, self._every):
             return
         epoch = trainer.current_epoch
+        self._first_row = len(self.table)
         for depth_index, (name, act) in enumerate(self._acts):
             self._handles.append(
                 act.register_forward_hook(self._make_hook(step, epoch, name, depth_index))
@@ -350,6 +386,9 @@ class ActivationStats(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self._handles and self.to_loggers:
+            keys = ("pre_mean", "pre_std", "post_mean", "post_std", "frac_saturated")
+            log_rows(trainer, self.table[self._first_row :], keys)
         self._remove_hooks()
 
     def on_exception(
