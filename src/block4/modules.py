@@ -279,13 +279,13 @@ class ProbabilisticModule(pl.LightningModule):
         # A finite loss can still give an infinite gradient: freeze such members before the
         # step moves them, and roll their BatchNorm statistics back to before this batch.
         with torch.no_grad():
-            sums = [
-                p.grad.reshape(self.members, -1).sum(1)
+            grads = [
+                p.grad.reshape(self.members, -1)
                 for p in self.body.parameters()
                 if p.grad is not None
             ]
-            if sums:
-                self._freeze(~torch.isfinite(torch.stack(sums).sum(0)))
+            if grads:  # a NaN/inf anywhere makes the member's sum NaN/inf
+                self._freeze(~torch.isfinite(torch.cat(grads, dim=1).sum(1)))
             for module in self.body.modules():
                 if isinstance(module, StackedBatchNorm):
                     module.restore_members(self.member_active)

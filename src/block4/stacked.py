@@ -441,6 +441,8 @@ class _StackedOptimizer(torch.optim.Optimizer):
     learning-rate schedulers and monitors work; member ``k`` steps with
     ``group["lr"] * group["member_lr"][k]``. Members whose entry in ``active`` (a bool tensor
     ``[E]``, shared with the caller) is False are not moved, and their gradients are ignored.
+    The arithmetic is PyTorch's single-tensor algorithm, run on all parameters at once with
+    ``torch._foreach_*`` kernels (the Python loop over parameters is what costs here).
     """
 
     def __init__(
@@ -464,16 +466,28 @@ class _StackedOptimizer(torch.optim.Optimizer):
                         f"member ({len(member_lr)}), got shape {tuple(p.shape)}"
                     )
 
-    @staticmethod
-    def _per_member(values: Sequence[float], p: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
+    def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The parameters with gradients, and their gradients with frozen members zeroed."""
+        params = [p for p in group["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if self.active is not None and params:
+            zero = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+            grads = [torch.where(self._view(self.active, g), g, zero) for g in grads]
+        return params, grads
 
-    def _masked(self, p: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradient with frozen members' entries zeroed, and the keep-mask (or None)."""
-        if self.active is None:
-            return grad, None
-        keep = self.active.view(-1, *[1] * (p.dim() - 1))
-        return torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), keep
+    @staticmethod
+    def _view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return values.view(-1, *[1] * (like.dim() - 1))
+
+    def _per_member(self, values: list[float], params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``values`` (one per member, zero for frozen members) shaped to broadcast against
+        each parameter."""
+        p = params[0]
+        v = torch.tensor(values, dtype=p.dtype, device=p.device)
+        if self.active is not None:
+            v = v * self.active.to(p.dtype)
+        views = {d: v.view(-1, *[1] * (d - 1)) for d in {q.dim() for q in params}}
+        return [views[q.dim()] for q in params]
 
 
 class StackedSGD(_StackedOptimizer):
@@ -502,25 +516,27 @@ class StackedSGD(_StackedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lrs = [group["lr"] * v for v in group["member_lr"]]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, keep = self._masked(p, p.grad)
-                if group["weight_decay"] != 0:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                if group["momentum"] != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
-                    else:
-                        buf.mul_(group["momentum"]).add_(grad, alpha=1 - group["dampening"])
-                    grad = grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                update = self._per_member([-lr for lr in lrs], p) * grad
-                if keep is not None:
-                    update = torch.where(keep, update, torch.zeros((), dtype=p.dtype))
-                p.add_(update)
+            params, grads = self._gather(group)
+            if not params:
+                continue
+            if group["weight_decay"] != 0:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            momentum = group["momentum"]
+            if momentum != 0:
+                bufs = [self.state[p].get("momentum_buffer") for p in params]
+                if any(b is None for b in bufs):
+                    bufs = [torch.clone(g).detach() for g in grads]
+                    for p, b in zip(params, bufs, strict=True):
+                        self.state[p]["momentum_buffer"] = b
+                else:
+                    torch._foreach_mul_(bufs, momentum)
+                    torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+                if group["nesterov"]:
+                    grads = torch._foreach_add(grads, bufs, alpha=momentum)
+                else:
+                    grads = bufs
+            neg_lr = self._per_member([-group["lr"] * v for v in group["member_lr"]], params)
+            torch._foreach_add_(params, torch._foreach_mul(grads, neg_lr))
         return loss
 
 
@@ -548,36 +564,37 @@ class StackedAdam(_StackedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params, grads = self._gather(group)
+            if not params:
+                continue
             beta1, beta2 = group["betas"]
             lrs = [group["lr"] * v for v in group["member_lr"]]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, keep = self._masked(p, p.grad)
-                state = self.state[p]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                wd = group["weight_decay"]
-                if wd != 0 and group["decoupled"]:
-                    factor = self._per_member([1 - lr * wd for lr in lrs], p)
-                    if keep is not None:
-                        factor = torch.where(keep, factor, torch.ones((), dtype=p.dtype))
-                    p.mul_(factor)
-                elif wd != 0:
-                    grad = grad.add(p, alpha=wd)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step = float(state["step"])
-                bias_correction1 = 1 - beta1**step
-                bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-                step_size = self._per_member([-lr / bias_correction1 for lr in lrs], p)
-                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
-                update = step_size * exp_avg / denom
-                if keep is not None:
-                    update = torch.where(keep, update, torch.zeros((), dtype=p.dtype))
-                p.add_(update)
+            torch._foreach_add_([s["step"] for s in states], 1.0)
+            wd = group["weight_decay"]
+            if wd != 0 and group["decoupled"]:
+                shrink = self._per_member([lr * wd for lr in lrs], params)
+                torch._foreach_sub_(params, torch._foreach_mul(params, shrink))
+            elif wd != 0:
+                grads = torch._foreach_add(grads, params, alpha=wd)
+            exp_avgs = [s["exp_avg"] for s in states]
+            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            step = float(states[0]["step"])
+            bias_correction1 = 1 - beta1**step
+            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+            step_size = self._per_member([-lr / bias_correction1 for lr in lrs], params)
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denom, bias_correction2_sqrt)
+            torch._foreach_add_(denom, group["eps"])
+            update = torch._foreach_mul(exp_avgs, step_size)
+            torch._foreach_div_(update, denom)
+            torch._foreach_add_(params, update)
         return loss
