@@ -236,3 +236,56 @@ def test_bad_stacked_arguments_give_one_clear_error_each(tmp_path):
         ProbabilisticRegressor.load_from_checkpoint(truncated)
     with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
         Classifier.load_from_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_stacked_example_of_the_reuse_page_runs(root):
+    import importlib.util
+    import re
+
+    path = root / "docs" / "examples" / "stacked_example.py"
+    spec = importlib.util.spec_from_file_location("stacked_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main(max_epochs=2)
+    assert result["logits_shape"] == (8, 5, 10)
+    assert result["member_is_single"] and result["restacked_equal"]
+    assert list(result["frozen"]) == [5]  # the 1e30 learning rate, and only that one
+    assert max(result["val_acc"][:4]) > 0.6
+    in_data, in_gap, _ = result["epistemic"]
+    assert in_gap > 3 * in_data  # the members disagree where there were no data
+    for total, a, e in zip(
+        result["mixture_variance"], result["aleatoric"], result["epistemic"], strict=True
+    ):
+        assert total == pytest.approx(a + e, rel=1e-4)
+    page = (root / "docs" / "reuse.md").read_text()
+    included = set(re.findall(r'--8<-- "docs/examples/stacked_example.py:(\w+)"', page))
+    assert included == set(re.findall(r"# --8<-- \[start:(\w+)\]", path.read_text()))
+
+
+def test_stacked_benchmark_runs_tiny_and_its_goal_is_on_the_performance_page(root, tmp_path):
+    import sys
+
+    from block4 import perf_report
+
+    sys.path.insert(0, str(root))
+    from benchmarks import stacked as bench
+
+    out = bench.main(
+        [
+            "--members",
+            "1",
+            "16",
+            "--epochs",
+            "2",
+            "--plain-members",
+            "1",
+            "--out",
+            str(tmp_path / "stacked.json"),
+        ]
+    )
+    data = perf_report.load_result(tmp_path, "stacked")
+    assert out == tmp_path / "stacked.json"
+    assert [row["members"] for row in data["results"]["rows"]] == [1, 16]
+    assert all(row["stacked_s_per_member_epoch"] > 0 for row in data["results"]["rows"])
+    assert "stacked training, E = 16" in perf_report.goals_table(tmp_path)
+    assert "stacked_s_per_member_epoch" in perf_report.render_result(data)
