@@ -28,11 +28,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from block4.data import DigitsDataModule, TensorBatches
+from block4.data import DigitsDataModule, MemberBatches, TensorBatches
 from block4.heads import CategoricalHead, nll
 from block4.models import mlp
 from block4.modules import Classifier
-from block4.stacked_data import MemberBatches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402

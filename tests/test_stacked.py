@@ -18,14 +18,13 @@ from block4.callbacks import (
     GradientFlowMonitor,
     NonFiniteLossError,
 )
-from block4.data import TensorBatches
+from block4.data import MemberBatches, TensorBatches
 from block4.modules import (
     Classifier,
     ProbabilisticRegressor,
     aleatoric_variance,
     epistemic_variance,
 )
-from block4.stacked_data import MemberBatches
 
 E = 4
 

@@ -25,9 +25,8 @@ def main(max_epochs: int = 3) -> dict[str, Any]:
     # --8<-- [end:convert]
 
     # --8<-- [start:sweep]
-    from block4.data import DigitsDataModule
+    from block4.data import DigitsDataModule, MemberBatches
     from block4.modules import Classifier
-    from block4.stacked_data import MemberBatches
 
     data = DigitsDataModule(batch_size=64, seed=0)
     data.setup("fit")

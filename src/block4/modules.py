@@ -22,7 +22,7 @@ run, as a [`StackedMLP`][block4.stacked.StackedMLP]: member ``k`` starts from se
 ``seed + k`` (or ``seed[k]``), may have its own ``init`` and learning rate (``lr=[...]``),
 and the loss is the sum of the members' mean losses, so every member's gradient is the one
 of its own run. Batches may be shared (``[B, F]``) or one per member (``[E, B, F]``, see
-[`MemberBatches`][block4.stacked_data.MemberBatches]). A member whose loss or gradient
+[`MemberBatches`][block4.data.MemberBatches]). A member whose loss or gradient
 becomes NaN/inf is frozen at its last finite weights (``member_active``,
 ``diverged_step``); the others go on.
 

@@ -40,6 +40,7 @@ from block4.data.bundled import (
     load_blood_pressure,
 )
 from block4.data.checks import check_examples, check_tensor
+from block4.data.members import MemberBatches
 from block4.data.mnist import (
     MNIST_FILES,
     MNIST_IMAGES_MAGIC,
@@ -57,6 +58,7 @@ from block4.data.synthetic import (
 )
 
 __all__ = [
+    "MemberBatches",
     "MNIST_FILES",
     "MNIST_IMAGES_MAGIC",
     "MNIST_LABELS_MAGIC",

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from block4.data import TensorBatches
+from block4.data.batches import TensorBatches
 
 __all__ = ["MemberBatches"]
 
