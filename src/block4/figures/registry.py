@@ -91,6 +91,9 @@ class FigureContext:
         """Return the value for the current profile (e.g. epochs or data size)."""
         return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
 
+    def compute(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        return fn(self, **kwargs)
+
     def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``lightning.pytorch.Trainer`` that honour this context.
 
