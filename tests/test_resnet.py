@@ -112,12 +112,14 @@ def test_member_initial_weights_are_bit_identical_to_single_nets():
             assert torch.equal(single[name], member[name]), name
 
 
-@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("residual", [True, False, [False, True, False]])
 @pytest.mark.parametrize("per_member_input", [False, True])
 def test_forward_and_gradients_equal_single_nets(residual, per_member_input):
-    kw = {"width": 4, "residual": residual, "stem_stride": 2}
-    stacked = stacked_resnet(8, len(SEEDS), seeds=SEEDS, **kw)
-    singles = [resnet(8, seed=s, **kw) for s in SEEDS]
+    kw = {"width": 4, "stem_stride": 2}
+    flags = residual if isinstance(residual, list) else [residual] * len(SEEDS)
+    stacked = stacked_resnet(8, len(SEEDS), seeds=SEEDS, residual=residual, **kw)
+    singles = [resnet(8, seed=s, residual=r, **kw) for s, r in zip(SEEDS, flags, strict=True)]
+    assert [stacked.member(k).residual for k in range(len(SEEDS))] == flags
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(len(SEEDS), 16, 1, 8, 8, generator=gen)
     y = torch.randint(0, 10, (len(SEEDS), 16), generator=gen)
@@ -149,6 +151,27 @@ def test_eval_mode_members_equal_single_nets():
         member = stacked.member(k)
         assert not member.training
         torch.testing.assert_close(stacked(x)[k], member(x), rtol=0, atol=1e-5)
+
+
+def test_plain_and_residual_twins_in_one_stack():
+    stacked = stacked_resnet(6, 4, width=4, seeds=[0, 1, 0, 1], residual=[False, False, True, True])
+    assert stacked.residual == (False, False, True, True)
+    assert type(stacked.blocks[0]).__name__ == "MixedShortcutBlock"
+    # the twins of one seed start from the same weights; only the shortcut differs
+    for a, b in zip(
+        stacked.member(0).state_dict().values(),
+        stacked.member(2).state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    x = _images()
+    out = stacked(x)
+    assert not torch.allclose(out[0], out[2])
+    again = stack_resnets([stacked.member(k) for k in range(4)])
+    assert again.residual == stacked.residual
+    torch.testing.assert_close(again(x), out, rtol=0, atol=1e-6)
+    uniform = stacked_resnet(6, 2, width=4, residual=[True, True])
+    assert uniform.residual is True and type(uniform.blocks[0]).__name__ == "BasicBlock"
 
 
 def test_member_and_stack_round_trip():
@@ -204,6 +227,12 @@ def test_other_bad_inputs():
         resnet(8, stem_stride=3)
     with pytest.raises(ValueError, match=r"one seed per member \(3\), got 2"):
         stacked_resnet(8, 3, seeds=[0, 1])
+    with pytest.raises(
+        ValueError, match=r"one flag for all members or one per member \(3\), got 2"
+    ):
+        stacked_resnet(8, 3, residual=[True, False])
+    with pytest.raises(ValueError, match="residual must be True or False"):
+        resnet(8, residual="yes")
     with pytest.raises(ValueError, match="stack_resnets needs at least one ResNet"):
         stack_resnets([])
     with pytest.raises(ValueError, match="net 1 has configuration"):

@@ -32,7 +32,9 @@ every convolution is a grouped convolution (``groups=E``) whose channels are mem
 channels; ``BatchNorm2d`` normalises each channel separately, so batch statistics are per
 member without anything extra; the classifier is a batched (grouped) linear layer. Member k
 starts from weights bit-identical to ``resnet(..., seed=seeds[k])`` and `StackedResNet.member`
-extracts it again as a plain `ResNet`.
+extracts it again as a plain `ResNet`. Members may differ in having shortcuts (``residual`` per
+member): a plain net and its residual twin then train in the same network, each block adding
+its input only to the channels of the residual members.
 
 This module does not import Lightning.
 """
@@ -49,6 +51,7 @@ from torch import nn
 __all__ = [
     "BasicBlock",
     "GroupedLinear",
+    "MixedShortcutBlock",
     "ResNet",
     "StackedResNet",
     "Stem",
@@ -131,6 +134,27 @@ class BasicBlock(nn.Module):
         return f"residual={self.residual}"
 
 
+class MixedShortcutBlock(BasicBlock):
+    """A `BasicBlock` of a stack whose members differ: the shortcut only where ``residual[k]``.
+
+    The shortcut is multiplied by a 0/1 mask per channel (member-major): a plain member's
+    channels get ``relu(F(x) + 0)``, exactly its plain block, and no gradient through the
+    shortcut.
+    """
+
+    def __init__(self, width: int, residual: Sequence[bool], groups: int) -> None:
+        super().__init__(width, True, groups)
+        self.residual = tuple(residual)  # type: ignore[assignment]
+        mask = torch.tensor(self.residual, dtype=torch.float32).repeat_interleave(width)
+        # not persistent: the state dict keeps the names and shapes of a single net's
+        self.register_buffer("shortcut_mask", mask.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + x * self.shortcut_mask)
+
+
 class GroupedLinear(nn.Module):
     """``members`` independent linear layers applied at once: ``[B, E, in] -> [E, B, out]``.
 
@@ -166,7 +190,7 @@ class _ResNetBase(nn.Module):
         width: int,
         in_channels: int,
         n_classes: int,
-        residual: bool,
+        residual: bool | tuple[bool, ...],
         stem_stride: int,
         groups: int,
     ) -> None:
@@ -177,12 +201,25 @@ class _ResNetBase(nn.Module):
         _check_int("n_classes", n_classes, 1)
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual must be True or False, got {residual!r}")
+        flags = residual if isinstance(residual, tuple) else (residual,) * groups
+        if len(flags) != groups or not all(isinstance(f, bool) for f in flags):
+            raise ValueError(
+                f"residual must be True or False (or one of them per member, {groups} in all), "
+                f"got {residual!r}"
+            )
+        if len(set(flags)) == 1:
+            residual = flags[0]  # every member alike: plain blocks, no mask
         self.depth, self.width, self.in_channels = depth, width, in_channels
         self.n_classes, self.residual, self.stem_stride = n_classes, residual, stem_stride
         self.stem = Stem(in_channels, width, stem_stride, groups)
-        self.blocks = nn.Sequential(*(BasicBlock(width, residual, groups) for _ in range(n_blocks)))
+        self.blocks = nn.Sequential(
+            *(
+                BasicBlock(width, residual, groups)
+                if isinstance(residual, bool)
+                else MixedShortcutBlock(width, residual, groups)
+                for _ in range(n_blocks)
+            )
+        )
 
     @property
     def n_blocks(self) -> int:
@@ -255,6 +292,7 @@ class StackedResNet(_ResNetBase):
 
     Attributes:
         members: the number of members E.
+        residual: ``True``/``False`` when all members agree, else one flag per member.
         head: `GroupedLinear`; the others as in `ResNet`, ``members`` times as wide.
     """
 
@@ -265,10 +303,12 @@ class StackedResNet(_ResNetBase):
         width: int = 16,
         in_channels: int = 1,
         n_classes: int = 10,
-        residual: bool = True,
+        residual: bool | Sequence[bool] = True,
         stem_stride: int = 1,
     ) -> None:
         _check_int("members", members, 1)
+        if not isinstance(residual, bool) and isinstance(residual, Sequence):
+            residual = tuple(residual)
         super().__init__(
             depth, width, in_channels, n_classes, residual, stem_stride, groups=members
         )
@@ -276,14 +316,18 @@ class StackedResNet(_ResNetBase):
         self.head = GroupedLinear(members, width, n_classes)
         self._reset()
 
-    def config(self) -> dict[str, object]:
-        """The arguments of `resnet` that build one member."""
+    def member_residual(self, k: int) -> bool:
+        """Whether member ``k`` has shortcuts."""
+        return self.residual if isinstance(self.residual, bool) else self.residual[k]
+
+    def config(self, k: int = 0) -> dict[str, object]:
+        """The arguments of `resnet` that build member ``k``."""
         return {
             "depth": self.depth,
             "width": self.width,
             "in_channels": self.in_channels,
             "n_classes": self.n_classes,
-            "residual": self.residual,
+            "residual": self.member_residual(k),
             "stem_stride": self.stem_stride,
         }
 
@@ -312,7 +356,7 @@ class StackedResNet(_ResNetBase):
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.members:
             raise IndexError(f"member index must be an integer in [0, {self.members}), got {k!r}")
-        net = ResNet(**self.config())  # type: ignore[arg-type]
+        net = ResNet(**self.config(k))  # type: ignore[arg-type]
         ours = self.state_dict()
         net.load_state_dict(
             {name: _member_slice(ours[name], value, k) for name, value in net.state_dict().items()}
@@ -333,9 +377,10 @@ class StackedResNet(_ResNetBase):
         for i, net in enumerate(nets):
             if not isinstance(net, ResNet):
                 raise ValueError(f"net {i} is a {type(net).__name__}, not a ResNet")
-            if _config(net) != self.config():
+            if _config(net) != self.config(i):
                 raise ValueError(
-                    f"net {i} has configuration {_config(net)}, the stack {self.config()}"
+                    f"net {i} has configuration {_config(net)}, member {i} of the stack "
+                    f"{self.config(i)}"
                 )
         states = [net.state_dict() for net in nets]
         merged = {}
@@ -420,19 +465,21 @@ def stacked_resnet(
     seeds: Sequence[int] | None = None,
     in_channels: int = 1,
     n_classes: int = 10,
-    residual: bool = True,
+    residual: bool | Sequence[bool] = True,
     stem_stride: int = 1,
 ) -> StackedResNet:
     """``members`` ResNets in one `StackedResNet`; member k starts as ``resnet(..., seed=seeds[k])``.
 
     Args:
-        depth, width, in_channels, n_classes, residual, stem_stride: as in `resnet`.
+        depth, width, in_channels, n_classes, stem_stride: as in `resnet`.
         members: the number of members E (>= 1).
         seeds: one seed per member; default ``0, 1, ..., members - 1``.
+        residual: shortcuts for every member, or one flag per member (plain nets and their
+            residual twins side by side; a twin of the same seed starts from the same weights).
 
     Raises:
-        ValueError: for ``members < 1``, a seeds list of another length, or a bad `resnet`
-            argument.
+        ValueError: for ``members < 1``, a seeds or residual list of another length, or a
+            bad `resnet` argument.
 
     Examples:
         >>> nets = stacked_resnet(8, members=3, width=4)
@@ -445,22 +492,33 @@ def stacked_resnet(
         raise ValueError(f"seeds must give one seed per member ({members}), got {len(seeds)}")
     for s in seeds:
         _check_int("every seed", s, 0)
+    flags = [residual] * members if isinstance(residual, bool) else list(residual)
+    if len(flags) != members:
+        raise ValueError(
+            f"residual must be one flag for all members or one per member ({members}), "
+            f"got {len(flags)}"
+        )
     config = {
         "depth": depth,
         "width": width,
         "in_channels": in_channels,
         "n_classes": n_classes,
-        "residual": residual,
         "stem_stride": stem_stride,
     }
-    nets = [resnet(**config, seed=s) for s in seeds]  # type: ignore[arg-type]
+    nets = [
+        resnet(**config, residual=r, seed=s)  # type: ignore[arg-type]
+        for s, r in zip(seeds, flags, strict=True)
+    ]
     with torch.random.fork_rng(devices=[]):  # its own init is overwritten: leave no trace
-        stacked = StackedResNet(members=members, **config)  # type: ignore[arg-type]
+        stacked = StackedResNet(members=members, residual=flags, **config)  # type: ignore[arg-type]
     return stacked.load_members(nets)
 
 
 def stack_resnets(nets: Sequence[ResNet]) -> StackedResNet:
     """Stack ResNets of one configuration into a `StackedResNet` (copies of their weights).
+
+    The nets may differ in ``residual`` (plain nets and residual twins); everything else must
+    agree.
 
     Raises:
         ValueError: for an empty list or nets of different configurations.
@@ -468,8 +526,11 @@ def stack_resnets(nets: Sequence[ResNet]) -> StackedResNet:
     nets = list(nets)
     if not nets:
         raise ValueError("stack_resnets needs at least one ResNet (members must be >= 1)")
-    if not isinstance(nets[0], ResNet):
-        raise ValueError(f"net 0 is a {type(nets[0]).__name__}, not a ResNet")
+    for i, net in enumerate(nets):
+        if not isinstance(net, ResNet):
+            raise ValueError(f"net {i} is a {type(net).__name__}, not a ResNet")
+    config = _config(nets[0])
+    config["residual"] = [net.residual for net in nets]
     with torch.random.fork_rng(devices=[]):  # its own init is overwritten: leave no trace
-        stacked = StackedResNet(members=len(nets), **_config(nets[0]))  # type: ignore[arg-type]
+        stacked = StackedResNet(members=len(nets), **config)  # type: ignore[arg-type]
     return stacked.load_members(nets).train(nets[0].training)

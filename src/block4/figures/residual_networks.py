@@ -1,10 +1,10 @@
 """Figures of the chapter "Normalization and residual connections": the real (convolutional) ResNet.
 
 He et al.'s degradation experiment, scaled down to the 8x8 digits: plain and residual
-convolutional nets (:mod:`block4.resnet`) of increasing depth, several seeds each. All seeds
-of one depth and kind train as *one* network (`block4.resnet.StackedResNet`: grouped
-convolutions, one member per seed) in one Lightning run, so five seeds cost little more than
-one.
+convolutional nets (:mod:`block4.resnet`) of increasing depth, several seeds each. All nets of
+one depth, plain and residual, every seed, train as *one* network
+(`block4.resnet.StackedResNet`: grouped convolutions, one member per net) in one Lightning
+run, so ten nets cost little more than one.
 """
 
 from __future__ import annotations
@@ -137,30 +137,38 @@ def degradation_runs(
     batch_size: int,
     lr: float,
 ) -> dict[str, Any]:
-    """Train plain and residual nets of every depth, one stacked run per depth and kind.
+    """Train plain and residual nets of every depth: one stacked Lightning run per depth.
+
+    The stack of one depth holds a plain net and its residual twin per seed: the twins start
+    from the same weights and see the same batches, only the shortcuts differ.
 
     Returns ``{"errors": {kind: [[per seed] per depth]}, "grads": {kind: [[[per block]
     per seed] per depth]}}``: the training error in the last epoch and the per-block gradient
     norms at the initial weights (on the first 256 training images).
     """
     x, y = digit_images(ctx)
-    out: dict[str, Any] = {"errors": {}, "grads": {}}
-    for kind, residual in KINDS.items():
-        out["errors"][kind], out["grads"][kind] = [], []
-        for depth in depths:
-            net = stacked_resnet(
-                depth, len(seeds), width, seeds=seeds, residual=residual, stem_stride=stem_stride
-            )
-            # gradient per block at the initial weights, on one batch shared by every member
-            logits = net(x[:256])
-            member_losses(logits, y[:256].expand(len(seeds), -1)).sum().backward()
-            out["grads"][kind].append(block_grad_norms(net).tolist())
-            net.zero_grad(set_to_none=True)
+    n = len(seeds)
+    out: dict[str, Any] = {"errors": {k: [] for k in KINDS}, "grads": {k: [] for k in KINDS}}
+    for depth in depths:
+        net = stacked_resnet(
+            depth,
+            2 * n,
+            width,
+            seeds=seeds + seeds,
+            residual=[False] * n + [True] * n,  # members 0..n-1 plain, n..2n-1 residual
+            stem_stride=stem_stride,
+        )
+        # gradient per block at the initial weights, on one batch shared by every member
+        member_losses(net(x[:256]), y[:256].expand(2 * n, -1)).sum().backward()
+        grads = block_grad_norms(net).tolist()
+        net.zero_grad(set_to_none=True)
 
-            model = StackedConvClassifier(net, lr=lr)
-            trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs))
-            trainer.fit(model, train_dataloaders=MemberBatches(x, y, batch_size, seeds))
-            out["errors"][kind].append(model.epoch_errors[-1])
+        model = StackedConvClassifier(net, lr=lr)
+        trainer = pl.Trainer(**ctx.trainer_kwargs(max_epochs=epochs))
+        trainer.fit(model, train_dataloaders=MemberBatches(x, y, batch_size, seeds + seeds))
+        for i, kind in enumerate(KINDS):
+            out["errors"][kind].append(model.epoch_errors[-1][i * n : (i + 1) * n])
+            out["grads"][kind].append(grads[i * n : (i + 1) * n])
     return out
 
 
@@ -212,7 +220,7 @@ def resnet_degradation(
     ``blocks_<depth>``, ``width``, ``lr``, ``batch_size``.
     """
     seeds = [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=2, full=5))]
-    epochs = ctx.pick(smoke=1, quick=6, full=6)
+    epochs = ctx.pick(smoke=1, quick=5, full=6)
     depths = ctx.pick(smoke=[4, 6], quick=depths, full=depths)
     width = ctx.pick(smoke=4, quick=width, full=width)
     data = ctx.compute(
