@@ -22,6 +22,7 @@ from block4.figures.residual_networks import (
     MemberBatches,
     StackedConvClassifier,
     block_grad_norms,
+    degradation_runs,
     member_losses,
     resnet_degradation,
 )
@@ -326,3 +327,17 @@ def test_resnet_degradation_figure_smoke():
         for depth in (4, 6):
             assert 0.0 <= numbers[f"error_{kind}_{depth}"] <= 1.0
             assert numbers[f"grad_ratio_{kind}_{depth}"] > 0
+
+
+@pytest.mark.slow
+def test_the_pages_degradation_claims_hold_in_the_quick_profile():
+    """The page's sentences, on the quick profile's runs (2 seeds, the figure's settings)."""
+    quick = FigureContext(profile="quick", accelerator="cpu", devices=1)
+    data = degradation_runs(quick, depths=[8, 20, 32], seeds=[0, 1], width=8, stem_stride=2,
+                            epochs=5, batch_size=64, lr=0.05)  # fmt: skip
+    mean = {k: [sum(e) / len(e) for e in data["errors"][k]] for k in ("plain", "residual")}
+    assert mean["plain"][0] < mean["plain"][1] < mean["plain"][2]  # deeper plain: worse
+    assert max(mean["residual"][1:]) < mean["residual"][0]  # deeper ResNet: not worse
+    assert all(r < p for r, p in zip(mean["residual"], mean["plain"], strict=True))
+    ratio = {k: [g[0] / g[-1] for g in data["grads"][k][-1]] for k in ("plain", "residual")}
+    assert min(ratio["plain"]) > 10 > max(ratio["residual"])

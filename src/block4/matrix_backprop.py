@@ -52,7 +52,6 @@ __all__ = [
 MNIST_MLP_SIZES: tuple[int, int, int] = (28 * 28, 512, 10)
 
 
-# --8<-- [start:linear_backward]
 def linear_backward(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, dy: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -72,13 +71,13 @@ def linear_backward(
         ValueError: when the shapes do not fit together.
     """
     _check_linear_shapes(x, w, b, dy)
+    # --8<-- [start:linear_backward]
+    # y = x @ w.T + b with x [B, n_in], w [n_out, n_in], b [n_out]; dy = dL/dy is [B, n_out]
     dx = dy @ w  # [B, n_out] @ [n_out, n_in] -> [B, n_in]
     dw = dy.T @ x  # [n_out, B] @ [B, n_in]   -> [n_out, n_in]
     db = dy.sum(dim=0) if b is not None else None  # every example adds to the same bias
     return dx, dw, db
-
-
-# --8<-- [end:linear_backward]
+    # --8<-- [end:linear_backward]
 
 
 def _check_linear_shapes(
@@ -166,7 +165,6 @@ def mlp_forward(
     return loss, MLPCache(x=x, h=h, p=p, y=labels)
 
 
-# --8<-- [start:mlp_backward]
 def mlp_backward(cache: MLPCache, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The gradients of `mlp_forward`'s loss, by hand: matrices only, no autograd.
 
@@ -174,7 +172,8 @@ def mlp_backward(cache: MLPCache, params: dict[str, torch.Tensor]) -> dict[str, 
         ``{"w1", "b1", "w2", "b2", "x"}``: gradients with the shapes of the parameters (and of
         the flattened input).
     """
-    x, h, p, y = cache.x, cache.h, cache.p, cache.y
+    # --8<-- [start:mlp_backward]
+    x, h, p, y = cache.x, cache.h, cache.p, cache.y  # kept by the forward pass
     batch = len(y)
     # loss = -mean_i log p[i, y_i]  ->  dL/dp is -1/(B p) at each label, 0 elsewhere
     dp = torch.zeros_like(p)
@@ -185,9 +184,7 @@ def mlp_backward(cache: MLPCache, params: dict[str, torch.Tensor]) -> dict[str, 
     dz1 = dh * (h > 0)  # ReLU passes the gradient where its output is positive
     dx, dw1, db1 = linear_backward(x, params["w1"], params["b1"], dz1)
     return {"w1": dw1, "b1": db1, "w2": dw2, "b2": db2, "x": dx}
-
-
-# --8<-- [end:mlp_backward]
+    # --8<-- [end:mlp_backward]
 
 
 def activation_numbers_per_example(sizes: Iterable[int] = MNIST_MLP_SIZES) -> int:

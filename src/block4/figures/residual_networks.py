@@ -69,7 +69,6 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(dim=1)
 
 
-# --8<-- [start:stacked_training_step]
 class StackedConvClassifier(pl.LightningModule):
     """Trains the members of a `StackedResNet` side by side (SGD with momentum).
 
@@ -84,6 +83,7 @@ class StackedConvClassifier(pl.LightningModule):
         self.net, self.lr, self.momentum = net, lr, momentum
         self.epoch_errors: list[list[float]] = []
 
+    # --8<-- [start:stacked_training_step]
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch  # [E, B, 1, 8, 8], [E, B]
         logits = self.net(x)  # [E, B, 10]
@@ -125,7 +125,6 @@ def block_grad_norms(net: StackedResNet) -> torch.Tensor:
     return torch.stack(rows, dim=1)
 
 
-# --8<-- [start:degradation_runs]
 def degradation_runs(
     ctx: FigureContext,
     *,
@@ -170,9 +169,6 @@ def degradation_runs(
             out["errors"][kind].append(model.epoch_errors[-1][i * n : (i + 1) * n])
             out["grads"][kind].append(grads[i * n : (i + 1) * n])
     return out
-
-
-# --8<-- [end:degradation_runs]
 
 
 def _mean_spread(values: Sequence[float]) -> tuple[float, float]:
