@@ -6,10 +6,23 @@ engine against ``torch.autograd``). Nothing trains, so every profile makes them 
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
+import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.autograd import Value, draw, trace
 from block4.figures.registry import FigureContext, figure
+from block4.matrix_backprop import (
+    MNIST_MLP_SIZES,
+    activation_numbers_per_example,
+    mlp_backward,
+    mlp_forward,
+    mlp_module,
+    mlp_params,
+    saved_tensor_bytes,
+)
 from block4.style import ROLE, subplots
 
 
@@ -199,3 +212,153 @@ def _stacked_panels(panels: list[tuple[Value, str]], fmt: str, grad_prefix: str 
 
 def _nodes(root: Value) -> list[Value]:
     return trace(root)[0]
+
+
+# --- backprop with matrices -------------------------------------------------------------------
+
+
+def _autograd_gradients(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """The reference: the same loss through the ``nn`` modules, differentiated by autograd."""
+    images = images.clone().requires_grad_()
+    model.zero_grad(set_to_none=True)
+    p = model(images)
+    loss = -p[torch.arange(len(labels)), labels].log().mean()
+    loss.backward()
+    grads = {name: t.grad for name, t in mlp_params(model).items()}
+    grads["x"] = images.grad.reshape(len(images), -1)
+    return loss.detach(), grads
+
+
+def matrix_backprop_runs(
+    ctx: FigureContext, *, batch_sizes: list[int], check_batch: int
+) -> dict[str, object]:
+    """The manual matrix backward checked against autograd, and the saved-activation memory.
+
+    Returns ``{"check": {dtype: {"abs", "rel", "loss_diff"}}, "batch_sizes", "saved_bytes",
+    "saved_bytes_with_loss", "parameter_bytes", "n_parameters"}``. ``abs`` is the largest
+    absolute difference over every gradient entry; ``rel`` the largest of
+    ``max|manual - autograd| / max|autograd|`` over the gradient tensors.
+    """
+    out: dict[str, object] = {"check": {}}
+    gen = torch.Generator().manual_seed(ctx.seed)
+    # random "images" with MNIST's shape and pixel range; no data set is needed for a check
+    images = torch.rand(check_batch, 28, 28, generator=gen)
+    labels = torch.randint(0, MNIST_MLP_SIZES[-1], (check_batch,), generator=gen)
+    torch.manual_seed(ctx.seed)
+    model32 = mlp_module()
+    for dtype in (torch.float64, torch.float32):
+        model = mlp_module().to(dtype)
+        model.load_state_dict(model32.state_dict())
+        x = images.to(dtype)
+        params = {k: v.detach() for k, v in mlp_params(model).items()}
+        loss, cache = mlp_forward(x, labels, params)
+        manual = mlp_backward(cache, params)
+        ref_loss, reference = _autograd_gradients(model, x, labels)
+        diffs = {k: (manual[k] - reference[k]).abs().max().item() for k in reference}
+        out["check"][str(dtype).removeprefix("torch.")] = {
+            "abs": max(diffs.values()),
+            "rel": max(diffs[k] / reference[k].abs().max().item() for k in reference),
+            "loss_diff": abs(loss.item() - ref_loss.item()),
+        }
+    model = model32
+    saved, with_loss = [], []
+    for batch in batch_sizes:
+        x = torch.rand(batch, 28, 28, generator=gen)
+        y = torch.randint(0, MNIST_MLP_SIZES[-1], (batch,), generator=gen)
+
+        def network(x=x):
+            return model(x)
+
+        def network_and_loss(x=x, y=y):
+            return -model(x)[torch.arange(len(y)), y].log().mean()
+
+        saved.append(saved_tensor_bytes(network, exclude=model.parameters())["activation_bytes"])
+        with_loss.append(
+            saved_tensor_bytes(network_and_loss, exclude=model.parameters())["activation_bytes"]
+        )
+    out["batch_sizes"] = list(batch_sizes)
+    out["saved_bytes"] = saved
+    out["saved_bytes_with_loss"] = with_loss
+    out["n_parameters"] = sum(p.numel() for p in model.parameters())
+    out["parameter_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    return out
+
+
+def _bytes_label(value: float, _position: object = None) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
+
+
+@figure(
+    "matrix_backprop_memory",
+    chapter="backpropagation",
+    params={"max_batch": 1024, "check_batch": 64},
+)
+def matrix_backprop_memory(ctx: FigureContext, max_batch: int, check_batch: int):
+    """Memory autograd keeps for the backward pass of the MNIST MLP, against the batch size.
+
+    The MLP of the graphs chapter (784 -> 512 ReLUs -> 10 softmax) without dropout. Measured:
+    the bytes of the distinct tensors autograd saves during a forward pass (parameters not
+    counted), with ``torch.autograd.graph.saved_tensors_hooks``. Analytic: one float32 per
+    layer boundary and example, 784 + 512 + 10 of them. The parameters' memory is the
+    horizontal line.
+
+    Numbers: ``worst_abs_float64`` / ``worst_rel_float64`` / ``worst_abs_float32`` /
+    ``worst_rel_float32`` (manual matrix backward vs autograd, on ``check_batch`` random
+    images), ``bytes_per_example`` (measured), ``analytic_bytes_per_example``,
+    ``numbers_per_example``, ``measured_equals_analytic``, ``loss_bytes_per_example`` (what
+    the loss adds: label indices and picked probabilities), ``parameter_bytes``,
+    ``n_parameters``, ``crossover_batch`` (smallest batch whose saved activations exceed the
+    parameters), ``max_batch``, ``max_batch_bytes``.
+    """
+    max_batch = ctx.pick(smoke=64, quick=max_batch, full=max_batch)
+    batch_sizes = [2**i for i in range(max_batch.bit_length()) if 2**i <= max_batch]
+    data = ctx.compute(matrix_backprop_runs, batch_sizes=batch_sizes, check_batch=check_batch)
+    numbers_per_example = activation_numbers_per_example()
+    per_example = 4 * numbers_per_example  # float32
+    analytic = [per_example * b for b in batch_sizes]
+    measured = data["saved_bytes"]
+    params = data["parameter_bytes"]
+    measured_per_example = measured[-1] / batch_sizes[-1]
+    crossover = math.ceil(params / measured_per_example)  # the first batch above the line
+    numbers: dict[str, object] = {
+        "max_batch": max_batch,
+        "check_batch": check_batch,
+        "numbers_per_example": numbers_per_example,
+        "analytic_bytes_per_example": per_example,
+        "bytes_per_example": measured_per_example,
+        "measured_equals_analytic": measured == analytic,
+        "loss_bytes_per_example": (data["saved_bytes_with_loss"][-1] - measured[-1])
+        / batch_sizes[-1],
+        "parameter_bytes": params,
+        "n_parameters": data["n_parameters"],
+        "crossover_batch": crossover,
+        "max_batch_bytes": measured[-1],
+    }
+    for dtype, check in data["check"].items():
+        numbers[f"worst_abs_{dtype}"] = check["abs"]
+        numbers[f"worst_rel_{dtype}"] = check["rel"]
+        numbers[f"loss_diff_{dtype}"] = check["loss_diff"]
+
+    fig, ax = subplots(1, 1, width=6.8, height=3.8)
+    ax.loglog(batch_sizes, analytic, "-", color=ROLE["truth"], linewidth=3, alpha=0.6,
+              label=f"analytic: batch × {numbers_per_example} floats × 4 B")  # fmt: skip
+    ax.loglog(batch_sizes, measured, "o", color=ROLE["forward"], markersize=5,
+              label="measured: tensors autograd saves")  # fmt: skip
+    ax.axhline(params, color=ROLE["backward"], linestyle="--", linewidth=1.5,
+               label=f"parameters: {data['n_parameters']:,} floats")  # fmt: skip
+    ax.axvline(crossover, color=ROLE["highlight"], linestyle=":", linewidth=1.2,
+               label=f"activations > parameters from batch {crossover}")  # fmt: skip
+    ax.set(
+        title="memory kept for the backward pass, MLP 784-512-10",
+        xlabel="batch size (examples)",
+        ylabel="bytes (log scale)",
+    )
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(_bytes_label))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
+    return fig, numbers
