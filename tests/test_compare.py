@@ -446,3 +446,39 @@ def test_number_formatting_shows_the_digits_that_differ() -> None:
     assert not cmp.NumberChange("k", 30.0, 30.0).negligible
     assert cmp.NumberChange("k", 1, True).changed  # a count that became a flag
     assert not cmp.NumberChange("k", 1, 1.0).changed
+
+
+def test_make_figures_compare_writes_the_report_after_making(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    # Nothing is stale any more: the command makes nothing, then compares with HEAD.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/make_figures.py",
+            "--profile",
+            "smoke",
+            "--compare",
+            "HEAD",
+            "--compare-out",
+            str(tmp_path / "report"),
+        ],
+        cwd=scenario.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to do" in proc.stdout
+    assert "3 figures differ from HEAD" in proc.stdout
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert summary == cmp.render_markdown(scenario.comparison)
+    bad = subprocess.run(
+        [sys.executable, "scripts/make_figures.py", "--profile", "smoke", "--compare", "nope"],
+        cwd=scenario.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "nope" in bad.stderr

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from block4 import compare
 from block4.figure_runs import (
     Outcome,
     Progress,
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show Lightning's progress bar per training run (default: when a terminal)",
     )
+    compare.add_arguments(p)
     return p
 
 
@@ -513,6 +515,15 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         request = parse(argv, Path(root or Path.cwd()))
     except PipelineError as err:
         return _usage_error(err)
+    status = _main(request)
+    if request.args.compare is not None and is_rank_zero():
+        # after making what was stale: what the change did, against git revision REV
+        status = max(status, compare.run(request.args, request.project))
+    return status
+
+
+def _main(request: Request) -> int:
+    """List, check, or make the stale figures of ``request``; returns the exit status."""
     if request.args.list:
         only = set(request.args.only or ())
         shown = {n: s for n, s in request.status.items() if not only or n in only}
