@@ -102,6 +102,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "figure_runs.py",
         "make_figures.py",
         "docs_hooks.py",
+        "site_render.py",
         "figures/__init__.py",
         "figures/registry.py",
         "figures/style.py",
