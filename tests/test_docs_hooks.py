@@ -311,8 +311,8 @@ def test_strict_build_passes_when_fresh_and_fails_naming_the_stale_figure(tmp_pa
 
 
 @pytest.mark.slow
-def test_serve_remakes_stale_figures_before_a_build(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_serve_remakes_stale_figures_before_a_build_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = make_project(tmp_path / "repo", with_docs=True)
     _make(root, "--profile", "smoke")
@@ -322,9 +322,12 @@ def test_serve_remakes_stale_figures_before_a_build(
     docs_hooks.on_startup(command="serve", dirty=False)
     try:
         docs_hooks.on_config(config)
-        docs_hooks.on_pre_build(config)
+        with caplog.at_level(logging.INFO, logger="mkdocs"):
+            docs_hooks.on_pre_build(config)
     finally:
         os.environ.pop("BLOCK4_MKDOCS_COMMAND", None)
+    assert "re-making figure line_plot (changed: block4.helper:SCALE)" in caplog.text
+    assert "re-making figure other_plot" not in caplog.text
     status = docs_hooks._state.status
     assert status["line_plot"].fresh
     assert status["line_plot"].entry["profile"] == "quick"
