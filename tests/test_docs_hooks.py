@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from mkdocs.exceptions import PluginError
@@ -163,24 +164,77 @@ def test_a_never_made_figure_warns_and_shows_a_placeholder(
     assert "'new_plot' used on chapter.md is missing (never made)" in caplog.text
 
 
-def test_notebook_cache_is_keyed_on_the_package_sources(tmp_path: Path) -> None:
+NOTEBOOK_USES_HELPER = """\
+# %% [markdown]
+# # A notebook that scales
+
+# %%
+from block4.helper import SCALE
+
+print(SCALE * 2)
+"""
+
+NOTEBOOK_USES_UNRELATED = """\
+# %%
+import block4.unrelated as unrelated
+
+print(unrelated.VALUE)
+"""
+
+
+class _JupyterPlugin:
+    """The part of mkdocs-jupyter the hook talks to."""
+
+    def __init__(self) -> None:
+        self.config = {"cache": True, "cache_dir": ".cache/mkdocs-jupyter"}
+
+    def should_include(self, file: Any) -> bool:
+        return file.src_uri.startswith("notebooks/")
+
+
+def _notebook_page(root: Path, name: str) -> SimpleNamespace:
+    path = root / "docs" / "notebooks" / name
+    return SimpleNamespace(
+        file=SimpleNamespace(src_uri=f"notebooks/{name}", abs_src_path=str(path))
+    )
+
+
+def test_each_notebook_is_cached_on_its_text_and_the_code_it_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     root = make_project(tmp_path, with_docs=True)
-    project = pipeline.Project(root)
-    plugin = SimpleNamespace(config={"cache": True, "cache_dir": ".cache/mkdocs-jupyter"})
-    config = SimpleNamespace(plugins={"mkdocs-jupyter": plugin})
-    docs_hooks._key_notebook_cache(config, project)
-    first = plugin.config["cache_dir"]
-    assert first.startswith(str(root / ".cache" / "mkdocs-jupyter" / "block4-"))
-    docs_hooks._key_notebook_cache(config, project)
-    assert plugin.config["cache_dir"] == first
-    (project.package_dir / "unrelated.py").write_text("VALUE = 3\n")
-    docs_hooks._key_notebook_cache(config, project)
-    assert plugin.config["cache_dir"] != first
-    current = Path(plugin.config["cache_dir"])
-    current.mkdir(parents=True)
-    Path(first).mkdir(parents=True)
-    docs_hooks.on_post_build(config)  # caches of older package versions are removed
-    assert current.is_dir() and not Path(first).exists()
+    (root / "docs" / "notebooks").mkdir()
+    (root / "docs" / "notebooks" / "scales.py").write_text(NOTEBOOK_USES_HELPER)
+    (root / "docs" / "notebooks" / "values.py").write_text(NOTEBOOK_USES_UNRELATED)
+    plugin = _JupyterPlugin()
+    config = SimpleNamespace(**{**vars(hook_config(root)), "plugins": {"mkdocs-jupyter": plugin}})
+    monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
+
+    def build() -> dict[str, str]:
+        docs_hooks.on_config(config)
+        docs_hooks.on_pre_build(config)
+        dirs = {}
+        for name in ("scales.py", "values.py"):
+            docs_hooks.on_pre_page(_notebook_page(root, name), config=config, files=None)
+            dirs[name] = plugin.config["cache_dir"]
+        docs_hooks.on_post_build(config)
+        return dirs
+
+    first = build()
+    assert Path(first["scales.py"]).parent == root / ".cache" / "mkdocs-jupyter"
+    assert first["scales.py"] != first["values.py"]
+    assert build() == first  # nothing changed: both notebooks come from their caches
+    (root / "src" / "block4" / "helper.py").write_text('"""Scales."""\nSCALE = 2.0  # same\n')
+    assert build() == first  # a docstring and a comment are not code
+    (root / "src" / "block4" / "helper.py").write_text("SCALE = 3.0\n")
+    with caplog.at_level(logging.INFO, logger="mkdocs"):
+        second = build()
+    assert second["values.py"] == first["values.py"]  # does not use the helper: kept
+    assert second["scales.py"] != first["scales.py"]  # uses it: runs again, and says why
+    assert "notebook scales.py runs again (changed: block4.helper:SCALE)" in caplog.text
+    assert "values.py runs again" not in caplog.text
+    assert not Path(first["scales.py"]).exists()  # the cache of the old code is removed
+    assert Path(second["values.py"]).is_dir()
 
 
 def test_the_hook_is_wired_in_mkdocs_yml() -> None:
@@ -192,8 +246,10 @@ def test_the_hook_is_wired_in_mkdocs_yml() -> None:
 # -- real builds ------------------------------------------------------------------------------
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path) -> dict[str, str]:
+    # the hook imports the block4 of the checkout it belongs to
     env = dict(os.environ, OMP_NUM_THREADS="1", NO_MKDOCS_2_WARNING="1")
+    env["PYTHONPATH"] = str(root / "src")
     env.pop("BLOCK4_FIGURES_PLAN", None)
     env.pop("BLOCK4_MKDOCS_COMMAND", None)
     return env
@@ -203,7 +259,7 @@ def _make(root: Path, *args: str) -> None:
     proc = subprocess.run(
         [sys.executable, "scripts/make_figures.py", *args],
         cwd=root,
-        env=_env(),
+        env=_env(root),
         capture_output=True,
         text=True,
         timeout=120,
@@ -215,7 +271,7 @@ def _build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
         cwd=root,
-        env=_env(),
+        env=_env(root),
         capture_output=True,
         text=True,
         timeout=300,
@@ -255,8 +311,8 @@ def test_strict_build_passes_when_fresh_and_fails_naming_the_stale_figure(tmp_pa
 
 
 @pytest.mark.slow
-def test_serve_remakes_stale_figures_before_a_build(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_serve_remakes_stale_figures_before_a_build_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = make_project(tmp_path / "repo", with_docs=True)
     _make(root, "--profile", "smoke")
@@ -266,9 +322,12 @@ def test_serve_remakes_stale_figures_before_a_build(
     docs_hooks.on_startup(command="serve", dirty=False)
     try:
         docs_hooks.on_config(config)
-        docs_hooks.on_pre_build(config)
+        with caplog.at_level(logging.INFO, logger="mkdocs"):
+            docs_hooks.on_pre_build(config)
     finally:
         os.environ.pop("BLOCK4_MKDOCS_COMMAND", None)
+    assert "re-making figure line_plot (changed: block4.helper:SCALE)" in caplog.text
+    assert "re-making figure other_plot" not in caplog.text
     status = docs_hooks._state.status
     assert status["line_plot"].fresh
     assert status["line_plot"].entry["profile"] == "quick"
@@ -305,3 +364,20 @@ def test_a_figure_inside_an_admonition_is_unwrapped_from_its_paragraph(hooks) ->
         '<img src="a.svg#only-light" />\n<figcaption>Cap <em>x</em></figcaption>\n'
         "</figure></div>"
     )
+
+
+@pytest.mark.slow
+def test_a_build_that_imports_another_copy_of_block4_stops_with_advice(tmp_path: Path) -> None:
+    root = make_project(tmp_path / "repo", with_docs=True)
+    env = dict(_env(root), PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "but Python imports block4 from" in proc.stderr
+    assert f"PYTHONPATH={root / 'src'}" in proc.stderr

@@ -716,3 +716,49 @@ def test_a_plotting_edit_replots_from_the_results_cache(made: Path) -> None:
     assert run(made, "--profile", "smoke").returncode == 0
     assert computed(made) == 4
     assert manifest(made)["figures"]["cached_plot"]["numbers"] == {"last": 6.25}
+
+
+def test_an_out_dir_that_is_a_file_is_one_line_and_exit_2(repo: Path) -> None:
+    (repo / "notes.txt").write_text("not a folder")
+    for out in ("notes.txt", "notes.txt/figures"):
+        proc = run(repo, "--out-dir", out, "--profile", "smoke")
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"make_figures.py: error: --out-dir {out}: "
+            + ("notes.txt" if out == "notes.txt" else str(repo / "notes.txt"))
+            + " is a file; allowed: a directory (created if missing)"
+        ]
+
+
+@pytest.mark.slow
+def test_check_and_list_honour_profile_and_seed_and_a_damaged_entry_is_repaired(
+    made: Path,
+) -> None:
+    assert run(made, "--check", "--profile", "smoke", "--seed", "0").returncode == 0
+    proc = run(made, "--check", "--profile", "quick")
+    assert proc.returncode == 1
+    assert "stale: line_plot (made with the smoke profile, not quick)" in proc.stdout
+    assert "refresh with: python scripts/make_figures.py --only line_plot other_plot " in (
+        proc.stdout
+    )
+    assert "--profile quick" in proc.stdout
+    proc = run(made, "--check", "--seed", "3", "--only", "other_plot")
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == "stale: other_plot (made with seed 0, not 3)"
+    listing = run(made, "--list", "--seed", "3").stdout
+    assert "made with seed 0, not 3" in listing
+
+    path = figures_dir(made) / "manifest.json"
+    data = json.loads(path.read_text())
+    data["figures"]["line_plot"]["numbers"] = [1, 2]  # e.g. a merge gone wrong
+    path.write_text(json.dumps(data))
+    proc = run(made, "--check")
+    assert proc.returncode == 1
+    assert (
+        "stale: line_plot (its manifest entry is damaged (numbers missing or of the wrong type))"
+        in proc.stdout
+    )
+    proc = run(made, "--profile", "smoke")  # the ordinary run repairs it
+    assert proc.returncode == 0, proc.stderr
+    assert "figure 1/1: line_plot" in proc.stderr
+    assert run(made, "--check").returncode == 0

@@ -101,6 +101,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "figure_runs.py",
         "make_figures.py",
         "docs_hooks.py",
+        "site_render.py",
         "figures/__init__.py",
         "figures/registry.py",
         "style.py",
@@ -860,3 +861,28 @@ def test_the_results_cache_reuses_rebuilds_and_keys_on_the_code(
         cache().compute(ctx, train, {"n": object()})
     assert FigureContext(profile="smoke").compute(train, n=2)["final"] == 4.0  # no pipeline
     assert len(calls) == 8
+
+
+def test_damaged_and_older_entries_are_stale_with_the_reason(project: pipeline.Project) -> None:
+    good = _fake_entry(project, "line_plot")
+    assert pipeline.entry_problem(good) == ""
+    for damage, reason in [
+        ({"files": {"light": "x.svg"}}, "damaged (files missing or of the wrong type)"),
+        ({"seed": "0"}, "damaged (seed missing or of the wrong type)"),
+        ({"profile": "turbo"}, "names an unknown profile 'turbo'"),
+    ]:
+        pipeline.update_manifest(project, "line_plot", {**good, **damage})
+        st = pipeline.figure_status(project)["line_plot"]
+        assert (st.state, st.entry) == ("stale", None)  # shown as never made
+        assert reason in st.reason
+    pipeline.update_manifest(project, "line_plot", [1, 2])
+    assert pipeline.figure_status(project)["line_plot"].reason == (
+        "its manifest entry is a list, not a table"
+    )
+    older = {k: v for k, v in good.items() if k != "format"}
+    pipeline.update_manifest(project, "line_plot", older)
+    st = pipeline.figure_status(project)["line_plot"]
+    assert st.state == "stale" and st.entry == older  # still shown until it is re-made
+    assert (
+        st.reason == f"made by an older pipeline (format 3 or older, now {pipeline.FORMAT_VERSION})"
+    )

@@ -94,11 +94,13 @@ profiles:
 
 freshness:
   A figure is fresh when the fingerprint stored in docs/figures/manifest.json (a hash of the
-  source of every block4 module the figure imports, its parameters, profile and seed) still
-  matches the code. A run makes only stale or missing figures, plus figures made with a worse
-  profile than --profile (default quick) or another --seed; --force re-makes everything
-  selected. `mkdocs build --strict` refuses a page that shows a stale figure. Interrupt any
-  time: a re-run resumes.
+  code of the figure's function and of every block4 function, class and constant it uses,
+  its parameters, profile and seed) still matches the code. A run makes only stale or
+  missing figures, plus figures made with a worse profile than --profile (default quick) or
+  another --seed; --force re-makes everything selected. Results a figure computes with ctx.compute are cached in .cache/results, so a
+  plotting-only change re-plots without training (--no-cache computes afresh).
+  `mkdocs build --strict` refuses a page that shows a stale figure. Interrupt any time: a
+  re-run resumes.
 
 examples:
   {COMMAND}                          # make stale/missing figures (quick profile)
@@ -341,6 +343,26 @@ class Request:
         return self.args.profile or "quick"
 
 
+def _as_asked(
+    status: dict[str, FigureStatus], profile: str | None, seed: int | None
+) -> dict[str, FigureStatus]:
+    """``--check``/``--list`` with ``--profile``/``--seed``: a fresh figure made with another
+    profile or seed does not count as fresh."""
+    result = dict(status)
+    for name, st in status.items():
+        entry = st.entry or {}
+        if not st.fresh:
+            continue
+        wrong = []
+        if profile is not None and entry.get("profile") != profile:
+            wrong.append(f"made with the {entry.get('profile')} profile, not {profile}")
+        if seed is not None and entry.get("seed") != seed:
+            wrong.append(f"made with seed {entry.get('seed')}, not {seed}")
+        if wrong:
+            result[name] = FigureStatus(name, "stale", "; ".join(wrong), st.info, st.entry)
+    return result
+
+
 def parse(argv: Sequence[str] | None, root: Path) -> Request:
     """Parse and check the command line, read the sources and the manifest.
 
@@ -353,6 +375,13 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
     num_nodes = parse_num_nodes(args.num_nodes)
     jobs = parse_jobs(args.jobs)
     _check_jobs(jobs, devices, num_nodes, args.strategy)
+    if args.out_dir is not None:
+        blocked = [p for p in (args.out_dir, *args.out_dir.resolve().parents) if p.is_file()]
+        if blocked:
+            raise UsageError(
+                f"--out-dir {args.out_dir}: {blocked[0]} is a file; allowed: a directory "
+                "(created if missing)"
+            )
     project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
     sources = Sources(project)
     figures = discover(project, sources=sources)
@@ -363,6 +392,8 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
             + (", ".join(sorted(figures)) or "(no figures are defined)")
         )
     status = figure_status(project, figures=figures, sources=sources)
+    if args.check or args.list:
+        status = _as_asked(status, args.profile, args.seed)
     selected = list(args.only) if args.only else list(figures)
     return Request(args, project, figures, status, selected, devices, num_nodes, jobs)
 
@@ -412,7 +443,8 @@ def _check(request: Request) -> int:
         print(f"{st.state}: {st.name} ({st.reason})")
     runnable = [s.name for s in bad if s.state != "orphan"]
     if runnable:
-        print(f"refresh with: {refresh_command(runnable)}")
+        args = request.args
+        print(f"refresh with: {refresh_command(runnable, args.profile, args.seed)}")
     if any(s.state == "orphan" for s in bad):
         print(f"remove orphans with: {COMMAND}")
     return 1

@@ -86,6 +86,7 @@ __all__ = [
     "code_signature",
     "dependencies",
     "discover",
+    "entry_problem",
     "figure_status",
     "fingerprint",
     "load_figure",
@@ -262,6 +263,38 @@ def _file_digest(path: Path) -> str | None:
         return None
 
 
+#: What a manifest entry must hold, by key, and the types allowed.
+_ENTRY_SHAPE: dict[str, tuple[type, ...]] = {
+    "profile": (str,),
+    "seed": (int,),
+    "fingerprint": (str,),
+    "sources": (dict,),
+    "files": (dict,),
+    "numbers": (dict,),
+}
+
+
+def entry_problem(entry: Any) -> str:
+    """Why a manifest entry cannot be used (empty when it can): a damaged entry (a merge
+    gone wrong, a hand edit). Such a figure counts as stale and is shown as never made, so
+    the next run (or :func:`refresh_command`) re-makes it and writes a valid entry."""
+    if not isinstance(entry, dict):
+        return f"its manifest entry is a {type(entry).__name__}, not a table"
+    bad = [
+        key
+        for key, types in _ENTRY_SHAPE.items()
+        if not isinstance(entry.get(key), types) or isinstance(entry.get(key), bool)
+    ]
+    files = entry["files"] if "files" not in bad else {}
+    if "files" not in bad and sorted(files) != ["dark", "light"]:
+        bad.append("files")
+    if bad:
+        return f"its manifest entry is damaged ({', '.join(bad)} missing or of the wrong type)"
+    if entry["profile"] not in PROFILE_RANK:
+        return f"its manifest entry names an unknown profile {entry['profile']!r}"
+    return ""
+
+
 def figure_status(
     project: Project,
     *,
@@ -280,6 +313,10 @@ def figure_status(
         if entry is None:
             result[name] = FigureStatus(name, "missing", "never made", info, None)
             continue
+        problem = entry_problem(entry)
+        if problem:  # shown as never made; a run re-makes it
+            result[name] = FigureStatus(name, "stale", problem, info, None)
+            continue
         missing = [f for f in entry.get("files", {}).values() if not (project.out_dir / f).exists()]
         if missing or not entry.get("files"):
             result[name] = FigureStatus(
@@ -288,7 +325,7 @@ def figure_status(
             continue
         deps = dependencies(project, info, sources=sources)
         fp = _fingerprint_of(info, entry.get("profile", ""), entry.get("seed", 0), deps)
-        if fp != entry.get("fingerprint"):
+        if fp != entry.get("fingerprint") or entry.get("format") != FORMAT_VERSION:
             result[name] = FigureStatus(name, "stale", _why_stale(info, entry, deps), info, entry)
             continue
         changed = [
@@ -317,10 +354,11 @@ def _names(names: list[str], limit: int = 4) -> str:
 
 def _why_stale(info: FigureInfo, entry: dict[str, Any], deps: dict[str, str]) -> str:
     """Which code changed (function by function), or what else made the figure stale."""
-    if entry.get("format") != FORMAT_VERSION:
-        return (
-            f"made by an older pipeline (format {entry.get('format', '< 4')}, now {FORMAT_VERSION})"
-        )
+    made = entry.get("format", "3 or older")
+    if made != FORMAT_VERSION:
+        newer = isinstance(made, int) and made > FORMAT_VERSION
+        which = "a newer pipeline: update this checkout" if newer else "an older pipeline"
+        return f"made by {which} (format {made}, now {FORMAT_VERSION})"
     recorded: dict[str, str] = entry.get("sources", {})
     changed = sorted(k for k, d in deps.items() if k in recorded and recorded[k] != d[:16])
     added = sorted(set(deps) - set(recorded))
@@ -346,11 +384,15 @@ def stale_figures(project: Project, names: Iterable[str] | None = None) -> list[
     return [s for n, s in status.items() if not s.fresh and (wanted is None or n in wanted)]
 
 
-def refresh_command(names: Iterable[str], profile: str | None = None) -> str:
-    """The command that re-makes ``names``."""
+def refresh_command(
+    names: Iterable[str], profile: str | None = None, seed: int | None = None
+) -> str:
+    """The command that re-makes ``names`` (with ``profile`` and ``seed`` when given)."""
     cmd = f"{COMMAND} --only {' '.join(sorted(names))}"
     if profile:
         cmd += f" --profile {profile}"
+    if seed is not None:
+        cmd += f" --seed {seed}"
     return cmd
 
 

@@ -379,6 +379,36 @@ class Sources:
             result[rel] = hashlib.sha256(self.read(path)).hexdigest()
         return dict(sorted(result.items()))
 
+    def script_closure(self, path: Path) -> dict[str, str]:
+        """What a script outside the package (a companion notebook in ``py:percent`` form)
+        uses of the package: the units its names resolve to, the top-level code of the
+        modules it imports and the data files it names, transitively (see :meth:`closure`).
+        """
+        tree = self.tree(path)
+        script = "__script__"
+        symbols = module_symbols(script, tree, is_package=False, package=PACKAGE)
+
+        def lookup(module: str) -> ModuleSymbols | None:
+            return symbols if module == script else self.symbols(module)
+
+        found, strings = references(Unit(script, WHOLE), list(tree.body), lookup, package=PACKAGE)
+        for stmt in ast.walk(tree):
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                for name in (a.name for a in stmt.names):
+                    base = getattr(stmt, "module", None) or ""
+                    for module in (name, base, f"{base}.{name}"):
+                        parts = module.split(".")
+                        found |= {
+                            Unit(".".join(parts[:i]), TOP_LEVEL) for i in range(1, len(parts) + 1)
+                        }
+        roots = {u for u in found if u.module != script and self.module_file(u.module)}
+        result = self.closure(roots)
+        for text in strings:
+            for data in self.data_files().get(text.rsplit("/", 1)[-1], ()):
+                rel = data.relative_to(self.project.src).as_posix()
+                result[rel] = hashlib.sha256(self.read(data)).hexdigest()
+        return dict(sorted(result.items()))
+
     def figure_closure(self, module: str, function: str) -> dict[str, str]:
         """What a figure function depends on: its own code, what it uses, the figure
         context and the plot style the pipeline runs it with (see :meth:`closure`)."""
