@@ -100,6 +100,8 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "pipeline.py",
         "figure_runs.py",
         "make_figures.py",
+        "compare.py",
+        "figure_diff.py",
         "docs_hooks.py",
         "site_render.py",
         "figures/__init__.py",
