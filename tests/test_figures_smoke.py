@@ -31,7 +31,7 @@ def test_figure_runs_through_the_pipeline_in_the_smoke_profile(name: str, tmp_pa
     ctx = FigureContext(
         profile="smoke", seed=0, accelerator="cpu", devices=1, out_dir=tmp_path, name=name
     )
-    entry = pipeline.run_figure(PROJECT, info, ctx, write=False)
+    entry = pipeline.run_figure(PROJECT, info, ctx, write=False, cache=False)  # compute for real
     assert list(tmp_path.iterdir()) == []  # write=False: nothing written
     assert entry["cpu_threads"] == pipeline.FIGURE_THREADS == 1
     assert entry["fingerprint"] == pipeline.fingerprint(PROJECT, info, "smoke", 0)
@@ -44,4 +44,5 @@ def test_figure_runs_through_the_pipeline_in_the_smoke_profile(name: str, tmp_pa
     light, dark = (entry["sha256"][entry["files"][k]] for k in ("light", "dark"))
     assert light != dark  # the dark variant is recoloured, not a copy
     assert entry["numbers"], "a figure gives the prose at least one number"
+    assert not any(r["reused"] for r in entry["results"])
     assert pipeline.validate_numbers(name, entry["numbers"]) == entry["numbers"]

@@ -7,9 +7,11 @@ process, one after another) and records where and with what it ran.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
 import platform
 import sys
+from typing import Any
 
 from block4.figures.registry import FigureContext
 
@@ -18,6 +20,7 @@ __all__ = [
     "device_name",
     "quiet_lightning",
     "reset_torch_globals",
+    "run_record",
     "seed_everything",
     "single_process",
     "versions",
@@ -28,6 +31,7 @@ FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape a figure's numbers and files."""
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
@@ -76,6 +80,7 @@ def single_process(ctx: FigureContext) -> bool:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and (when imported) torch's random generators."""
     import random
 
     random.seed(seed)
@@ -101,6 +106,7 @@ def reset_torch_globals() -> None:
 
 
 def quiet_lightning() -> None:
+    """Keep Lightning's informational logs and known harmless warnings off the terminal."""
     import logging
     import warnings
 
@@ -111,3 +117,21 @@ def quiet_lightning() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
     )
+
+
+def run_record(ctx: FigureContext, seconds: float) -> dict[str, Any]:
+    """Where and with what a figure ran, for its manifest entry: device, CPU threads, the
+    Trainer's settings, library versions, its wall time and the date (UTC)."""
+    return {
+        "device": device_name(ctx),
+        "cpu_threads": FIGURE_THREADS,
+        "trainer": {
+            "accelerator": ctx.accelerator,
+            "devices": ctx.devices,
+            "num_nodes": ctx.num_nodes,
+            "strategy": ctx.strategy,
+        },
+        "versions": versions(),
+        "wall_time_s": round(seconds, 2),
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }

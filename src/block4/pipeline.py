@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import hashlib
 import importlib
 import io
@@ -56,9 +55,9 @@ from block4.figure_env import (
     device_name,
     quiet_lightning,
     reset_torch_globals,
+    run_record,
     seed_everything,
     single_process,
-    versions,
 )
 from block4.figures.registry import PROFILES, FigureContext, figure_mark
 from block4.pipeline_sources import (
@@ -563,17 +562,7 @@ def run_figure(
         "seed": ctx.seed,
         "fingerprint": fp,
         "sources": {rel: d[:16] for rel, d in deps.items()},
-        "device": device_name(ctx),
-        "cpu_threads": FIGURE_THREADS,
-        "trainer": {
-            "accelerator": ctx.accelerator,
-            "devices": ctx.devices,
-            "num_nodes": ctx.num_nodes,
-            "strategy": ctx.strategy,
-        },
-        "versions": versions(),
-        "wall_time_s": round(wall, 2),
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **run_record(ctx, wall),
         "numbers": numbers,
         "results": results.used,
         "files": files,
