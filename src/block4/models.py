@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import torch
 from torch import nn
@@ -349,8 +349,7 @@ def mlp(
         init: ``"default"`` (PyTorch's), ``"kaiming"`` (He), ``"xavier"`` (Glorot) or
             ``"normal"`` (``N(0, init_std**2)``); see `INITS`. With ``members``, a list gives
             each member its own.
-        bias: bias of the hidden linear layers; ``None`` (default) means "no bias when
-            followed by BatchNorm, bias otherwise". The ``head`` always has a bias.
+        bias: bias of the hidden linear layers; ``None``: none before BatchNorm, else yes.
         init_std: standard deviation for ``init="normal"`` (a list: one per member).
         members: ``None`` (default) builds one `MLP`; an integer ``E >= 1`` builds a
             [`StackedMLP`][block4.stacked.StackedMLP] of ``E`` independent members.
@@ -376,9 +375,6 @@ def mlp(
         >>> stacked = mlp(64, 10, depth=2, width=32, members=4, seed=0)
         >>> stacked(torch.zeros(8, 64)).shape   # [members, batch, out]
         torch.Size([4, 8, 10])
-        >>> torch.equal(stacked.member(2).block0.linear.weight,
-        ...             mlp(64, 10, depth=2, width=32, seed=2).block0.linear.weight)
-        True
     """
     options = dict(
         in_features=in_features,
@@ -393,16 +389,7 @@ def mlp(
         init_std=init_std,
     )
     if members is not None:
-        from block4.stacked import _check_members, member_values, stacked_mlp
-
-        members = _check_members(members)
-        if seed is None:
-            seeds: list[int | None] = [None] * members
-        elif isinstance(seed, (list, tuple)):
-            seeds = member_values("seed", seed, members)
-        else:
-            seeds = [_check_seed(seed) + k for k in range(members)]
-        return stacked_mlp(members, seeds, **options)
+        return _stacked_mlp(options, members, seed)
     for name in ("init", "init_std", "seed"):
         if isinstance(options.get(name, seed), (list, tuple)):
             raise ValueError(f"{name} is a list, which needs members=len({name}); got members=None")
@@ -411,6 +398,20 @@ def mlp(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_check_seed(seed))
         return MLP(**options)
+
+
+def _stacked_mlp(options: dict[str, Any], members: int, seed: Any) -> StackedMLP:
+    """`mlp` with ``members``: member ``k`` seeded with ``seed + k`` (or ``seed[k]``)."""
+    from block4.stacked import _check_members, member_values, stacked_mlp
+
+    members = _check_members(members)
+    if seed is None:
+        seeds: list[int | None] = [None] * members
+    elif isinstance(seed, (list, tuple)):
+        seeds = member_values("seed", seed, members)
+    else:
+        seeds = [_check_seed(seed) + k for k in range(members)]
+    return stacked_mlp(members, seeds, **options)
 
 
 def _check_seed(seed: object) -> int:
