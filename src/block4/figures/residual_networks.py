@@ -240,47 +240,7 @@ def resnet_degradation(
     }
     fig, (ax_e, ax_g) = subplots(2, 1, width=6.8, height=6.6)
     for kind in KINDS:
-        color = RESIDUAL_COLOR if kind == "residual" else PLAIN_COLOR
-        means = []
-        for i, depth in enumerate(depths):
-            errors = data["errors"][kind][i]
-            mean, sd = _mean_spread(errors)
-            means.append(mean)
-            numbers[f"blocks_{depth}"] = (depth - 2) // 2
-            numbers[f"error_{kind}_{depth}"] = mean
-            numbers[f"error_sd_{kind}_{depth}"] = sd
-            numbers[f"error_min_{kind}_{depth}"] = min(errors)
-            numbers[f"error_max_{kind}_{depth}"] = max(errors)
-            per_seed = [g[0] / max(g[-1], 1e-30) for g in data["grads"][kind][i]]
-            numbers[f"grad_ratio_{kind}_{depth}"] = _geometric_mean(per_seed)
-            # each seed a dot, slightly offset so plain and residual dots do not overlap
-            offset = 0.35 if kind == "residual" else -0.35
-            ax_e.plot(
-                [depth + offset] * len(errors),
-                errors,
-                "o",
-                color=color,
-                markersize=3.5,
-                alpha=0.5,
-                markeredgewidth=0,
-            )
-        ax_e.plot(depths, means, "-o", color=color, markersize=6, label=f"{kind}, mean")
-        # per-block gradient norms of the deepest nets: geometric mean and min-max band
-        grads = data["grads"][kind][-1]  # [seed][block]
-        blocks = range(1, len(grads[0]) + 1)
-        columns = list(zip(*grads, strict=True))
-        ax_g.semilogy(
-            blocks, [_geometric_mean(c) for c in columns], "-o", color=color, markersize=3.5
-        )
-        if len(seeds) > 1:
-            ax_g.fill_between(
-                blocks,
-                [min(c) for c in columns],
-                [max(c) for c in columns],
-                color=color,
-                alpha=0.2,
-                linewidth=0,
-            )
+        numbers.update(_draw_kind(ax_e, ax_g, kind, data, depths, several=len(seeds) > 1))
     ax_e.plot([], [], "o", color=ROLE["truth"], markersize=3.5, alpha=0.6, label="one seed")
     ax_e.set(
         title=f"training error in epoch {epochs}, {len(seeds)} seed{'s' * (len(seeds) > 1)} each",
@@ -304,3 +264,42 @@ def resnet_degradation(
     ax_g.plot([], [], "-", color=RESIDUAL_COLOR, label="residual")
     ax_g.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig, numbers
+
+
+def _draw_kind(ax_e, ax_g, kind: str, data: dict, depths: list, *, several: bool) -> dict:
+    """One architecture's errors by depth (top) and per-block gradients (bottom); its numbers."""
+    color = RESIDUAL_COLOR if kind == "residual" else PLAIN_COLOR
+    numbers: dict[str, Any] = {}
+    means = []
+    for i, depth in enumerate(depths):
+        errors = data["errors"][kind][i]
+        mean, sd = _mean_spread(errors)
+        means.append(mean)
+        numbers[f"blocks_{depth}"] = (depth - 2) // 2
+        numbers[f"error_{kind}_{depth}"] = mean
+        numbers[f"error_sd_{kind}_{depth}"] = sd
+        numbers[f"error_min_{kind}_{depth}"] = min(errors)
+        numbers[f"error_max_{kind}_{depth}"] = max(errors)
+        per_seed = [g[0] / max(g[-1], 1e-30) for g in data["grads"][kind][i]]
+        numbers[f"grad_ratio_{kind}_{depth}"] = _geometric_mean(per_seed)
+        # each seed a dot, slightly offset so plain and residual dots do not overlap
+        offset = 0.35 if kind == "residual" else -0.35
+        ax_e.plot(
+            [depth + offset] * len(errors),
+            errors,
+            "o",
+            color=color,
+            markersize=3.5,
+            alpha=0.5,
+            markeredgewidth=0,
+        )
+    ax_e.plot(depths, means, "-o", color=color, markersize=6, label=f"{kind}, mean")
+    # per-block gradient norms of the deepest nets: geometric mean and min-max band
+    grads = data["grads"][kind][-1]  # [seed][block]
+    blocks = range(1, len(grads[0]) + 1)
+    columns = list(zip(*grads, strict=True))
+    ax_g.semilogy(blocks, [_geometric_mean(c) for c in columns], "-o", color=color, markersize=3.5)
+    if several:
+        low, high = [min(c) for c in columns], [max(c) for c in columns]
+        ax_g.fill_between(blocks, low, high, color=color, alpha=0.2, linewidth=0)
+    return numbers
