@@ -42,8 +42,10 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ __all__ = [
     "FIGURE_THREADS",
     "FORMAT_VERSION",
     "PROFILE_RANK",
+    "STOP_SIGNALS",
     "FigureInfo",
     "FigureStatus",
     "PipelineError",
@@ -77,6 +80,7 @@ __all__ = [
     "discover",
     "figure_status",
     "fingerprint",
+    "holding_stop_signals",
     "load_figure",
     "load_manifest",
     "manifest_lock",
@@ -199,6 +203,37 @@ def atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: The signals that stop a run (and are held while a figure's files and entry are written).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def holding_stop_signals() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then deliver the first one.
+
+    A figure's two files and its manifest entry are written inside one such block, so a stop
+    signal lands before or after all three, never between them. (SIGKILL cannot be held: a
+    figure whose files changed while its entry did not is then reported stale by their
+    digests, and the next run re-makes it.) Outside the main thread this holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: held.append(signum)) for sig in STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 @contextlib.contextmanager
@@ -589,15 +624,16 @@ def run_figure(
         },
     }
     if write:
-        atomic_write(project.out_dir / files["light"], light)
-        atomic_write(project.out_dir / files["dark"], dark)
-        update_manifest(project, info.name, entry)
+        with holding_stop_signals():  # a stop signal lands before or after all three writes
+            atomic_write(project.out_dir / files["light"], light)
+            atomic_write(project.out_dir / files["dark"], dark)
+            update_manifest(project, info.name, entry)
     return entry
 
 
 def prune_orphans(project: Project, names: Iterable[str]) -> None:
     """Remove the files and manifest entries of figures whose function no longer exists."""
-    with manifest_lock(project):
+    with holding_stop_signals(), manifest_lock(project):
         manifest = load_manifest(project)
         for name in names:
             entry = manifest["figures"].pop(name, None) or {}
