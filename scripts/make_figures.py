@@ -18,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from block4.figure_runs import (  # noqa: E402
+    RUN_PACKAGES,
     MissingPackages,
     Stopped,
     raising_on_stop_signals,
+    require_packages,
     signal_name,
 )
 from block4.make_figures import main  # noqa: E402
@@ -40,6 +42,14 @@ def run() -> int:
         return 128 + stop.signum
     except MissingPackages as err:
         print(f"make_figures.py: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # e.g. torch for --accelerator gpu, before any figure
+        if (err.name or "").partition(".")[0] not in RUN_PACKAGES:
+            raise
+        try:
+            require_packages()
+        except MissingPackages as missing:
+            print(f"make_figures.py: error: {missing}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `make_figures.py --list | head`
         sys.stderr.close()

@@ -113,7 +113,7 @@ def require_packages(packages: Sequence[str] = RUN_PACKAGES) -> None:
     if missing:
         raise MissingPackages(
             f"{', '.join(missing)} cannot be imported by {sys.executable}, and making figures "
-            "needs them; activate the project's environment with `source .venv/bin/activate` "
+            f"needs {'it' if len(missing) == 1 else 'them'}; activate the project's environment with `source .venv/bin/activate` "
             "(create it first with `./dev.sh setup`) and run the same command again"
         )
 
