@@ -272,6 +272,7 @@ def test_a_signal_to_the_parent_stops_every_worker_and_keeps_finished_figures(
     seconds = stop_and_time(proc, sig, workers)
     _, err = proc.communicate(timeout=30)
 
+    print(f"{sig.name}: every worker stopped {seconds:.2f} s after the signal")
     assert seconds < 2.0, f"workers took {seconds:.2f} s to stop"
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL  # no chance to say anything
