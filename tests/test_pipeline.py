@@ -102,6 +102,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "make_figures.py",
         "compare.py",
         "figure_diff.py",
+        "stop_signals.py",
         "docs_hooks.py",
         "site_render.py",
         "figures/__init__.py",

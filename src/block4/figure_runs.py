@@ -6,12 +6,25 @@ processes (``make_figures.py --jobs N``), keeping figures of one ``group`` in on
 Both write each figure's files and manifest entry as soon as it is made (through
 :func:`block4.pipeline.run_figure`), so an interrupt or a crash loses at most the figures
 still running, and both report a failure in the same words (:func:`report_failure`).
+
+Stopping:
+    SIGINT (Ctrl+C), SIGTERM (a CI cancel, ``kill``) and SIGHUP (a closed terminal) raise
+    :class:`Stopped` in the process that runs the figures. A parallel run passes the stop on
+    to every worker and ends them within :data:`STOP_GRACE_S` seconds (killing those that do
+    not); every finished figure is kept, a figure being made keeps its previous files and
+    manifest entry (the three writes of one figure are never split by a held signal), and no
+    temporary file is left. The run ends with one line and exit status 128 + the signal
+    (130, 143, 129). Workers also stop when their parent is gone, however it ended
+    (``SIGKILL`` included): on Linux the kernel tells them (``PR_SET_PDEATHSIG``), and a
+    watchdog thread checks the parent every :data:`PARENT_CHECK_S` seconds on any platform.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import signal
 import sys
 import time
 import traceback
@@ -20,22 +33,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from block4.figures.registry import FigureContext
-from block4.pipeline import FigureInfo, PipelineError, Project, Sources, run_figure
+from block4.pipeline import (
+    FigureInfo,
+    PipelineError,
+    Project,
+    Sources,
+    load_manifest,
+    manifest_lock,
+    run_figure,
+)
+from block4.stop_signals import (
+    STOP_GRACE_S,
+    STOP_SIGNALS,
+    STOPPED,
+    Stopped,
+    raising_on_stop_signals,
+    signal_name,
+    stop_signals_blocked,
+    watch_parent,
+)
 
 __all__ = [
     "LARGE_SVG_BYTES",
+    "RUN_PACKAGES",
+    "MissingPackages",
     "Outcome",
     "Progress",
+    "Stopped",
     "external_world_size",
+    "interruption_line",
     "is_rank_zero",
     "parallel_units",
+    "raising_on_stop_signals",
     "report_failure",
+    "require_packages",
     "run_in_parallel",
     "run_sequentially",
+    "signal_name",
 ]
 
 #: A light SVG larger than this gets a hint (pages load every figure in two variants).
 LARGE_SVG_BYTES = 400_000
+
+#: What making figures imports (``--list`` and ``--check`` need none of it).
+RUN_PACKAGES = ("numpy", "matplotlib", "torch", "pytorch_lightning")
 
 Job = tuple[FigureInfo, FigureContext]
 
@@ -58,13 +99,73 @@ def external_world_size() -> int:
     return 1
 
 
+class MissingPackages(PipelineError):
+    """Making figures needs packages this Python cannot import (it is not the project's)."""
+
+
+def require_packages(packages: Sequence[str] = RUN_PACKAGES) -> None:
+    """Fail once, before any figure starts, when ``packages`` cannot be imported.
+
+    Raises:
+        MissingPackages: naming the missing packages and the environment to activate.
+    """
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingPackages(
+            f"{', '.join(missing)} cannot be imported by {sys.executable}, and making figures "
+            f"needs {'it' if len(missing) == 1 else 'them'}; activate the project's environment with `source .venv/bin/activate` "
+            "(create it first with `./dev.sh setup`) and run the same command again"
+        )
+
+
 @dataclass
 class Outcome:
-    """What a run did: the figures made and failed, and where it was interrupted (if it was)."""
+    """What a run did: the figures made and failed, and where it was interrupted (if it was).
+
+    Attributes:
+        made: the figures saved, in the order they finished.
+        failed: the figures that raised an error.
+        interrupted: None for a run that went to its end; else the figures that were being
+            made when it stopped (comma-separated; empty between figures).
+        stop_signal: the signal that stopped it (SIGINT when a library caught Ctrl+C itself).
+    """
 
     made: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     interrupted: str | None = None
+    stop_signal: int | None = None
+
+    @property
+    def interrupt_status(self) -> int:
+        """The exit status of an interrupted run: 128 + the signal (130 for Ctrl+C)."""
+        return 128 + int(self.stop_signal or signal.SIGINT)
+
+
+def interruption_line(project: Project, outcome: Outcome) -> str:
+    """The one line an interrupted run ends with: what was saved, and how to resume."""
+    how = signal_name(outcome.stop_signal or signal.SIGINT)
+    saved = f"{len(outcome.made)} finished figure(s) saved in {project.relative(project.out_dir)}"
+    running = outcome.interrupted
+    if not running:
+        return f"interrupted by {how}: {saved}. Run the same command again to resume."
+    return (
+        f"interrupted during {running} by {how}: {saved}; the figure(s) being made keep their "
+        "previous files and manifest entries. Run the same command again to resume."
+    )
+
+
+def _entries(project: Project) -> dict[str, Any]:
+    """The manifest's entries now (empty when it is missing or unreadable)."""
+    try:
+        return dict(load_manifest(project)["figures"])
+    except (PipelineError, OSError):
+        return {}
+
+
+def _saved_since(project: Project, before: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """Those of ``names`` whose manifest entry changed since ``before`` (saved by this run)."""
+    after = _entries(project)
+    return [name for name in names if after.get(name) not in (None, before.get(name))]
 
 
 def size_hint(entry: dict[str, Any]) -> str:
@@ -178,32 +279,48 @@ def run_sequentially(
     """Make ``jobs`` one after another in this process.
 
     ``write=False`` (the extra ranks of a DDP run) computes without writing or printing;
-    ``cache=False`` computes every ``ctx.compute`` result afresh.
-    A failing figure is reported and the run goes on; an interrupt (Ctrl+C, or the
-    ``SystemExit`` Lightning raises after catching it) ends the run, recorded in the outcome.
+    ``cache=False`` computes every ``ctx.compute`` result afresh. A failing figure is reported and the run goes on; a stop signal (or the ``SystemExit``
+    Lightning raises after catching Ctrl+C itself) ends the run, recorded in the outcome.
+
+    Raises:
+        MissingPackages: this Python cannot make figures (checked before the first one).
     """
+    require_packages()
     outcome = Outcome()
     names = [info.name for info, _ in jobs]
-    for k, (info, ctx) in enumerate(jobs, start=1):
-        if write:
-            progress.begin(k, info, ctx.profile, names[k - 1 :])
-        start = time.perf_counter()
+    before = _entries(project) if write else {}
+    current: str | None = None
+    with raising_on_stop_signals():
         try:
-            entry = run_figure(
-                project, info, ctx, write=write, sources=Sources(project), cache=cache
-            )
-        except (KeyboardInterrupt, SystemExit):
-            outcome.interrupted = info.name
-            return outcome
-        except Exception as err:  # one failing figure must not stop the others
-            outcome.failed.append(info.name)
-            if write:
-                progress.finished(info, time.perf_counter() - start, False)
-                report_failure(project, info, _failure_message(err))
-            continue
-        outcome.made.append(info.name)
-        if write:
-            progress.finished(info, time.perf_counter() - start, True, size_hint(entry))
+            for k, (info, ctx) in enumerate(jobs, start=1):
+                current = info.name
+                if write:
+                    progress.begin(k, info, ctx.profile, names[k - 1 :])
+                start = time.perf_counter()
+                try:
+                    entry = run_figure(
+                        project, info, ctx, write=write, sources=Sources(project), cache=cache
+                    )
+                except (KeyboardInterrupt, SystemExit):  # Ctrl+C, caught by a library first
+                    raise Stopped(signal.SIGINT) from None
+                except Exception as err:  # one failing figure must not stop the others
+                    current = None
+                    outcome.failed.append(info.name)
+                    if write:
+                        progress.finished(info, time.perf_counter() - start, False)
+                        report_failure(project, info, _failure_message(err))
+                    continue
+                current = None
+                outcome.made.append(info.name)
+                if write:
+                    progress.finished(info, time.perf_counter() - start, True, size_hint(entry))
+        except Stopped as stop:
+            # a signal held until a figure's writes were done arrives just after them
+            if current is not None and write and _saved_since(project, before, [current]):
+                outcome.made.append(current)
+                current = None
+            outcome.interrupted = current or ""
+            outcome.stop_signal = stop.signum
     return outcome
 
 
@@ -226,17 +343,43 @@ def _figure_in_worker(project: Project, info: FigureInfo, ctx: FigureContext, ca
 
 
 _REPORTS: Any = None  # in a worker process: the queue its results go back through
+_IN_FIGURE = False  # in a worker process: a figure is being made (a stop must unwind it)
 
 
-def _start_worker(reports: Any) -> None:
+def _stop_worker(signum: int, _frame: Any) -> None:
+    """A worker's stop-signal handler: unwind the figure being made, else end at once."""
+    STOPPED.append(signum)
+    if len(STOPPED) > 1:
+        return  # already unwinding: let it finish removing its temporary files
+    if _IN_FIGURE:
+        raise Stopped(signum)
+    os._exit(128 + signum)
+
+
+def _start_worker(reports: Any, parent: int) -> None:
+    """Initialise a worker process (it starts with the stop signals blocked, see
+    `run_in_parallel`): handlers first, then the parent watch, then unblock."""
     global _REPORTS
     _REPORTS = reports
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_worker)
+    watch_parent(parent)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
     """Make the figures of one unit in order, reporting each as soon as it is done."""
+    global _IN_FIGURE
     for info, ctx in unit:
-        _REPORTS.put((info.name, *_figure_in_worker(project, info, ctx, cache)))
+        _IN_FIGURE = True
+        try:
+            result = _figure_in_worker(project, info, ctx, cache)
+        except (Stopped, KeyboardInterrupt, SystemExit) as stop:
+            # the figure has unwound: its temporary files are gone, its old files untouched
+            os._exit(128 + getattr(stop, "signum", signal.SIGINT))
+        _IN_FIGURE = False
+        _REPORTS.put((info.name, *result))
 
 
 def parallel_units(jobs: list[Job], estimates: dict[str, float]) -> list[list[Job]]:
@@ -259,23 +402,38 @@ def parallel_units(jobs: list[Job], estimates: dict[str, float]) -> list[list[Jo
     return sorted(units.values(), key=length, reverse=True)
 
 
-def _stop_workers(executor: Any) -> None:
-    """Interrupt the workers of ``executor`` (each cleans up its temporary files), then end it."""
-    import signal
-
+def _stop_workers(executor: Any, signum: int) -> bool:
+    """Pass the stop on to every worker of ``executor``, give them `STOP_GRACE_S` seconds to
+    unwind, kill those still there; end the executor. True when a worker had to be killed."""
     processes = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)  # no new work: idle workers exit
-    deadline = time.monotonic() + 0.5  # a Ctrl+C from the terminal reached them already
+    for proc in processes:
+        with contextlib.suppress(ProcessLookupError, OSError, ValueError):
+            os.kill(proc.pid, signum if signum in STOP_SIGNALS else signal.SIGTERM)
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + STOP_GRACE_S
     for proc in processes:
         proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in processes:
-        if proc.is_alive():
-            with contextlib.suppress(ProcessLookupError, OSError):
-                os.kill(proc.pid, signal.SIGINT)
-    for proc in processes:
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
+    killed = [proc for proc in processes if proc.is_alive()]
+    for proc in killed:
+        proc.kill()
+    for proc in killed:
+        proc.join(1.0)
+    return bool(killed)
+
+
+def _remove_temporaries(project: Project, names: Sequence[str]) -> None:
+    """Remove the temporary files a killed worker may have left (``atomic_write`` names them
+    ``.<file>.<random>.tmp``): those of ``names`` and the manifest's."""
+    out = project.out_dir
+    if not out.is_dir():
+        return
+    prefixes = tuple(f".{name}{suffix}." for name in names for suffix in (".svg", ".dark.svg"))
+    for path in out.glob(".*.tmp"):
+        if path.name.startswith(prefixes):
+            path.unlink(missing_ok=True)
+    with manifest_lock(project):  # a manifest temporary outside the lock is a leftover
+        for path in out.glob(f".{project.manifest_path.name}.*.tmp"):
+            path.unlink(missing_ok=True)
 
 
 class _Collector:
@@ -321,46 +479,65 @@ def run_in_parallel(
     longest first; ``cache=False`` computes every ``ctx.compute`` result afresh.
 
     Every worker writes its own figures' files and manifest entries (atomically, under the
-    manifest lock). An interrupt stops every worker; the figures still running are named in
-    the outcome.
+    manifest lock). A stop signal stops every worker (see the module's "Stopping"); the
+    figures still running are named in the outcome.
+
+    Raises:
+        MissingPackages: this Python cannot make figures (checked before any worker starts).
     """
     import multiprocessing
     import queue as queue_module
     from concurrent.futures import ProcessPoolExecutor
 
+    require_packages()
     units = parallel_units(jobs, hints)
     # "spawn": a fresh interpreter per worker (no forked torch/OpenMP state, any platform).
     mp = multiprocessing.get_context("spawn")
     reports = mp.Queue()
-    executor = ProcessPoolExecutor(
-        max_workers=min(workers, len(units)),
-        mp_context=mp,
-        initializer=_start_worker,
-        initargs=(reports,),
-    )
     collect = _Collector(project, jobs, progress)
+    before = _entries(project)
+    executor = None
     all_ended = 0.0
-    try:
-        futures = {executor.submit(_unit_in_worker, project, unit, cache): unit for unit in units}
-        while collect.pending:
-            try:
-                collect.report(*reports.get(timeout=0.2))
-                continue
-            except queue_module.Empty:
-                pass
-            for future in [f for f in futures if f.done()]:
-                unit = futures.pop(future)
-                if future.exception() is not None:
-                    collect.worker_died(unit, future.exception())
-            if not futures:  # every unit has ended; a report in flight arrives within moments
-                all_ended = all_ended or time.monotonic()
-                if time.monotonic() - all_ended > 5.0:
-                    for name in sorted(collect.pending):
-                        collect.report(name, False, "its worker ended without a result", 0.0)
-    except KeyboardInterrupt:
-        _stop_workers(executor)
-        running = [info.name for info, _ in jobs if info.name in collect.pending]
-        collect.outcome.interrupted = ", ".join(running)
-        return collect.outcome
+    with raising_on_stop_signals():
+        try:
+            # Workers start with the stop signals blocked and unblock them once their own
+            # handlers are in place: a stop during start-up is neither lost nor a traceback.
+            with stop_signals_blocked():
+                executor = ProcessPoolExecutor(
+                    max_workers=min(workers, len(units)),
+                    mp_context=mp,
+                    initializer=_start_worker,
+                    initargs=(reports, os.getpid()),
+                )
+                futures = {
+                    executor.submit(_unit_in_worker, project, unit, cache): unit for unit in units
+                }
+            while collect.pending:
+                try:
+                    collect.report(*reports.get(timeout=0.2))
+                    continue
+                except queue_module.Empty:
+                    pass
+                for future in [f for f in futures if f.done()]:
+                    unit = futures.pop(future)
+                    if future.exception() is not None:
+                        collect.worker_died(unit, future.exception())
+                if not futures:  # every unit has ended; a report in flight arrives within moments
+                    all_ended = all_ended or time.monotonic()
+                    if time.monotonic() - all_ended > 5.0:
+                        for name in sorted(collect.pending):
+                            collect.report(name, False, "its worker ended without a result", 0.0)
+        except (Stopped, KeyboardInterrupt) as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            killed = _stop_workers(executor, signum) if executor is not None else False
+            running = [info.name for info, _ in jobs if info.name in collect.pending]
+            saved = _saved_since(project, before, running)  # done, but not yet reported
+            collect.outcome.made.extend(saved)
+            running = [name for name in running if name not in saved]
+            if killed:
+                _remove_temporaries(project, running)
+            collect.outcome.interrupted = ", ".join(running)
+            collect.outcome.stop_signal = signum
+            return collect.outcome
     executor.shutdown(wait=True)
     return collect.outcome

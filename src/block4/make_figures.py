@@ -28,6 +28,7 @@ from block4.figure_runs import (
     Progress,
     clock,
     external_world_size,
+    interruption_line,
     is_rank_zero,
     run_in_parallel,
     run_sequentially,
@@ -119,7 +120,8 @@ multi-GPU and clusters (Lightning is the distributed engine; only rank 0 writes 
   from SLURM's environment.)
 
 exit status: 0 success, 1 a figure failed or --check found stale figures,
-  2 bad command-line input (nothing is written), 130 interrupted.
+  2 bad command-line input (nothing is written), 128 + the signal when stopped (130 Ctrl+C,
+  143 SIGTERM, 129 SIGHUP: finished figures are kept; run the same command to resume).
 """
 
 
@@ -507,13 +509,8 @@ def _report(request: Request, outcome: Outcome, seconds: float, workers: int) ->
     """The last lines of a run and its exit status (the single place failures are summed up)."""
     project, profile = request.project, request.profile
     if outcome.interrupted is not None:
-        print(
-            f"\ninterrupted during {outcome.interrupted}: the previous files and manifest "
-            f"entries of the figures being made are unchanged; {len(outcome.made)} figure(s) "
-            "were saved. Run the same command again to resume.",
-            file=sys.stderr,
-        )
-        return 130
+        print(interruption_line(project, outcome), file=sys.stderr)
+        return outcome.interrupt_status
     print(
         f"made {len(outcome.made)} figure(s) in {clock(seconds)} ({profile} profile"
         f"{f', {workers} processes' if workers > 1 else ''}) into "
@@ -580,5 +577,9 @@ def _main(request: Request) -> int:
     start = time.perf_counter()
     outcome = _run(request, todo)
     if not rank_zero:  # the extra ranks of a DDP run: rank 0 reports
-        return 130 if outcome.interrupted is not None else int(bool(outcome.failed))
+        return (
+            outcome.interrupt_status
+            if outcome.interrupted is not None
+            else int(bool(outcome.failed))
+        )
     return _report(request, outcome, time.perf_counter() - start, min(request.jobs, len(todo)))

@@ -70,12 +70,14 @@ from block4.pipeline_sources import (
     code_signature,
     discover,
 )
+from block4.stop_signals import STOP_SIGNALS, holding_stop_signals
 
 __all__ = [
     "COMMAND",
     "FIGURE_THREADS",
     "FORMAT_VERSION",
     "PROFILE_RANK",
+    "STOP_SIGNALS",
     "FigureInfo",
     "FigureStatus",
     "PipelineError",
@@ -88,6 +90,7 @@ __all__ = [
     "entry_problem",
     "figure_status",
     "fingerprint",
+    "holding_stop_signals",
     "load_figure",
     "load_manifest",
     "manifest_lock",
@@ -573,15 +576,16 @@ def run_figure(
         },
     }
     if write:
-        atomic_write(project.out_dir / files["light"], light)
-        atomic_write(project.out_dir / files["dark"], dark)
-        update_manifest(project, info.name, entry)
+        with holding_stop_signals():  # a stop signal lands before or after all three writes
+            atomic_write(project.out_dir / files["light"], light)
+            atomic_write(project.out_dir / files["dark"], dark)
+            update_manifest(project, info.name, entry)
     return entry
 
 
 def prune_orphans(project: Project, names: Iterable[str]) -> None:
     """Remove the files and manifest entries of figures whose function no longer exists."""
-    with manifest_lock(project):
+    with holding_stop_signals(), manifest_lock(project):
         manifest = load_manifest(project)
         for name in names:
             entry = manifest["figures"].pop(name, None) or {}
