@@ -1,9 +1,9 @@
 """Bad inputs a user may give, each in a miniature checkout with the real command line.
 
 Every case asserts what the user sees and keeps: one clear error naming the problem (and what
-is allowed, or the fix), no traceback, the right exit status, and nothing overwritten. The
-table of all cases, with the behaviour before and after, is in the pull request's notes.
-Cases marked xfail are known gaps in another part of the package (their reason says which).
+is allowed, or the fix), no traceback, the right exit status, and nothing overwritten. A
+damaged manifest entry is the one exception to "refused": it is reported stale with the
+command that repairs it, so one bad entry never blocks the other figures.
 """
 
 from __future__ import annotations
@@ -110,35 +110,41 @@ def test_outside_the_environment_list_still_works(repo: Path) -> None:
 
 # -- hostile manifests ------------------------------------------------------------------------------
 
-MANIFEST_GAP = "manifest validation is done in block4.pipeline (stream pipeline): fixed at merge"
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"format": 4, "figures": {"line_plot": 5}}', id="entry-not-an-object"),
+        pytest.param(
+            '{"format": 4, "figures": {"line_plot": {"files": "line_plot.svg", "sha256": []}}}',
+            id="entry-fields-of-the-wrong-type",
+        ),
+    ],
+)
+def test_a_damaged_entry_is_stale_with_its_reason_and_the_repairing_command(
+    repo: Path, text: str
+) -> None:
+    # One bad entry must not block the other figures: it is reported stale (why, and the
+    # command that re-makes it), and the next run writes a sound entry in its place.
+    write_manifest(repo, text)
+    before = tree(repo)
+    proc = run(repo, "--check")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "stale: line_plot (its manifest entry is" in proc.stdout
+    assert "refresh with: python scripts/make_figures.py --only line_plot" in proc.stdout
+    listed = run(repo, "--list")
+    assert listed.returncode == 0 and "stale" in listed.stdout
+    assert tree(repo) == before
 
 
 @pytest.mark.parametrize(
     ("text", "what"),
     [
-        pytest.param(
-            '{"format": 3, "figures": {"line_plot": 5}}',
-            "line_plot",
-            marks=pytest.mark.xfail(strict=True, reason=MANIFEST_GAP),
-            id="entry-not-an-object",
-        ),
-        pytest.param(
-            '{"format": 99, "figures": {}}',
-            "format",
-            marks=pytest.mark.xfail(strict=True, reason=MANIFEST_GAP),
-            id="format-99",
-        ),
-        pytest.param(
-            '{"format": 3, "figures": {"line_plot": {"files": "line_plot.svg", "sha256": []}}}',
-            "line_plot",
-            marks=pytest.mark.xfail(strict=True, reason=MANIFEST_GAP),
-            id="entry-fields-of-the-wrong-type",
-        ),
+        pytest.param('{"format": 99, "figures": {}}', "format 99", id="format-99"),
         pytest.param("[]", "figures", id="a-list-not-a-table"),
         pytest.param(
             b"\xff\xfe\x00garbage",
             "UTF-8",
-            marks=pytest.mark.xfail(strict=True, reason=MANIFEST_GAP),
             id="not-utf8-text",
         ),
         pytest.param('{"format": 3, "figures": {', "not valid JSON", id="truncated"),
@@ -156,7 +162,6 @@ def test_a_hostile_manifest_is_one_error_naming_it_and_stays_as_it_is(
     assert path.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=MANIFEST_GAP)
 def test_a_manifest_that_is_a_directory_is_one_error(repo: Path) -> None:
     (repo / "docs" / "figures" / "manifest.json").mkdir(parents=True)
     line = one_error(run(repo, "--list"))
@@ -173,7 +178,7 @@ def test_unknown_manifest_keys_and_huge_numbers_are_tolerated(repo: Path) -> Non
     before = tree(repo)
     proc = run(repo, "--check")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert "missing: line_plot" in proc.stdout
+    assert "stale: line_plot (its manifest entry is damaged" in proc.stdout
     assert tree(repo) == before
 
 
@@ -230,11 +235,6 @@ def test_a_figure_returning_nan_is_refused_and_writes_nothing(repo: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="block4.pipeline (stream pipeline) calls the function with params it does not "
-    "accept and shows the TypeError's traceback; fixed at merge",
-)
 def test_params_the_function_does_not_take_are_one_error(repo: Path) -> None:
     add_figure_module(
         repo,
@@ -272,17 +272,12 @@ def test_a_bad_flag_is_one_error_and_writes_nothing(
     assert tree(repo) == {}
 
 
-CLI_GAP = "checked in block4.make_figures (stream pipeline): fixed at merge"
-
-
-@pytest.mark.xfail(strict=True, reason=CLI_GAP)
 def test_a_seed_torch_cannot_take_is_refused(repo: Path) -> None:
     line = one_error(run(repo, "--seed", str(10**30), "--profile", "smoke"))
     assert "--seed" in line
     assert tree(repo) == {}
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_GAP)
 def test_out_dir_on_a_file_is_one_error(repo: Path) -> None:
     (repo / "afile").write_text("precious")
     line = one_error(run(repo, "--out-dir", "afile", "--profile", "smoke"))
@@ -290,7 +285,6 @@ def test_out_dir_on_a_file_is_one_error(repo: Path) -> None:
     assert (repo / "afile").read_text() == "precious"
 
 
-@pytest.mark.xfail(strict=True, reason=CLI_GAP)
 def test_an_out_dir_that_cannot_be_written_is_one_error_up_front(repo: Path) -> None:
     proc = run(repo, "--out-dir", "/proc/block4-figures", "--profile", "smoke")
     line = one_error(proc)
@@ -298,9 +292,6 @@ def test_an_out_dir_that_cannot_be_written_is_one_error_up_front(repo: Path) -> 
     assert "figure 1/" not in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BLOCK4_FIGURE_THREADS is read by block4.pipeline (stream pipeline)"
-)
 def test_a_bad_thread_count_in_the_environment_is_one_error(repo: Path) -> None:
     line = one_error(run(repo, "--list", BLOCK4_FIGURE_THREADS="abc"))
     assert "BLOCK4_FIGURE_THREADS" in line

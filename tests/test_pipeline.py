@@ -103,6 +103,8 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "compare.py",
         "figure_diff.py",
         "stop_signals.py",
+        "figure_output.py",
+        "figure_options.py",
         "docs_hooks.py",
         "site_render.py",
         "figures/__init__.py",

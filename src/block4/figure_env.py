@@ -26,8 +26,22 @@ __all__ = [
     "versions",
 ]
 
+
 #: Intra-op CPU threads every figure runs with, whatever the machine (reproducible numbers).
-FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
+def _figure_threads(text: str) -> int:
+    """``BLOCK4_FIGURE_THREADS`` as a positive count; anything else stops with one line."""
+    if not text.strip().isdigit() or int(text) < 1:
+        # read when block4.pipeline is imported, before any command line can report it
+        print(
+            f"make_figures.py: error: BLOCK4_FIGURE_THREADS={text!r} is not valid; allowed: a "
+            "positive integer (default 1: every figure's numbers the same on every machine)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return int(text)
+
+
+FIGURE_THREADS = _figure_threads(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
 
 
 def versions() -> dict[str, str]:

@@ -12,10 +12,8 @@ The freshness contract it relies on (fingerprints, manifest, one figure run) is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from block4 import compare
+from block4.figure_options import (
+    ACCELERATORS,
+    MAX_SEED,
+    STRATEGIES,
+    UsageError,
+    available_cpus,
+    check_accelerator,
+    check_jobs,
+    check_out_dir,
+    parse_devices,
+    parse_jobs,
+    parse_num_nodes,
+)
 from block4.figure_runs import (
     Outcome,
     Progress,
@@ -36,7 +47,6 @@ from block4.figure_runs import (
 from block4.figures.registry import PROFILES, FigureContext
 from block4.pipeline import (
     COMMAND,
-    FIGURE_THREADS,
     PROFILE_RANK,
     FigureInfo,
     FigureStatus,
@@ -64,27 +74,9 @@ __all__ = [
     "plan",
 ]
 
-#: ``--accelerator`` values (those Lightning's ``Trainer`` accepts).
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-
-#: ``--strategy`` values offered by the command line (Lightning accepts these names).
-STRATEGIES = (
-    "auto",
-    "ddp",
-    "ddp_spawn",
-    "ddp_find_unused_parameters_true",
-    "fsdp",
-    "deepspeed",
-    "single_device",
-)
-
 # Environment variable through which a run tells the processes Lightning's DDP launcher
 # starts (they re-execute the script) exactly which figures to make, in which order.
 _PLAN_ENV = "BLOCK4_FIGURES_PLAN"
-
-
-class UsageError(PipelineError):
-    """A bad command-line input: unknown figure, profile or device specification."""
 
 
 _EPILOG = f"""\
@@ -210,85 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_devices(text: str) -> int | str:
-    """Validate a ``--devices`` value; return what Lightning's ``Trainer`` takes."""
-    text = str(text).strip()
-    if text == "auto":
-        return "auto"
-    if re.fullmatch(r"-1|[1-9][0-9]*", text):
-        return int(text)
-    if re.fullmatch(r"[0-9]+(,[0-9]+)+,?|[0-9]+,", text):
-        return text  # explicit device indices, e.g. "0,1"
-    raise UsageError(
-        f"--devices {text!r} is not valid; allowed: auto, a positive count (e.g. 2), "
-        "-1 for all devices, or device indices like 0,1"
-    )
-
-
-def parse_num_nodes(text: str) -> int:
-    if not re.fullmatch(r"[1-9][0-9]*", str(text).strip()):
-        raise UsageError(f"--num-nodes {text!r} is not valid; allowed: a positive integer")
-    return int(text)
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the platform has one)."""
-    with contextlib.suppress(AttributeError, OSError):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def parse_jobs(text: str) -> int:
-    """Validate a ``--jobs`` value: a positive count, or ``auto`` (one per CPU core)."""
-    text = str(text).strip()
-    if text == "auto":
-        return max(1, available_cpus() // FIGURE_THREADS)
-    if not re.fullmatch(r"[1-9][0-9]*", text):
-        raise UsageError(
-            f"--jobs {text!r} is not valid; allowed: a positive count (e.g. 4) or auto "
-            f"(one per CPU core: {max(1, available_cpus() // FIGURE_THREADS)} here)"
-        )
-    return int(text)
-
-
-def _check_jobs(jobs: int, devices: int | str, num_nodes: int, strategy: str) -> None:
-    """Parallel figure processes and a multi-process Trainer do not mix."""
-    if jobs == 1:
-        return
-    several = devices != 1 and devices != "auto"  # a count > 1, -1 (all) or device indices
-    if several or num_nodes > 1 or strategy not in ("auto", "single_device"):
-        raise UsageError(
-            f"--jobs {jobs} runs figures in separate processes, one device each; it cannot be "
-            "combined with a multi-process Trainer (--devices other than 1, --num-nodes > 1, "
-            f"--strategy {strategy}); allowed: --jobs 1 with those, or --jobs N with "
-            "--devices 1"
-        )
-    if external_world_size() > 1:
-        raise UsageError(
-            f"--jobs {jobs} under a cluster launcher ({external_world_size()} ranks); allowed "
-            "there: --jobs 1"
-        )
-
-
-def _check_accelerator(accelerator: str, devices: int | str) -> None:
-    """Fail early (before anything is written) when the asked-for device is not there."""
-    if accelerator not in ("gpu", "cuda"):
-        return
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count == 0:
-        raise UsageError(
-            f"--accelerator {accelerator} but no CUDA GPU is available here; "
-            "allowed on this machine: --accelerator auto or cpu"
-        )
-    if isinstance(devices, int) and devices > count:
-        raise UsageError(
-            f"--devices {devices} but only {count} GPU(s) are available; allowed: 1..{count}, "
-            "-1 or auto"
-        )
-
-
 def _format_table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -376,14 +289,11 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
     devices = parse_devices(args.devices)
     num_nodes = parse_num_nodes(args.num_nodes)
     jobs = parse_jobs(args.jobs)
-    _check_jobs(jobs, devices, num_nodes, args.strategy)
+    check_jobs(jobs, devices, num_nodes, args.strategy)
+    if args.seed is not None and not 0 <= args.seed < MAX_SEED:
+        raise UsageError(f"--seed {args.seed} is not valid; allowed: 0 to {MAX_SEED - 1}")
     if args.out_dir is not None:
-        blocked = [p for p in (args.out_dir, *args.out_dir.resolve().parents) if p.is_file()]
-        if blocked:
-            raise UsageError(
-                f"--out-dir {args.out_dir}: {blocked[0]} is a file; allowed: a directory "
-                "(created if missing)"
-            )
+        check_out_dir(args.out_dir, make=not (args.list or args.check))
     project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
     sources = Sources(project)
     figures = discover(project, sources=sources)
@@ -571,7 +481,7 @@ def _main(request: Request) -> int:
             print(f"all {len(request.selected)} figures are fresh; nothing to do")
         return 0
     try:
-        _check_accelerator(request.args.accelerator, request.devices)
+        check_accelerator(request.args.accelerator, request.devices)
     except PipelineError as err:
         return _usage_error(err)
     start = time.perf_counter()

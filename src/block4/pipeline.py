@@ -40,10 +40,8 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
-import io
+import inspect
 import json
-import math
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -59,6 +57,7 @@ from block4.figure_env import (
     seed_everything,
     single_process,
 )
+from block4.figure_output import render, validate_numbers
 from block4.figures.registry import PROFILES, FigureContext, figure_mark
 from block4.pipeline_sources import (
     STYLE_MODULE,
@@ -112,9 +111,6 @@ PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}
 
 #: The command that (re)makes figures, as shown in messages.
 COMMAND = "python scripts/make_figures.py"
-
-#: Keys of the numbers dict: they appear in prose as ``{{ figure.key }}``.
-NUMBER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,10 +172,18 @@ def empty_manifest() -> dict[str, Any]:
 
 def load_manifest(project: Project) -> dict[str, Any]:
     """Read ``manifest.json`` (an empty manifest if there is none)."""
+    where = project.relative(project.manifest_path)
     try:
         text = project.manifest_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return empty_manifest()
+    except IsADirectoryError:
+        raise PipelineError(f"{where} is a directory; allowed: the JSON manifest file") from None
+    except UnicodeDecodeError as err:
+        raise PipelineError(
+            f"{where} is not UTF-8 text ({err.reason} at byte {err.start}); restore it with "
+            f"git checkout -- {where}, or delete it and run {COMMAND} to re-make every figure"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -188,6 +192,15 @@ def load_manifest(project: Project) -> dict[str, Any]:
             "git merge conflict, take either side (git checkout --theirs/--ours) and run "
             f"{COMMAND} to re-make what is stale"
         ) from None
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("format"), int)
+        and (data["format"] > FORMAT_VERSION)
+    ):
+        raise PipelineError(
+            f"{where} has format {data['format']}, newer than this block4 reads "
+            f"({FORMAT_VERSION}); update block4, or delete {where} and run {COMMAND}"
+        )
     if not isinstance(data, dict) or not isinstance(data.get("figures"), dict):
         raise PipelineError(f"{project.relative(project.manifest_path)} has no 'figures' table")
     return data
@@ -403,54 +416,6 @@ def refresh_command(
 # --------------------------------------------------------------------------------------------
 
 
-def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | str]:
-    """Check that a figure's numbers are a flat dict of JSON values; return a plain copy."""
-    if not isinstance(numbers, dict):
-        raise PipelineError(
-            f"figure {name!r} must return (Figure, dict of numbers); "
-            f"the second item is a {type(numbers).__name__}"
-        )
-    clean: dict[str, bool | int | float | str] = {}
-    for key, value in numbers.items():
-        if not isinstance(key, str) or not NUMBER_KEY.match(key):
-            raise PipelineError(
-                f"figure {name!r}: number key {key!r} must be an identifier "
-                "(letters, digits, underscores) so prose can quote it as {{ figure.key }}"
-            )
-        if isinstance(value, bool):
-            clean[key] = value
-        elif isinstance(value, int):
-            clean[key] = int(value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise PipelineError(
-                    f"figure {name!r}: numbers[{key!r}] is {value}; JSON has no NaN/inf "
-                    "(return a string such as 'diverged' instead)"
-                )
-            clean[key] = float(value)
-        elif isinstance(value, str):
-            clean[key] = value
-        else:
-            kind = f"{type(value).__module__}.{type(value).__qualname__}"
-            raise PipelineError(
-                f"figure {name!r}: numbers[{key!r}] is a {kind}; allowed are float, int, str "
-                "and bool (convert tensors and numpy scalars with float(...) or int(...))"
-            )
-    return clean
-
-
-def render(fig: Any) -> tuple[bytes, bytes]:
-    """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
-    style = importlib.import_module(STYLE_MODULE)
-    with style.context():
-        light = io.BytesIO()
-        fig.savefig(light, format="svg", metadata={"Date": None}, facecolor="white")
-        style.dark_variant(fig)
-        dark = io.BytesIO()
-        fig.savefig(dark, format="svg", metadata={"Date": None}, transparent=True)
-    return light.getvalue(), dark.getvalue()
-
-
 def load_figure(info: FigureInfo) -> Callable[..., Any]:
     """Import the module of a discovered figure and return its function.
 
@@ -480,6 +445,13 @@ def _call_figure(info: FigureInfo, ctx: FigureContext) -> tuple[Any, dict[str, A
 
     matplotlib.use("Agg")  # figures go to files: no window, on any platform
     func = load_figure(info)
+    try:  # params= of @figure must fit the function before anything runs
+        inspect.signature(func).bind(ctx, **info.params)
+    except TypeError as err:
+        raise PipelineError(
+            f"figure {info.name!r}: params {sorted(info.params)} of @figure do not fit "
+            f"{info.function}(ctx, ...): {err}; allowed: the function's keyword parameters"
+        ) from None
     quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
     style = importlib.import_module(STYLE_MODULE)
     reset_torch_globals()

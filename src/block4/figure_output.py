@@ -1,0 +1,69 @@
+"""What a figure returns, checked and rendered: its numbers and its light and dark SVG.
+
+A figure function returns ``(matplotlib Figure, numbers)``. :func:`validate_numbers` checks
+the numbers (a flat dict of JSON values the prose quotes as ``{{ figure.key }}``) and
+:func:`render` writes the Figure as two SVGs, the dark one derived from the same drawing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import re
+from typing import Any
+
+from block4.pipeline_sources import STYLE_MODULE, PipelineError
+
+__all__ = ["NUMBER_KEY", "render", "validate_numbers"]
+
+#: Keys of the numbers dict: they appear in prose as ``{{ figure.key }}``.
+NUMBER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | str]:
+    """Check that a figure's numbers are a flat dict of JSON values; return a plain copy."""
+    if not isinstance(numbers, dict):
+        raise PipelineError(
+            f"figure {name!r} must return (Figure, dict of numbers); "
+            f"the second item is a {type(numbers).__name__}"
+        )
+    clean: dict[str, bool | int | float | str] = {}
+    for key, value in numbers.items():
+        if not isinstance(key, str) or not NUMBER_KEY.match(key):
+            raise PipelineError(
+                f"figure {name!r}: number key {key!r} must be an identifier "
+                "(letters, digits, underscores) so prose can quote it as {{ figure.key }}"
+            )
+        if isinstance(value, bool):
+            clean[key] = value
+        elif isinstance(value, int):
+            clean[key] = int(value)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise PipelineError(
+                    f"figure {name!r}: numbers[{key!r}] is {value}; JSON has no NaN/inf "
+                    "(return a string such as 'diverged' instead)"
+                )
+            clean[key] = float(value)
+        elif isinstance(value, str):
+            clean[key] = value
+        else:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            raise PipelineError(
+                f"figure {name!r}: numbers[{key!r}] is a {kind}; allowed are float, int, str "
+                "and bool (convert tensors and numpy scalars with float(...) or int(...))"
+            )
+    return clean
+
+
+def render(fig: Any) -> tuple[bytes, bytes]:
+    """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
+    style = importlib.import_module(STYLE_MODULE)
+    with style.context():
+        light = io.BytesIO()
+        fig.savefig(light, format="svg", metadata={"Date": None}, facecolor="white")
+        style.dark_variant(fig)
+        dark = io.BytesIO()
+        fig.savefig(dark, format="svg", metadata={"Date": None}, transparent=True)
+    return light.getvalue(), dark.getvalue()
