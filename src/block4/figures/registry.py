@@ -94,6 +94,9 @@ class FigureContext:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}")
 
+    def compute(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        return fn(self, **kwargs)
+
     def pick(self, *, smoke: Any, quick: Any, full: Any) -> Any:
         """Return the value for the current profile (e.g. epochs or data size)."""
         return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
