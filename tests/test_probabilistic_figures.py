@@ -61,5 +61,7 @@ def test_figure_runs_and_returns_plain_numbers(name, tmp_path):
     if name == "digits_calibration":
         assert 0 <= numbers["ece_mean"] <= 1 and 0 <= numbers["accuracy_mean"] <= 1
     if name == "co2_forecast":
-        # the quadratic trend follows the accelerating rise better than a straight line
-        assert numbers["quadratic_nll_mean"] < numbers["linear_nll_mean"]
+        for model in ("linear", "quadratic", "mlp", "ensemble"):
+            assert 0 <= numbers[f"{model}_coverage_mean"] <= 100
+        # one sigma for all times: the trend models' bands are as wide in 2001 as in 1985
+        assert numbers["linear_band_width_2001"] == pytest.approx(numbers["linear_band_width_1985"])
