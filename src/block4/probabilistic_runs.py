@@ -246,8 +246,8 @@ def synthetic_runs(ctx: RunContext, n_seeds: int, grid: int = 400) -> dict[str, 
     data and, for ``"homoscedastic"`` and ``"heteroscedastic"``, ``[E, ...]`` means and
     sigmas on the grid (``"grid"``) and on the test points (``"test"``).
     """
-    n = ctx.pick(smoke=400, quick=2000, full=2000)
-    steps = ctx.pick(smoke=20, quick=300, full=500)  # full-batch Adam steps
+    n = ctx.pick(smoke=400, quick=1500, full=1500)
+    steps = ctx.pick(smoke=20, quick=300, full=400)  # full-batch Adam steps
     seeds = [ctx.seed + k for k in range(n_seeds)]
     sets = []
     for s in seeds:

@@ -37,7 +37,7 @@ def ensemble_runs(ctx: FigureContext, n_ensembles: int, members: int) -> dict[st
     ensemble ``j``. Returns each member's mean and sigma on a grid and on the test points
     of every region (`REGIONS`)."""
     n = ctx.pick(smoke=200, quick=600, full=600)
-    steps = ctx.pick(smoke=20, quick=400, full=600)  # full-batch Adam steps
+    steps = ctx.pick(smoke=20, quick=300, full=460)  # full-batch Adam steps
     total = n_ensembles * members
     x, y = make_gap_data(n, ctx.seed)
     model = gaussian_members(

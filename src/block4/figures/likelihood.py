@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import FuncFormatter, NullFormatter
 from torch import distributions as D
 
 from block4.data import load_blood_pressure
@@ -208,6 +209,9 @@ def _draw_cancer(ax: Any, p: torch.Tensor, threshold: float) -> None:
     ax.bar(["patient A", "patient B"], p.numpy(), color=[PALETTE[4], PALETTE[2]], width=0.5)
     ax.set_yscale("log")
     ax.set_ylim(1e-7, 30)
+    # plain tick labels: mathtext exponents render at 70 % of the font size
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.axhline(0.5, color=ROLE["truth"], ls="--", lw=1.2)
     ax.axhline(threshold, color=PALETTE[0], ls=":", lw=1.5)
     ax.text(1.5, 0.6, "0.5: both 'no'", ha="right", va="bottom")
@@ -331,7 +335,7 @@ def binary_likelihood(ctx: FigureContext, w0: float, b0: float):
     fig, (ax_m, ax_n) = subplots(2, 1, width=6.8, height=6.2)
     xs = torch.linspace(-3.0, 4.4, 371, dtype=torch.float64)
     p1 = torch.sigmoid(w_hat * xs + b_hat)
-    ax_m.plot(xs.numpy(), p1.numpy(), color=ROLE["model"], label=r"fitted $p_1(x)$")
+    ax_m.plot(xs.numpy(), p1.numpy(), color=ROLE["model"], label="fitted p₁(x)")
     ax_m.plot(
         xs.numpy(),
         torch.sigmoid(w0 * xs + b0).numpy(),

@@ -3,8 +3,9 @@
 The models are trained by the ``*_runs`` functions of `block4.probabilistic_runs` (several
 seeds or data splits as the members of one stack) and reach the figures as plain data: the
 parameters of each member's predicted distribution. The figures draw the first seed and
-report every comparison as mean and spread over all of them. The calibration figures
-(`block4.figures.calibration_figures`) reuse the same runs.
+report every comparison as mean and spread over all of them; the calibration figure at the
+end reuses the runs (``ctx.compute``: the pipeline computes them once; the figures form one
+``group`` so that ``--jobs`` makes them in one process, in order).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 import matplotlib.colors
 import numpy as np
 import torch
+from torch import distributions as D
 
-from block4.calibration import central_interval, interval_coverage
+from block4.calibration import central_interval, interval_coverage, pit, pit_histogram
 from block4.figures.registry import FigureContext, figure
 from block4.figures.style import PALETTE, ROLE, subplots
 from block4.probabilistic_runs import (
@@ -381,4 +383,134 @@ def mixture_density(ctx: FigureContext, x_probe: float, n_seeds: dict[str, int])
         "probe_gaussian_mean": float(gp.mean[0]),
         "probe_gaussian_sigma": float(gp.stddev[0]),
     }
+    return fig, numbers
+
+
+LABELS = {
+    "synthetic_homoscedastic": "synthetic, one σ",
+    "synthetic_heteroscedastic": "synthetic, σ(x)",
+    "diabetes_homoscedastic": "diabetes, one σ",
+    "diabetes_heteroscedastic": "diabetes, σ(x)",
+    "inverse_sine_gaussian": "inverse sine, Gaussian",
+    "inverse_sine_mixture": "inverse sine, mixture",
+    "counts_poisson": "counts, Poisson",
+}
+
+
+def _first(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v[0] for k, v in params.items()}
+
+
+def _cases(ctx: FigureContext, n_seeds: dict[str, int], n_splits: dict[str, int], x_probe: float):
+    """``{case: (dist, y, x)}`` of the first seed of each model, from the chapter's runs."""
+    syn = ctx.compute(synthetic_runs, n_seeds=ctx.pick(**n_seeds))
+    dia = ctx.compute(diabetes_runs, n_splits=ctx.pick(**n_splits))
+    mix = ctx.compute(mixture_runs, n_seeds=ctx.pick(**n_seeds), x_probe=x_probe)
+    cnt = ctx.compute(count_runs, n_seeds=ctx.pick(**n_seeds))
+    return {
+        "synthetic_homoscedastic": (
+            normal_dist(_first(syn["homoscedastic"]["test"])), syn["y_test"][0], syn["x_test"][0]
+        ),
+        "synthetic_heteroscedastic": (
+            normal_dist(_first(syn["heteroscedastic"]["test"])), syn["y_test"][0], syn["x_test"][0]
+        ),
+        "diabetes_homoscedastic": (
+            normal_dist(_first(dia["homoscedastic"]["test"])), dia["y_test"][0], None
+        ),
+        "diabetes_heteroscedastic": (
+            normal_dist(_first(dia["heteroscedastic"]["test"])), dia["y_test"][0], None
+        ),
+        "inverse_sine_gaussian": (
+            normal_dist(_first(mix["gaussian"]["test"])), mix["y_test"][0], None
+        ),
+        "inverse_sine_mixture": (
+            mixture_dist(_first(mix["mixture"]["test"])), mix["y_test"][0], None
+        ),
+        "counts_poisson": (
+            D.Poisson(cnt["poisson"]["test"]["rate"][0]), cnt["y_test"][0], None
+        ),
+    }  # fmt: skip
+
+
+@figure(
+    "regression_calibration",
+    chapter="probabilistic-heads",
+    params={
+        "levels": [0.5, 0.8, 0.9, 0.95],
+        "bins": 10,
+        "n_seeds": {"smoke": 2, "quick": 2, "full": 5},
+        "n_splits": {"smoke": 2, "quick": 4, "full": 10},
+        "x_probe": 0.5,
+    },
+    group="trained-models",  # after the figures whose runs it reuses: one computation
+)
+def regression_calibration(
+    ctx: FigureContext,
+    levels: list[float],
+    bins: int,
+    n_seeds: dict[str, int],
+    n_splits: dict[str, int],
+    x_probe: float,
+):
+    """PIT histograms and interval coverage of the chapter's regressors on held-out data.
+
+    Top: PIT histograms (uniform = calibrated) of the one-sigma and sigma(x) Gaussians on
+    the synthetic data, of the sigma(x) model on diabetes (first split) and of the mixture
+    head. Bottom: observed coverage of the central intervals against their nominal level.
+    The arguments other than ``levels`` and ``bins`` select the runs of the other figures.
+    """
+    cases = _cases(ctx, n_seeds, n_splits, x_probe)
+    numbers: dict[str, Any] = {}
+    # Coverage can look right on average and still be wrong everywhere: split the synthetic
+    # test inputs into the quiet left half and the noisy right half.
+    for name in ("synthetic_homoscedastic", "synthetic_heteroscedastic"):
+        dist, y, x = cases[name]
+        for side, mask in (("left", x < 0), ("right", x >= 0)):
+            part = D.Normal(dist.mean[mask], dist.stddev[mask])
+            numbers[f"{name}_cov90_{side}"] = 100 * interval_coverage(part, y[mask], [0.9])[0.9]
+    fig, _ = subplots(1, 1, width=6.8, height=7.4)
+    fig.clear()
+    grid = fig.add_gridspec(3, 2, height_ratios=[1, 1, 1.5])
+    pit_axes = [fig.add_subplot(grid[r, c]) for r in range(2) for c in range(2)]
+    ax_c = fig.add_subplot(grid[2, :])
+    shown = [
+        "synthetic_homoscedastic",
+        "synthetic_heteroscedastic",
+        "diabetes_heteroscedastic",
+        "inverse_sine_mixture",
+    ]
+    gen = torch.Generator().manual_seed(ctx.seed)
+    for name, (dist, y, _) in cases.items():
+        density, ks = pit_histogram(pit(dist, y, generator=gen), bins=bins)
+        numbers[f"{name}_ks"] = ks
+        numbers[f"{name}_n"] = len(y)
+        numbers[f"{name}_label"] = LABELS[name]
+        for level, c in interval_coverage(dist, y, levels).items():
+            numbers[f"{name}_cov{round(100 * level)}"] = 100 * c
+        if name in shown:
+            ax = pit_axes[shown.index(name)]
+            ax.bar(
+                (np.arange(bins) + 0.5) / bins, density.numpy(), width=0.9 / bins,
+                color=HOMO if "homo" in name else HETERO, alpha=0.8,
+            )  # fmt: skip
+            ax.axhline(1.0, color="black", ls="--", lw=1)
+            ax.set_title(f"{LABELS[name]}: KS {ks:.3f}")
+            ax.set_ylim(0, max(2.2, float(density.max()) * 1.1))
+    for ax in pit_axes[2:]:
+        ax.set_xlabel("PIT value")
+    for ax in pit_axes[::2]:
+        ax.set_ylabel("density")
+    ax_c.plot([0.4, 1], [0.4, 1], color="black", ls="--", lw=1, label="nominal")
+    for i, name in enumerate(cases):
+        ax_c.plot(
+            levels, [numbers[f"{name}_cov{round(100 * lv)}"] / 100 for lv in levels],
+            marker="osD^v<>"[i], ms=4, lw=1.2, color=PALETTE[i % len(PALETTE)], label=LABELS[name],
+            # the simpler baseline of each pair dotted, the better-suited model solid
+            ls=":" if name.endswith(("_homoscedastic", "_gaussian")) else "-",
+        )  # fmt: skip
+    ax_c.set_xlabel("nominal level of the central interval")
+    ax_c.set_ylabel("observed coverage")
+    ax_c.set_title("interval coverage on held-out data (first seed)")
+    ax_c.legend(loc="upper left", bbox_to_anchor=(1.0, 1.05))
+    numbers["levels"] = ", ".join(f"{round(100 * lv)} %" for lv in levels)
     return fig, numbers
