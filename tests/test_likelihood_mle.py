@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from block4.data import load_blood_pressure
-from block4.figures.likelihood import (
+from block4.figures.likelihood_fit import (
     fit_line_by_ml,
     least_squares,
     line_in_data_units,
@@ -84,7 +84,7 @@ def test_chapter_figures_return_their_numbers(name, ctx):
 
 
 def test_mle_figure_smoke(ctx):
-    import block4.figures.likelihood  # noqa: F401
+    import block4.figures.likelihood_fit  # noqa: F401
 
     spec = REGISTRY["mle_least_squares"]
     _, numbers = load_figure(spec)(ctx, **spec.params)

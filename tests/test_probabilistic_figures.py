@@ -1,4 +1,5 @@
-"""Every figure of the chapter "Probabilistic heads" runs in the smoke profile."""
+"""Every figure of the chapters "Probabilistic heads" and "Maximum likelihood" (the trained
+ones) runs in the smoke profile and reports mean and spread over its seeds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import block4.figures.probabilistic  # noqa: F401 - registers the figures
 from block4.figures.registry import FigureContext
 from block4.pipeline import Project, discover, load_figure
 
@@ -21,23 +21,47 @@ NAMES = [
     "mixture_density",
     "digits_calibration",
     "regression_calibration",
+    "deep_ensemble",
+    "co2_forecast",
 ]
+#: A key with mean and spread (``_mean`` and ``_sd``) that each figure must report.
+SPREAD_KEYS = {
+    "heteroscedastic_regression": "test_nll_heteroscedastic",
+    "diabetes_nll": "nll_diff",
+    "poisson_counts": "coverage_poisson_percent",
+    "mixture_density": "test_nll_mixture",
+    "digits_calibration": "ece",
+    "deep_ensemble": "gap_ensemble_cov",
+    "co2_forecast": "ensemble_coverage",
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_figure_runs_and_returns_plain_numbers(name, tmp_path):
     spec = REGISTRY[name]
-    assert spec.chapter == "probabilistic-heads"
+    chapter = "maximum-likelihood" if name == "co2_forecast" else "probabilistic-heads"
+    assert spec.chapter == chapter
     ctx = FigureContext(profile="smoke", accelerator="cpu", devices=1, out_dir=tmp_path)
     fig, numbers = load_figure(spec)(ctx, **spec.params)
     assert fig.axes
+    assert fig.get_size_inches()[0] <= 6.9  # readable at page width
     json.dumps(numbers)
     for key, value in numbers.items():
         if isinstance(value, float):
             assert math.isfinite(value), key
+    if name in SPREAD_KEYS:
+        key = SPREAD_KEYS[name]
+        assert numbers[f"{key}_sd"] >= 0 and f"{key}_mean" in numbers
+    if "diverged_members" in numbers:
+        assert numbers["diverged_members"] == 0
     if name == "regression_calibration":
         for model in ("synthetic_heteroscedastic", "counts_poisson", "inverse_sine_mixture"):
             covs = [numbers[f"{model}_cov{level}"] for level in (50, 80, 90, 95)]
             assert covs == sorted(covs) and covs[0] >= 0 and covs[-1] <= 100
     if name == "digits_calibration":
-        assert 0 <= numbers["ece"] <= 1 and 0 <= numbers["accuracy"] <= 1
+        assert 0 <= numbers["ece_mean"] <= 1 and 0 <= numbers["accuracy_mean"] <= 1
+    if name == "co2_forecast":
+        for model in ("linear", "quadratic", "mlp", "ensemble"):
+            assert 0 <= numbers[f"{model}_coverage_mean"] <= 100
+        # one sigma for all times: the trend models' bands are as wide in 2001 as in 1985
+        assert numbers["linear_band_width_2001"] == pytest.approx(numbers["linear_band_width_1985"])

@@ -169,3 +169,30 @@ for what, attempt in attempts.items():
 # calibrated on both halves, not only on average.
 #
 # </details>
+#
+# **Task 4.** Train a deep ensemble: `ProbabilisticRegressor(members=5, ...)` with the same
+# body, on `block4.data.make_gap_data(600, seed=0)` (no training inputs in the gap
+# $(-1, 1)$). Split its predictive variance at $x = 0$ and at $x = 2$ into aleatoric and
+# epistemic parts.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# from block4.data import InMemoryDataModule, make_gap_data
+# from block4.modules import aleatoric_variance, epistemic_variance
+#
+# ens = ProbabilisticRegressor(in_features=1, head="gaussian", heteroscedastic=True,
+#                              depth=2, width=50, lr=1e-2, members=5)
+# pl.Trainer(max_epochs=100, accelerator="cpu", devices=1, logger=False,
+#            enable_checkpointing=False, enable_progress_bar=False,
+#            enable_model_summary=False, limit_val_batches=0).fit(
+#     ens, InMemoryDataModule(make_gap_data(600, seed=0), batch_size=100))
+# members = ens.member_dists(torch.tensor([[0.0], [2.0]]))
+# print("aleatoric", aleatoric_variance(members), "epistemic", epistemic_variance(members))
+# print("their sum is the mixture's variance:", ens.predict_dist(torch.tensor([[0.0], [2.0]])).variance)
+# ```
+#
+# At $x = 2$ (inside the data) the members agree and the aleatoric part dominates; at
+# $x = 0$ (in the gap) the epistemic part, the members' disagreement, is much larger.
+#
+# </details>

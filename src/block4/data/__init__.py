@@ -20,10 +20,13 @@ Every name below is importable from ``block4.data``; the modules of the package:
 - ``block4.data.bundled``: `DigitsDataModule` (scikit-learn's 8x8 handwritten digits),
   `DiabetesDataModule` (scikit-learn's diabetes regression data), `load_blood_pressure`
   and `BloodPressureDataModule` (age and systolic blood pressure of 33 women, shipped
-  inside this package). All offline.
+  inside this package), `load_co2` (weekly Mauna Loa CO2, 1958-2001, shipped too). All
+  offline.
 - ``block4.data.synthetic``: `HeteroscedasticDataModule` (1-D regression with a known
   mean and a known, input-dependent noise level) and the generators `make_counts`
-  (Poisson counts with the rate `count_rate`) and `make_inverse_sine` (a multimodal target).
+  (Poisson counts with the rate `count_rate`), `make_inverse_sine` (a multimodal target)
+  and `make_gap_data` (1-D regression with a gap in the inputs, truth `gap_mean`,
+  `gap_sigma`).
 - ``block4.data.mnist``: `MNISTDataModule`, MNIST from the four standard IDX files (read
   by `read_idx`).
 - ``block4.data.checks``: `check_examples` and `check_tensor`, the checks every entry point
@@ -38,6 +41,7 @@ from block4.data.bundled import (
     DiabetesDataModule,
     DigitsDataModule,
     load_blood_pressure,
+    load_co2,
 )
 from block4.data.checks import check_examples, check_tensor
 from block4.data.members import MemberBatches
@@ -51,13 +55,18 @@ from block4.data.mnist import (
     read_idx,
 )
 from block4.data.synthetic import (
+    GAP_TRAIN_RANGES,
     HeteroscedasticDataModule,
     count_rate,
+    gap_mean,
+    gap_sigma,
     make_counts,
+    make_gap_data,
     make_inverse_sine,
 )
 
 __all__ = [
+    "GAP_TRAIN_RANGES",
     "MemberBatches",
     "MNIST_FILES",
     "MNIST_IMAGES_MAGIC",
@@ -75,9 +84,13 @@ __all__ = [
     "check_examples",
     "check_tensor",
     "count_rate",
+    "gap_mean",
+    "gap_sigma",
     "load_blood_pressure",
+    "load_co2",
     "load_mnist_split",
     "make_counts",
+    "make_gap_data",
     "make_inverse_sine",
     "read_idx",
 ]

@@ -1,12 +1,15 @@
-"""Data sets that work offline: scikit-learn's digits and diabetes, and 33 blood pressures.
+"""Data sets that work offline: scikit-learn's digits and diabetes, 33 blood pressures, and
+the Mauna Loa CO2 record.
 
 The digits and diabetes data ship with scikit-learn (no download); the blood-pressure
-measurements ship inside this package (``block4/_data/blood_pressure.csv``).
+measurements and the weekly CO2 concentrations ship inside this package
+(``block4/_data/blood_pressure.csv``, ``block4/_data/co2_mauna_loa.csv``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 from importlib import resources
 
 import torch
@@ -19,6 +22,7 @@ __all__ = [
     "DiabetesDataModule",
     "DigitsDataModule",
     "load_blood_pressure",
+    "load_co2",
 ]
 
 
@@ -164,15 +168,61 @@ def load_blood_pressure(dtype: torch.dtype = torch.float32) -> tuple[torch.Tenso
     Raises:
         ValueError: for a ``dtype`` that is not floating point.
     """
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(
-            f"dtype must be a floating dtype such as torch.float32 or torch.float64, got {dtype!r}"
-        )
+    _check_float_dtype(dtype)
     text = resources.files("block4").joinpath("_data/blood_pressure.csv").read_text("utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     age = torch.tensor([float(r["age"]) for r in rows], dtype=dtype)
     sbp = torch.tensor([float(r["sbp"]) for r in rows], dtype=dtype)
     return check_examples(age, sbp, dtype=None, where="blood_pressure.csv: ")
+
+
+def _check_float_dtype(dtype: object) -> None:
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(
+            f"dtype must be a floating dtype such as torch.float32 or torch.float64, got {dtype!r}"
+        )
+
+
+def _decimal_year(yyyymmdd: str) -> float:
+    """``"19580329"`` -> 1958.24: the year plus the elapsed share of it at the day's middle."""
+    day = datetime.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+    start = datetime.date(day.year, 1, 1)
+    length = (datetime.date(day.year + 1, 1, 1) - start).days
+    return day.year + ((day - start).days + 0.5) / length
+
+
+def load_co2(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weekly mean atmospheric CO2 concentration at Mauna Loa, Hawaii, 1958-2001.
+
+    2,225 weekly means (ppmv, parts per million by volume) from 29 March 1958 to
+    29 December 2001; the 59 weeks without a valid measurement are left out, so the
+    times are not equally spaced. The record rises from about 313 to 372 ppm, with a
+    seasonal cycle of about +-3 ppm on top. It is the data of the course's p(y | x)
+    forecast example, where x is time and y the concentration.
+
+    Source: C.D. Keeling and T.P. Whorf (2004), *Atmospheric CO2 concentrations derived
+    from flask air samples at sites in the SIO network*, in Trends: A Compendium of Data on
+    Global Change, Carbon Dioxide Information Analysis Center, Oak Ridge National
+    Laboratory. Public domain; the copy shipped inside this package
+    (``block4/_data/co2_mauna_loa.csv``) is the one distributed with statsmodels 0.15.0.
+
+    Args:
+        dtype: floating dtype of the returned tensors; float64 (the default) keeps the
+            weekly resolution of the dates exactly (float32 rounds them to about an hour).
+
+    Returns:
+        ``(year, ppm)``: two 1-D tensors of equal length; ``year`` is the decimal year of
+        each week (``1958.24`` for 29 March 1958), increasing.
+
+    Raises:
+        ValueError: for a ``dtype`` that is not floating point.
+    """
+    _check_float_dtype(dtype)
+    text = resources.files("block4").joinpath("_data/co2_mauna_loa.csv").read_text("utf-8")
+    rows = [r for r in csv.DictReader(text.splitlines()) if r["co2"].strip()]
+    year = torch.tensor([_decimal_year(r["date"]) for r in rows], dtype=dtype)
+    ppm = torch.tensor([float(r["co2"]) for r in rows], dtype=dtype)
+    return check_examples(year, ppm, dtype=None, where="co2_mauna_loa.csv: ")
 
 
 class BloodPressureDataModule(TensorDataModule):

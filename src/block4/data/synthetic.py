@@ -1,4 +1,5 @@
-"""Synthetic data with a known truth: heteroscedastic regression, counts, a multimodal target."""
+"""Synthetic data with a known truth: heteroscedastic regression, counts, a multimodal target,
+and a regression with a gap in its inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import torch
 
 from block4.data.batches import Batching, TensorDataModule
 
-__all__ = ["HeteroscedasticDataModule", "count_rate", "make_counts", "make_inverse_sine"]
+__all__ = [
+    "GAP_TRAIN_RANGES",
+    "HeteroscedasticDataModule",
+    "count_rate",
+    "gap_mean",
+    "gap_sigma",
+    "make_counts",
+    "make_gap_data",
+    "make_inverse_sine",
+]
 
 
 class HeteroscedasticDataModule(TensorDataModule):
@@ -97,4 +107,49 @@ def make_inverse_sine(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.rand(n, generator=gen)
     noise = (torch.rand(n, generator=gen) - 0.5) * 0.2
     x = y + 0.3 * torch.sin(2 * math.pi * y) + noise
+    return x[:, None], y
+
+
+#: Where `make_gap_data` draws its training inputs by default: two intervals with a gap
+#: between them; the inputs beyond +-3 are never seen either.
+GAP_TRAIN_RANGES: tuple[tuple[float, float], ...] = ((-3.0, -1.0), (1.0, 3.0))
+
+
+def gap_mean(x: torch.Tensor) -> torch.Tensor:
+    """True mean of the gap data, ``0.3 x + cos(2 x)``: a bump in the gap that no straight
+    line through the two sides reaches."""
+    return 0.3 * x + torch.cos(2.0 * x)
+
+
+def gap_sigma(x: torch.Tensor) -> torch.Tensor:
+    """True noise level of the gap data, ``0.1 + 0.05 |x|``."""
+    return 0.1 + 0.05 * x.abs()
+
+
+def make_gap_data(
+    n: int, seed: int, ranges: tuple[tuple[float, float], ...] = GAP_TRAIN_RANGES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs ``y = gap_mean(x) + gap_sigma(x) * eps`` with ``x`` uniform on ``ranges``.
+
+    The default ranges leave a gap ``(-1, 1)`` inside the inputs and nothing beyond ``+-3``:
+    the data of the deep-ensemble example, where a model should become unsure away from its
+    training data. Pass other ranges to draw test points there (e.g. ``((-1.0, 1.0),)``).
+    ``x`` has shape ``(n, 1)``.
+
+    Raises:
+        ValueError: for ``n < 1``, no ranges, or a range whose low end is not below its high.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not ranges or any(len(r) != 2 or not r[0] < r[1] for r in ranges):
+        raise ValueError(
+            f"ranges must be non-empty (low, high) pairs with low < high, got {ranges!r}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    lows = torch.tensor([float(r[0]) for r in ranges])
+    widths = torch.tensor([float(r[1] - r[0]) for r in ranges])
+    # each point picks an interval with probability proportional to its width
+    which = torch.multinomial(widths, n, replacement=True, generator=gen)
+    x = lows[which] + torch.rand(n, generator=gen) * widths[which]
+    y = gap_mean(x) + gap_sigma(x) * torch.randn(n, generator=gen)
     return x[:, None], y
