@@ -155,22 +155,7 @@ for what, attempt in attempts.items():
 #
 # </details>
 #
-# **Task 3.** Check the calibration on the noisy right half only (`x_test[:, 0] > 0`). Does the
-# 90 % interval still cover about 90 %?
-#
-# <details><summary>Solution</summary>
-#
-# ```python
-# right = x_test[:, 0] > 0
-# print(interval_coverage(model.predict_dist(x_test[right]), y_test[right], [0.9]))
-# ```
-#
-# It should: the heteroscedastic model widens its intervals where the noise grows, so it is
-# calibrated on both halves, not only on average.
-#
-# </details>
-#
-# **Task 4.** Train a deep ensemble: `ProbabilisticRegressor(members=5, ...)` with the same
+# **Task 3.** Train a deep ensemble: `ProbabilisticRegressor(members=5, ...)` with the same
 # body, on `block4.data.make_gap_data(600, seed=0)` (no training inputs in the gap
 # $(-1, 1)$). Split its predictive variance at $x = 0$ and at $x = 2$ into aleatoric and
 # epistemic parts.

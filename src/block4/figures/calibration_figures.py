@@ -15,11 +15,10 @@ import torch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.calibration import expected_calibration_error, reliability_curve
-from block4.data import DigitsDataModule
+from block4.data import DigitsDataModule, MemberBatches
 from block4.figures.registry import FigureContext, figure
 from block4.modules import Classifier
 from block4.probabilistic_runs import fit_members
-from block4.stacked_data import MemberBatches
 from block4.style import PALETTE, subplots
 
 HETERO = PALETTE[0]
