@@ -40,6 +40,9 @@ setup() {
     python -m pip install -q -e ".[docs,dev]"
     touch "$VENV/.block4-installed"
   fi
+  # The live cells' Python runtime (Pyodide's core from npm, pinned; git-ignored). Without it
+  # the site still builds and its live cells say that they are not available in this build.
+  scripts/vendor_pyodide.sh || echo "==> live cells disabled: could not fetch their runtime" >&2
 }
 
 install_chromium() {
