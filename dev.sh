@@ -62,6 +62,9 @@ setup() {
     $(installer) -q -e ".[docs,dev]"
     touch "$VENV/.block4-installed"
   fi
+  # The live cells' Python runtime (Pyodide's core from npm, pinned; git-ignored). Without it
+  # the site still builds and its live cells say that they are not available in this build.
+  scripts/vendor_pyodide.sh || echo "==> live cells disabled: could not fetch their runtime" >&2
 }
 
 # The browser tests use Debian's chromium. `./dev.sh test` installs it where apt-get can (root,

@@ -500,13 +500,14 @@ def graph_svg(
     Pure Python (no matplotlib), from the same [`layout`][block4.graph_drawing.layout], at the
     size matplotlib would draw it (one user unit = 1 pt). Every element carries a class
     (``op``, ``box``, ``edge``, ``text``, ``forward``, ``backward``, ``note``) so a page's
-    stylesheet can recolour it, e.g. for a dark theme; the colours written into it are
-    [`COLOURS`][block4.graph_drawing.COLOURS].
+    stylesheet can recolour it (a dark theme, say); the colours written in are ``COLOURS``.
 
     Args:
-        nodes, edges, scale, edge_labels: as for
-            [`draw_graph`][block4.graph_drawing.draw_graph].
+        nodes: the nodes, see [`GraphNode`][block4.graph_drawing.GraphNode].
+        edges: ``(from_key, to_key)`` pairs, in the direction data flows.
         title: an optional title above the graph.
+        scale: inches per layout unit, as for ``draw_graph``.
+        edge_labels: text written along some edges, as for ``draw_graph``.
 
     Returns:
         A standalone ``<svg>`` element (no XML declaration), ready to put into a page.
