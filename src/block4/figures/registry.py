@@ -120,6 +120,9 @@ class FigureContext:
         kwargs.update(overrides)
         return kwargs
 
+    def compute(self, fn, **kwargs):
+        return fn(self, **kwargs)
+
 
 def figure_mark_of(name: Any, chapter: Any, params: Any = None, group: Any = None) -> FigureMark:
     """Check the arguments of :func:`figure` and return the mark they make.
