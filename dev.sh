@@ -12,19 +12,39 @@ TORCH_CPU_PIN=2.13.0   # a CPU build of this release is what CI and the referenc
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
+# Installs go through uv (from PyPI, into the venv) when it can be had: it installs the whole
+# stack in seconds where pip takes minutes. pip stays the fallback; both read the same PyPI.
+installer() {
+  if [ -z "${BLOCK4_INSTALLER:-}" ]; then
+    if [ "${BLOCK4_NO_UV:-0}" != 1 ] && { python -m uv --version >/dev/null 2>&1 ||
+      python -m pip install -q uv >/dev/null 2>&1; }; then
+      BLOCK4_INSTALLER="python -m uv pip install --python $(command -v python)"
+    else
+      BLOCK4_INSTALLER="python -m pip install"
+    fi
+  fi
+  echo "$BLOCK4_INSTALLER"
+}
+
 install_torch() {
   if python -c "import torch" >/dev/null 2>&1; then return; fi
+  local install wheel
+  install=$(installer)
+  wheel=$(ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-${TORCH_CPU_PIN}*cpu*.whl 2>/dev/null | head -n 1 || true)
   if have_gpu; then
     echo "==> NVIDIA GPU found: installing a CUDA build of torch from PyPI"
-    python -m pip install "torch>=2.2,<3"
-  elif [ "$(uname -s)" != Linux ] || ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-${TORCH_CPU_PIN}*cpu* >/dev/null 2>&1; then
-    # macOS/Windows wheels on PyPI are CPU builds; a local CPU wheel is used where one exists.
+    $install "torch>=2.2,<3"
+  elif [ -n "$wheel" ]; then
+    echo "==> no GPU: installing CPU torch ${TORCH_CPU_PIN} from $wheel"
+    $install "$wheel"
+  elif [ "$(uname -s)" != Linux ]; then
+    # macOS/Windows wheels on PyPI are CPU builds.
     echo "==> no GPU: installing CPU torch ${TORCH_CPU_PIN}"
-    python -m pip install "torch==${TORCH_CPU_PIN}"
+    $install "torch==${TORCH_CPU_PIN}"
   else
     # On Linux, PyPI's default torch wheel carries several GB of CUDA libraries: ask for the CPU one.
     echo "==> no GPU: installing CPU torch ${TORCH_CPU_PIN} from the PyTorch CPU index"
-    python -m pip install "torch==${TORCH_CPU_PIN}" --index-url https://download.pytorch.org/whl/cpu
+    $install "torch==${TORCH_CPU_PIN}" --index-url https://download.pytorch.org/whl/cpu
   fi
 }
 
@@ -38,7 +58,8 @@ setup() {
   install_torch
   if ! python -c "import block4, mkdocs, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt "$VENV/.block4-installed" ]; then
     echo "==> installing block4 with its docs and dev extras"
-    python -m pip install -q -e ".[docs,dev]"
+    # torch is already there: the package's range accepts it, so nothing replaces it.
+    $(installer) -q -e ".[docs,dev]"
     touch "$VENV/.block4-installed"
   fi
 }

@@ -213,3 +213,27 @@ def test_figure_goals_name_jobs_and_do_not_count_a_cpu_run_for_the_gpu_goal(tmp_
     html = perf_report.figure_times_svg(tmp_path)
     assert html.count("quick (2 CPU cores)") == 1
     assert "full (2 CPU cores)" in html and "full (NVIDIA H100)" in html
+
+
+@pytest.mark.slow
+def test_edit_loop_benchmark_lists_what_each_edit_makes_stale(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "edit_loop.py"),
+            *("--profile", "smoke", "--figure", "backprop_worked_example"),
+            *("--edit", "block4.models:mlp", "--out-dir", str(tmp_path)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    data = json.loads((tmp_path / "edit_loop.json").read_text())
+    results = data["results"]
+    loop = results["plotting_edit"]
+    assert loop["stale_after_edit"] == ["backprop_worked_example"]  # not its neighbours
+    assert loop["remade"] == 1 and loop["edit_to_fresh_s"] > 0
+    (mlp,) = results["shared_edits"]
+    assert mlp["edited"] == "block4.models:mlp"
+    assert "relu_vs_tanh" in mlp["stale"] and "backprop_worked_example" not in mlp["stale"]
+    assert results["check_s"] > 0

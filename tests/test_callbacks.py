@@ -234,3 +234,39 @@ def test_best_validation_state_restores_the_best_epoch():
     assert restored == pytest.approx(best.best, rel=1e-5)
     if best.epoch != 11:  # restoring really changed the weights
         assert any(not torch.equal(v, model.state_dict()[k]) for k, v in last_weights.items())
+
+
+def test_gradient_and_activation_diagnostics_reach_the_trainers_logger(tmp_path):
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    dm = DigitsDataModule(batch_size=64, seed=2, n_train=256)
+    model = Classifier(in_features=64, depth=2, width=16, activation="tanh")
+    monitor = GradientFlowMonitor(every_n_steps=2)
+    stats = ActivationStats(steps=[0, 3])
+    logger = CSVLogger(tmp_path, name="run", version=0)
+    trainer(max_epochs=1, callbacks=[monitor, stats], limit_val_batches=0, logger=logger).fit(
+        model, dm
+    )
+    with open(tmp_path / "run" / "version_0" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = {(int(r["step"]), k): float(v) for r in rows for k, v in r.items() if v and "/" in k}
+    # every table row is in metrics.csv, at its step, with the same value
+    for row in monitor.table:
+        assert logged[(row["step"], f"grad_norm/{row['layer']}")] == pytest.approx(row["grad_norm"])
+        assert logged[(row["step"], f"weight_norm/{row['layer']}")] == pytest.approx(
+            row["weight_norm"]
+        )
+    assert {s for s, k in logged if k.startswith("grad_norm/")} == {0, 2}
+    for row in stats.table:
+        assert logged[(row["step"], f"pre_std/{row['layer']}")] == pytest.approx(row["pre_std"])
+    assert {s for s, k in logged if k.startswith("pre_mean/")} == {0, 3}
+    # log=False keeps them in memory only
+    quiet = GradientFlowMonitor(steps=[0], log=False)
+    logger2 = CSVLogger(tmp_path, name="quiet", version=0)
+    trainer(
+        max_epochs=1, callbacks=[quiet], limit_train_batches=2, limit_val_batches=0, logger=logger2
+    ).fit(Classifier(in_features=64, depth=1, width=8), dm)
+    text = (tmp_path / "quiet" / "version_0" / "metrics.csv").read_text()
+    assert "grad_norm/" not in text and len(quiet.table) == 2

@@ -247,7 +247,7 @@ def test_strict_build_passes_when_fresh_and_fails_naming_the_stale_figure(tmp_pa
     proc = _build(root, site)
     assert proc.returncode == 1
     assert (
-        "figure 'line_plot' used on index.md is stale (changed: block4/helper.py); "
+        "figure 'line_plot' used on index.md is stale (changed: block4.helper:SCALE); "
         "refresh it with: python scripts/make_figures.py --only line_plot"
     ) in proc.stderr
     assert "'other_plot' used on" not in proc.stderr

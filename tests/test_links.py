@@ -169,6 +169,13 @@ def chapter_structure_problems(html: str) -> list[str]:
         problems.append(
             f"the last two sections are not 'Summary' and 'Further reading' (sections: {titles})"
         )
+    figures = article.count('<figure class="b4-figure"')
+    zoomable = sum(
+        'class="glightbox"' in f
+        for f in re.findall(r'<figure class="b4-figure".*?</figure>', article, re.S)
+    )
+    if zoomable < figures:
+        problems.append(f"{figures - zoomable} of {figures} figures do not open in the lightbox")
     if "notebooks/" not in article:
         problems.append("no link to the companion notebook")
     if "md-footer__link--prev" not in html or "md-footer__link--next" not in html:
@@ -211,3 +218,15 @@ def test_chapter_structure_checker_wants_visible_questions_and_further_reading()
     assert problems == ["question folded away: Exercise 1"], problems
     problems = chapter_structure_problems(_chapter_html(visible, "<h2>Summary</h2>"))
     assert len(problems) == 1 and "Further reading" in problems[0], problems
+
+
+def test_the_five_points_in_the_text_are_the_five_points_in_the_code(root: Path) -> None:
+    # The maximum-likelihood chapter lists the x values so the example can be done by hand.
+    from block4.figures.likelihood import five_point_example
+
+    text = (root / "docs" / "maximum-likelihood.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ([1-5]) \| \\\((-?[0-9.]+)\\\) \| ([01]) \|$", text, re.M)
+    x, y = five_point_example()
+    assert [(float(r[1]), int(r[2])) for r in rows] == list(
+        zip(x.tolist(), y.tolist(), strict=True)
+    ), rows

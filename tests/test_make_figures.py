@@ -134,7 +134,8 @@ def test_a_run_writes_both_files_and_the_entry_and_a_second_run_does_nothing(rep
     assert entry["device"] == "cpu"
     assert {"python", "matplotlib", "numpy"} <= set(entry["versions"])
     assert entry["wall_time_s"] >= 0 and entry["date"].endswith("+00:00")
-    assert "block4/helper.py" in entry["sources"]
+    assert "block4.helper:SCALE" in entry["sources"] and entry["format"] == 4
+    assert entry["results"] == []  # line_plot computes nothing through ctx.compute
     before = snapshot(out)
 
     again = run(repo, "--profile", "smoke")
@@ -185,7 +186,7 @@ def test_editing_a_dependency_makes_exactly_that_figure_stale(made: Path) -> Non
     helper.write_text("SCALE = 3.0\n")
     proc = run(made, "--check")
     assert proc.returncode == 1
-    assert "stale: line_plot (changed: block4/helper.py)" in proc.stdout
+    assert "stale: line_plot (changed: block4.helper:SCALE)" in proc.stdout
     assert "other_plot" not in proc.stdout.replace("--only line_plot", "")
     assert "refresh with: python scripts/make_figures.py --only line_plot" in proc.stdout
     helper.write_text("SCALE = 2.0\n")  # back to the recorded source: fresh again
@@ -207,7 +208,10 @@ def test_editing_params_or_deleting_a_file_is_noticed(made: Path) -> None:
     (figures_dir(made) / "other_plot.dark.svg").unlink()
     proc = run(made, "--check")
     assert proc.returncode == 1
-    assert "stale: line_plot (changed: block4/figures/demo.py; parameters changed)" in proc.stdout
+    assert (
+        "stale: line_plot (changed: block4.figures.demo:line_plot; parameters changed)"
+        in proc.stdout
+    )
     assert "missing: other_plot (file other_plot.dark.svg is missing)" in proc.stdout
     proc = run(made, "--profile", "smoke")
     assert proc.returncode == 0, proc.stderr
@@ -536,7 +540,7 @@ import pytorch_lightning as pl
 import torch
 
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import subplots
+from block4.style import subplots
 
 
 class Tiny(pl.LightningModule):
@@ -636,3 +640,79 @@ def test_the_committed_figures_match_the_code() -> None:
     assert proc.returncode == 0, (
         "figures are stale; re-make and commit them:\n" + proc.stdout + proc.stderr
     )
+
+
+# -- the results cache: a plotting edit re-plots without computing again ------------------------
+
+CACHED = '''\
+"""A figure whose expensive part goes through ctx.compute; it counts its runs in a file."""
+from pathlib import Path
+
+from block4.figures.registry import FigureContext, figure
+from block4.style import subplots
+
+COUNTER = Path(__file__).resolve().parents[3] / "computed.txt"
+
+
+def expensive_runs(ctx: FigureContext, n: int) -> dict:
+    with COUNTER.open("a") as fh:
+        fh.write("run\\n")
+    return {"curve": [0.5 * x * x for x in range(n)], "n": n}
+
+
+@figure("cached_plot", chapter="demo3")
+def cached_plot(ctx: FigureContext):
+    data = ctx.compute(expensive_runs, n=6)
+    fig, ax = subplots(width=3, height=2)
+    ax.plot(data["curve"])
+    ax.set_ylabel("loss")
+    return fig, {"last": data["curve"][-1]}
+'''
+
+
+def computed(repo: Path) -> int:
+    counter = repo / "computed.txt"
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+@pytest.mark.slow
+def test_a_plotting_edit_replots_from_the_results_cache(made: Path) -> None:
+    cached = made / "src" / "block4" / "figures" / "cached.py"
+    cached.write_text(CACHED)
+    assert run(made, "--profile", "smoke").returncode == 0
+    assert computed(made) == 1
+    first = manifest(made)["figures"]["cached_plot"]
+    assert [r["reused"] for r in first["results"]] == [False]
+    assert first["results"][0]["function"] == "block4.figures.cached:expensive_runs"
+
+    cached.write_text(CACHED.replace('"loss"', '"training loss"'))  # plotting only
+    check = run(made, "--check")
+    assert check.stdout.splitlines()[0] == (
+        "stale: cached_plot (changed: block4.figures.cached:cached_plot)"
+    )
+    assert "line_plot" not in check.stdout.split("refresh with")[0]
+    proc = run(made, "--profile", "smoke")
+    assert proc.returncode == 0, proc.stderr
+    assert "figure 1/1: cached_plot" in proc.stderr  # only the edited figure
+    assert computed(made) == 1  # no computation: the results came from the cache
+    second = manifest(made)["figures"]["cached_plot"]
+    assert second["results"][0]["reused"] is True
+    assert second["results"][0]["computed"] == first["results"][0]["computed"]
+    assert second["numbers"] == first["numbers"] == {"last": 12.5}
+    assert second["sha256"] != first["sha256"]  # the new label
+
+    for entry in (made / ".cache" / "results").rglob("*.npz"):
+        entry.write_bytes(b"partial")  # a corrupt entry is ignored and rebuilt
+    assert run(made, "--profile", "smoke", "--force", "--only", "cached_plot").returncode == 0
+    assert computed(made) == 2
+    assert run(made, "--profile", "smoke", "--force", "--only", "cached_plot").returncode == 0
+    assert computed(made) == 2
+    assert run(made, "--profile", "smoke", "--force", "--no-cache").returncode == 0
+    assert computed(made) == 3
+
+    cached.write_text(cached.read_text().replace("0.5 * x * x", "0.25 * x * x"))  # computation
+    check = run(made, "--check")
+    assert "stale: cached_plot (changed: block4.figures.cached:expensive_runs)" in check.stdout
+    assert run(made, "--profile", "smoke").returncode == 0
+    assert computed(made) == 4
+    assert manifest(made)["figures"]["cached_plot"]["numbers"] == {"last": 6.25}

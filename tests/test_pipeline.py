@@ -7,14 +7,14 @@ docs/figures. The end-to-end runs of the command line are in test_make_figures.p
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from block4 import pipeline
-from block4.figures import style
+from block4 import figure_env, pipeline, style
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ import os
 import time
 
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, subplots
+from block4.style import PALETTE, subplots
 
 
 @figure("line_plot", chapter="demo", params={"n": 5, "label": "a line"})
@@ -46,7 +46,7 @@ def line_plot(ctx: FigureContext, n: int, label: str):
 DEMO2 = '''\
 """A second figure module that does not use block4.helper."""
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import subplots
+from block4.style import subplots
 
 
 @figure("other_plot", chapter="demo2")
@@ -93,14 +93,17 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
     (src / "figures").mkdir(parents=True)
     for rel in (
         "__init__.py",
+        "code_closure.py",
         "pipeline_sources.py",
+        "figure_env.py",
+        "results_cache.py",
         "pipeline.py",
         "figure_runs.py",
         "make_figures.py",
         "docs_hooks.py",
         "figures/__init__.py",
         "figures/registry.py",
-        "figures/style.py",
+        "style.py",
     ):
         shutil.copy(ROOT / "src" / "block4" / rel, src / rel)
     (src / "helper.py").write_text("SCALE = 2.0\n")
@@ -251,13 +254,27 @@ def test_discover_reports_a_syntax_error_with_file_and_line(project: pipeline.Pr
 # -- dependencies -----------------------------------------------------------------------------
 
 
-def test_dependencies_follow_imports_transitively(project: pipeline.Project) -> None:
+def test_dependencies_follow_names_transitively(project: pipeline.Project) -> None:
     pkg = project.package_dir
     write(pkg / "sub" / "__init__.py", "")
-    write(pkg / "sub" / "leaf.py", "import math\n")
-    write(pkg / "sub" / "mid.py", "from . import leaf\nfrom ..helper import SCALE\n")
+    write(
+        pkg / "sub" / "leaf.py", "import math\ndef leaf_value():\n    return math.pi\nOTHER = 1\n"
+    )
+    write(
+        pkg / "sub" / "mid.py",
+        """
+        from ..helper import SCALE
+        from . import leaf
+
+        def mid_value():
+            return leaf.leaf_value() * SCALE
+
+        def unused():
+            return 0
+        """,
+    )
     write(pkg / "_data" / "table.csv", "a,b\n1,2\n")
-    write(pkg / "loader.py", 'import importlib\nNAME = "block4.unrelated"\nFILE = "table.csv"\n')
+    write(pkg / "loader.py", 'FILE = "table.csv"\ndef load():\n    return FILE\n')
     write(
         project.figures_dir / "deps.py",
         """
@@ -268,24 +285,31 @@ def test_dependencies_follow_imports_transitively(project: pipeline.Project) -> 
         def deps_plot(ctx):
             from block4.sub import mid
             import block4.loader
+            return mid.mid_value(), block4.loader.load(), torch.zeros(1)
         """,
     )
     info = pipeline.discover(project)["deps_plot"]
     deps = pipeline.dependencies(project, info)
-    assert sorted(deps) == [
-        "block4/__init__.py",
-        "block4/_data/table.csv",
-        "block4/figures/__init__.py",
-        "block4/figures/deps.py",
-        "block4/figures/registry.py",
-        "block4/figures/style.py",
-        "block4/helper.py",
-        "block4/loader.py",
-        "block4/sub/__init__.py",
-        "block4/sub/leaf.py",
-        "block4/sub/mid.py",
-        "block4/unrelated.py",
-    ]
+    own = ("block4.figures.registry", "block4.style")
+    code = {
+        k
+        for k in deps
+        if ":" in k and not k.endswith(("<top level>", ":*")) and not k.startswith(own)
+    }
+    assert code == {
+        "block4.figures.deps:deps_plot",
+        "block4.sub.mid:mid_value",
+        "block4.sub.leaf:leaf_value",
+        "block4.helper:SCALE",
+        "block4.loader:load",
+        "block4.loader:FILE",
+    }
+    assert "block4/_data/table.csv" in deps  # data named by a string: by its bytes
+    assert "block4.figures.registry:FigureContext" in deps  # every figure gets a context
+    assert "block4.style:*" in deps  # and is drawn in the style
+    # importing a module runs its top-level code and that of the packages above it
+    tops = {"block4:<top level>", "block4.sub:<top level>", "block4.sub.mid:<top level>"}
+    assert tops <= set(deps)
     assert all(len(d) == 64 for d in deps.values())
 
 
@@ -293,9 +317,178 @@ def test_line_plot_depends_on_helper_but_not_on_unrelated(project: pipeline.Proj
     figures = pipeline.discover(project)
     line = pipeline.dependencies(project, figures["line_plot"])
     other = pipeline.dependencies(project, figures["other_plot"])
-    assert "block4/helper.py" in line and "block4/unrelated.py" not in line
-    assert "block4/helper.py" not in other
-    assert "block4/figures/style.py" in other
+    assert "block4.helper:SCALE" in line
+    assert not any(k.startswith("block4.unrelated") for k in line)
+    assert not any(k.startswith("block4.helper") for k in other)
+    assert "block4.figures.demo:line_plot" not in other
+
+
+def _fingerprints(project: pipeline.Project) -> dict[str, str]:
+    figures = pipeline.discover(project)
+    return {n: pipeline.fingerprint(project, i, "smoke", 0) for n, i in figures.items()}
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+TWO = """\
+from block4.figures.registry import figure
+from block4.style import subplots
+
+UNUSED = 1
+LABEL = "shared"
+
+
+def _shared_curve(n, scale=2.0):
+    return [scale * x for x in range(n)]
+
+
+@figure("a_plot", chapter="demo")
+def a_plot(ctx):
+    fig, ax = subplots()
+    ax.plot(_shared_curve(3), label=LABEL)
+    ax.set_ylim(0, 10)
+    return fig, {"a": 1}
+
+
+@figure("b_plot", chapter="demo")
+def b_plot(ctx):
+    fig, ax = subplots()
+    ax.plot(_shared_curve(4))
+    return fig, {"b": 1}
+"""
+
+
+def test_editing_one_figure_function_makes_only_that_figure_stale(
+    project: pipeline.Project,
+) -> None:
+    two = project.figures_dir / "two.py"
+    two.write_text(TWO)
+    base = _fingerprints(project)
+
+    def changed() -> set[str]:
+        now = _fingerprints(project)
+        return {n for n in now if now[n] != base[n]}
+
+    _edit(two, "ax.set_ylim(0, 10)", "ax.set_ylim(0, 12)")  # a plotting edit in a_plot
+    assert changed() == {"a_plot"}
+    two.write_text(TWO)
+    _edit(two, "scale=2.0", "scale=3.0")  # a default value of a shared helper
+    assert changed() == {"a_plot", "b_plot"}
+    two.write_text(TWO)
+    _edit(two, 'LABEL = "shared"', 'LABEL = "other"')  # a constant only a_plot uses
+    assert changed() == {"a_plot"}
+    two.write_text(TWO)
+    _edit(two, "UNUSED = 1", "UNUSED = 2")  # used by no figure
+    _edit(two, "def _shared_curve", "def _new_helper():\n    return 0\n\n\ndef _shared_curve")
+    assert changed() == set()
+    (project.package_dir / "helper.py").write_text("SCALE = 3.0\n")  # used by line_plot only
+    assert changed() == {"line_plot"}
+
+
+def test_methods_decorators_and_base_classes_are_followed(project: pipeline.Project) -> None:
+    write(
+        project.package_dir / "shapes.py",
+        """
+        import functools
+
+        def traced(func):
+            return functools.wraps(func)(lambda *a: func(*a))
+
+        class Base:
+            def area(self):
+                return 0
+
+        class Square(Base):
+            @traced
+            def area(self):
+                return self.side() ** 2
+
+            def side(self):
+                return 2
+        """,
+    )
+    write(
+        project.figures_dir / "cls.py",
+        """
+        from block4.figures.registry import figure
+        from block4.shapes import Square
+
+        @figure("square_plot", chapter="demo")
+        def square_plot(ctx):
+            return None, {"area": Square().area()}
+        """,
+    )
+    base = _fingerprints(project)["square_plot"]
+    shapes = project.package_dir / "shapes.py"
+    for old, new in [
+        ("return 2", "return 3"),  # a method the figure calls only indirectly
+        ("return functools.wraps(func)(lambda *a: func(*a))", "return func"),  # a decorator
+        ("return 0", "return -1"),  # the base class
+    ]:
+        text = shapes.read_text()
+        _edit(shapes, old, new)
+        assert _fingerprints(project)["square_plot"] != base, old
+        shapes.write_text(text)
+    assert _fingerprints(project)["square_plot"] == base
+
+
+@pytest.mark.parametrize(
+    ("module", "use"),
+    [
+        # getattr on a module: the name cannot be read from the syntax tree
+        ("from block4 import dyn", 'getattr(dyn, "NAME" + "S")'),
+        # globals() inside the module
+        ("from block4.dyn import lookup", 'lookup("NAMES")'),
+        # a star import: any name may come from it
+        ("from block4.dyn import *", "NAMES"),
+        # a module named by a string
+        ("import importlib", 'importlib.import_module("block4.dyn").NAMES'),
+    ],
+)
+def test_what_cannot_be_resolved_statically_falls_back_to_the_whole_module(
+    project: pipeline.Project, module: str, use: str
+) -> None:
+    dyn = project.package_dir / "dyn.py"
+    dyn.write_text("NAMES = ['a']\nHIDDEN = 1\n\n\ndef lookup(name):\n    return globals()[name]\n")
+    write(
+        project.figures_dir / "dynamic.py",
+        f"""
+        from block4.figures.registry import figure
+        {module}
+
+        @figure("dynamic_plot", chapter="demo")
+        def dynamic_plot(ctx):
+            return None, {{"n": len({use})}}
+        """,
+    )
+    base = _fingerprints(project)
+    info = pipeline.discover(project)["dynamic_plot"]
+    assert "block4.dyn:*" in pipeline.dependencies(project, info)
+    _edit(dyn, "HIDDEN = 1", "HIDDEN = 2")  # a name the figure never spells out
+    now = _fingerprints(project)
+    assert {n for n in now if now[n] != base[n]} == {"dynamic_plot"}
+
+
+def test_the_code_index_makes_a_no_change_check_parse_nothing(project: pipeline.Project) -> None:
+    first = pipeline.Sources(project)
+    info = pipeline.discover(project)["line_plot"]
+    pipeline.update_manifest(project, "line_plot", _fake_entry(project, "line_plot"))
+    status = pipeline.figure_status(project, sources=first)  # keeps its analysis
+    assert status["line_plot"].fresh
+    assert first.index_path.is_file()
+    again = pipeline.Sources(project)
+    deps = pipeline.dependencies(project, info, sources=again)
+    assert deps == pipeline.dependencies(project, info, sources=first)
+    assert again._trees == {}  # every digest and dependency came from the index
+    (project.package_dir / "helper.py").write_text("SCALE = 5.0\n")
+    edited = pipeline.dependencies(project, info, sources=pipeline.Sources(project))
+    assert edited["block4.helper:SCALE"] != deps["block4.helper:SCALE"]
+    first.index_path.write_text("{broken")  # a damaged index is ignored
+    assert pipeline.figure_status(project)["line_plot"].reason == "changed: block4.helper:SCALE"
 
 
 # -- fingerprints -----------------------------------------------------------------------------
@@ -327,7 +520,9 @@ def test_comments_docstrings_and_layout_do_not_change_the_fingerprint(
     helper = project.package_dir / "helper.py"
     helper.write_text('"""Scales."""\n\n# the scale of every line\nSCALE = (\n    2.0\n)\n')
     assert base == pipeline.fingerprint(project, info, "smoke", 0)
-    helper.write_text('"""Scales."""\nSCALE = 2.0\nOTHER = "text"\n')  # new code counts
+    helper.write_text('"""Scales."""\nSCALE = 2.0\nOTHER = "text"\n')  # an unused name does not
+    assert base == pipeline.fingerprint(project, info, "smoke", 0)
+    helper.write_text('"""Scales."""\nSCALE = 2.0\nprint("hello")\n')  # code run on import does
     assert base != pipeline.fingerprint(project, info, "smoke", 0)
 
 
@@ -358,6 +553,7 @@ def _fake_entry(project: pipeline.Project, name: str, profile: str = "full") -> 
     for f in files.values():
         (project.out_dir / f).write_text("<svg/>")
     return {
+        "format": pipeline.FORMAT_VERSION,
         "profile": profile,
         "seed": 0,
         "params": info.params,
@@ -382,7 +578,7 @@ def test_status_is_judged_against_the_recorded_profile(project: pipeline.Project
     (project.package_dir / "helper.py").write_text("SCALE = 4.0\n")
     status = pipeline.figure_status(project)
     assert status["line_plot"].state == "stale"
-    assert status["line_plot"].reason == "changed: block4/helper.py"
+    assert status["line_plot"].reason == "changed: block4.helper:SCALE"
     assert status["other_plot"].state == "missing"
 
 
@@ -442,7 +638,7 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.os, "fsync", interrupted)
+    monkeypatch.setattr("os.fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
@@ -527,7 +723,7 @@ def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        pipeline._reset_torch_globals()
+        figure_env.reset_torch_globals()
         assert torch.get_num_threads() == pipeline.FIGURE_THREADS == 1
     finally:
         torch.set_num_threads(before)
@@ -576,3 +772,91 @@ def test_discover_applies_the_decorator_rules_and_load_figure_checks_the_mark(
     renamed = pipeline.FigureInfo(**{**info.__dict__, "name": "another_name"})
     with pytest.raises(pipeline.PipelineError, match=r"is not marked @figure\('another_name'\)"):
         pipeline.load_figure(renamed)
+
+
+# -- results cache ----------------------------------------------------------------------------
+
+
+def test_results_round_trip_exactly_and_what_cannot_be_cached_is_named() -> None:
+    import numpy as np
+    import torch
+
+    from block4 import results_cache
+
+    data = {
+        "curve": np.arange(3.0),
+        "weights": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+        "steps": 3,
+        "diverged": float("nan"),
+        "runs": [(1, "tanh"), {"lr": np.float32(0.5)}],
+        7: None,
+    }
+    tree, arrays = results_cache.encode(data)
+    back = results_cache.decode(json.loads(json.dumps(tree)), arrays)
+    assert list(back) == ["curve", "weights", "steps", "diverged", "runs", 7]
+    assert np.array_equal(back["curve"], data["curve"])
+    assert back["weights"].dtype == torch.bfloat16
+    assert torch.equal(back["weights"], data["weights"])
+    assert back["steps"] == 3 and math.isnan(back["diverged"])
+    assert back["runs"][0] == (1, "tanh") and back["runs"][1]["lr"] == np.float32(0.5)
+    with pytest.raises(TypeError, match=r"results\['model'\] is a torch.nn.modules.linear.Linear"):
+        results_cache.encode({"model": torch.nn.Linear(1, 1)})
+
+
+def test_the_results_cache_reuses_rebuilds_and_keys_on_the_code(
+    project: pipeline.Project,
+) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from block4.figures.registry import FigureContext
+    from block4.results_cache import ResultsCache
+
+    (project.package_dir / "runs.py").write_text(
+        "from block4.helper import SCALE\n\n\ndef train(ctx, n):\n    return n * SCALE\n"
+    )
+    calls: list[int] = []
+
+    def train(ctx: FigureContext, n: int) -> dict:  # stands for block4.runs.train
+        calls.append(n)
+        return {"curve": np.arange(n) * 2.0, "final": 2.0 * n}
+
+    train.__module__, train.__qualname__ = "block4.runs", "train"
+    ctx = FigureContext(profile="smoke")
+
+    def cache(**kw: bool) -> ResultsCache:
+        return ResultsCache(project.root / ".cache" / "results", pipeline.Sources(project), **kw)
+
+    first = cache()
+    result = first.compute(ctx, train, {"n": 3})
+    assert calls == [3] and first.used[0]["reused"] is False
+    assert first.used[0]["function"] == "block4.runs:train" and first.used[0]["seconds"] >= 0
+    again = cache()
+    assert again.compute(ctx, train, {"n": 3})["final"] == result["final"] == 6.0
+    assert calls == [3]  # from the cache
+    assert again.used[0]["reused"] is True
+    assert again.used[0]["computed"] == first.used[0]["computed"]  # provenance of the numbers
+    cache().compute(dataclasses.replace(ctx, seed=1), train, {"n": 3})  # another seed
+    cache().compute(ctx, train, {"n": 4})  # other arguments
+    assert calls == [3, 3, 4]
+
+    entry = first.path(first.key(ctx, train, {"n": 3}))
+    entry.write_bytes(entry.read_bytes()[:40])  # a partial entry: ignored and rebuilt
+    assert cache().compute(ctx, train, {"n": 3})["final"] == 6.0
+    assert calls == [3, 3, 4, 3]
+    cache().compute(ctx, train, {"n": 3})
+    assert calls == [3, 3, 4, 3]  # rebuilt: used again
+
+    (project.package_dir / "helper.py").write_text("SCALE = 4.0\n")  # code train uses
+    cache().compute(ctx, train, {"n": 3})
+    assert calls == [3, 3, 4, 3, 3]
+    cache(enabled=False).compute(ctx, train, {"n": 3})  # --no-cache
+    assert calls == [3, 3, 4, 3, 3, 3]
+    shutil.rmtree(project.root / ".cache" / "results")  # safe to delete
+    cache().compute(ctx, train, {"n": 3})
+    assert len(calls) == 7
+    with pytest.raises(TypeError, match="only plain values"):
+        cache().compute(ctx, train, {"n": object()})
+    assert FigureContext(profile="smoke").compute(train, n=2)["final"] == 4.0  # no pipeline
+    assert len(calls) == 8

@@ -162,9 +162,9 @@ def test_committed_ipynb_matches_its_py(name: str) -> None:
     import jupytext
 
     py, ipynb = NOTEBOOKS / f"{name}.py", NOTEBOOKS / f"{name}.ipynb"
-    assert ipynb.is_file(), f"{ipynb} is missing; run: jupytext --to ipynb {py}"
+    assert ipynb.is_file(), f"{ipynb} is missing; run: jupytext --update --to ipynb {py}"
     assert _cells(jupytext.read(ipynb)) == _cells(jupytext.read(py)), (
-        f"{ipynb.name} is out of step with {py.name}; run: jupytext --to ipynb {py}"
+        f"{ipynb.name} is out of step with {py.name}; run: jupytext --update --to ipynb {py}"
     )
 
 

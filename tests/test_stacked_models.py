@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from block4.models import ACTIVATIONS, INITS, MLP, StackedMLP, mlp, stack
-from block4.stacked import StackedAdam, StackedBatchNorm, StackedLayerNorm, StackedSGD
+from block4.stacked import StackedBatchNorm, StackedLayerNorm
+from block4.stacked_optim import StackedAdam, StackedSGD
 
 
 def _assert_same_state(a: nn.Module, b: nn.Module) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import fx
 from torch.fx.passes.shape_prop import ShapeProp
 
-from block4.autograd import draw_graph
+from block4.graph_drawing import draw_graph
 from block4.figures.computational_graphs import capture_op_level, fx_to_graph, mnist_mlp
 
 # %matplotlib inline
@@ -83,7 +83,7 @@ print(captured.code)
 
 # %% [markdown]
 # Running the captured graph once with `ShapeProp` records the shape of every edge; then
-# `block4.autograd.draw_graph` draws it. Try other shapes for `m1` and `m2`.
+# `block4.graph_drawing.draw_graph` draws it. Try other shapes for `m1` and `m2`.
 
 # %%
 ShapeProp(captured).propagate(m1.detach(), m2)

@@ -2,7 +2,9 @@
 
 Submodules (imported on demand, so ``import block4`` stays cheap):
 
-- :mod:`block4.autograd` -- a scalar reverse-mode autodiff engine with graph drawing.
+- :mod:`block4.autograd` -- a scalar reverse-mode autodiff engine (standard library only).
+- :mod:`block4.graph_drawing` -- layout of small graphs, drawn with matplotlib or as SVG.
+- :mod:`block4.style` -- the plot style shared by every figure.
 - :mod:`block4.models` -- the MLP builder (depth, width, activation, norm, residual).
 - :mod:`block4.heads` -- probabilistic output heads returning ``torch.distributions``.
 - :mod:`block4.modules` -- LightningModules: ``Classifier``, ``ProbabilisticRegressor``.

@@ -25,9 +25,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from block4.models import ACTIVATIONS, MLP
+from block4.stacked import StackedMLP
 
 __all__ = [
     "ActivationStats",
@@ -38,6 +40,7 @@ __all__ = [
     "NonFiniteLossError",
     "Table",
     "linear_layers",
+    "log_rows",
 ]
 
 
@@ -78,7 +81,7 @@ def linear_layers(module: nn.Module) -> list[tuple[str, nn.Linear]]:
     gives all its ``nn.Linear`` submodules in registration order, named by module path.
     """
     body = _body(module)
-    if isinstance(body, MLP):
+    if isinstance(body, (MLP, StackedMLP)):
         return list(body.linear_layers())
     if isinstance(body, nn.Linear):
         return [("linear", body)]
@@ -102,6 +105,27 @@ def _selected(step: int, chosen: set[int], every: int | None) -> bool:
     return step in chosen or (every is not None and step % every == 0)
 
 
+def log_rows(trainer: pl.Trainer, rows: list[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Send table rows to the Trainer's loggers as scalars (``metrics.csv``, TensorBoard, ...).
+
+    Each row gives one scalar per key, named ``<key>/<layer>`` (``<key>/<layer>/member_<k>``
+    for a stacked body), at the row's ``step``. Only the global rank 0 writes; without a
+    logger nothing happens.
+    """
+    if not rows or not trainer.loggers or not trainer.is_global_zero:
+        return
+    by_step: dict[int, dict[str, float]] = {}
+    for row in rows:
+        member = f"/member_{row['member']}" if "member" in row else ""
+        metrics = by_step.setdefault(int(row["step"]), {})
+        for key in keys:
+            if key in row:
+                metrics[f"{key}/{row['layer']}{member}"] = float(row[key])
+    for step, metrics in by_step.items():
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
 class GradientFlowMonitor(pl.Callback):
     """Record the gradient norm of every layer's weight at chosen optimisation steps.
 
@@ -114,11 +138,15 @@ class GradientFlowMonitor(pl.Callback):
         every_n_steps: also record every n-th step (0, n, 2n, ...). With neither
             argument, every step is recorded.
         include_bias: also record the norm of the bias gradients (``bias_grad_norm``).
+        log: also send the norms to the Trainer's loggers as scalars ``grad_norm/<layer>``
+            and ``weight_norm/<layer>`` (so ``metrics.csv`` or TensorBoard show them).
 
     Attributes:
         table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
             "grad_norm", "weight_norm"}`` (plus ``"bias_grad_norm"`` if asked), where
-            ``grad_norm`` is the Euclidean (Frobenius) norm of the weight gradient.
+            ``grad_norm`` is the Euclidean (Frobenius) norm of the weight gradient. For a
+            stacked body (``members=E``) there is one row per member and layer, with a
+            ``"member"`` column, and the norms are each member's own.
 
     Examples:
         >>> monitor = GradientFlowMonitor(steps=[0], every_n_steps=50)
@@ -131,9 +159,11 @@ class GradientFlowMonitor(pl.Callback):
         steps: Iterable[int] | None = None,
         every_n_steps: int | None = None,
         include_bias: bool = False,
+        log: bool = True,
     ) -> None:
         self._chosen, self._every = _step_selector(steps, every_n_steps)
         self.include_bias = include_bias
+        self.to_loggers = log
         self.table = Table()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -151,37 +181,56 @@ class GradientFlowMonitor(pl.Callback):
         step = trainer.global_step
         if not _selected(step, self._chosen, self._every):
             return
+        members = getattr(_body(pl_module), "members", None)
+        e = members or 1
+        nan = torch.full((e,), math.nan)
+
+        def norm(t: torch.Tensor | None) -> torch.Tensor:
+            # per member for stacked parameters (the member is their first dimension)
+            if t is None:
+                return nan
+            return (
+                torch.linalg.vector_norm(t.reshape(e, -1), dim=1)
+                if members
+                else torch.linalg.vector_norm(t)
+            )
+
         norms = []
         for _, layer in self._layers:
-            g = layer.weight.grad
-            norms.append(torch.linalg.vector_norm(g) if g is not None else torch.tensor(math.nan))
-            norms.append(torch.linalg.vector_norm(layer.weight))
+            norms.append(norm(layer.weight.grad))
+            norms.append(norm(layer.weight))
             if self.include_bias:
-                gb = None if layer.bias is None else layer.bias.grad
-                norms.append(
-                    torch.linalg.vector_norm(gb) if gb is not None else torch.tensor(math.nan)
-                )
-        values = torch.stack([n.float().cpu() for n in norms]).tolist()  # one device sync
+                norms.append(norm(None if layer.bias is None else layer.bias.grad))
+        # one device sync; values[i][k]: quantity i of member k
+        values = torch.stack([n.float().cpu().reshape(e) for n in norms]).tolist()
         per = 3 if self.include_bias else 2
-        for i, (name, _) in enumerate(self._layers):
-            row = {
-                "step": step,
-                "epoch": trainer.current_epoch,
-                "layer": name,
-                "depth_index": i,
-                "grad_norm": values[per * i],
-                "weight_norm": values[per * i + 1],
-            }
-            if self.include_bias:
-                row["bias_grad_norm"] = values[per * i + 2]
-            self.table.append(row)
+        first = len(self.table)
+        for k in range(e):
+            for i, (name, _) in enumerate(self._layers):
+                row: dict[str, Any] = {"step": step, "epoch": trainer.current_epoch}
+                if members:
+                    row["member"] = k
+                row.update(layer=name, depth_index=i)
+                row["grad_norm"] = values[per * i][k]
+                row["weight_norm"] = values[per * i + 1][k]
+                if self.include_bias:
+                    row["bias_grad_norm"] = values[per * i + 2][k]
+                self.table.append(row)
+        if self.to_loggers:
+            log_rows(trainer, self.table[first:], ("grad_norm", "weight_norm", "bias_grad_norm"))
 
-    def grad_norms(self, step: int) -> dict[str, float]:
-        """``{layer: grad_norm}`` at one recorded step."""
+    def grad_norms(self, step: int, member: int | None = None) -> dict[str, float]:
+        """``{layer: grad_norm}`` at one recorded step (of one ``member`` of a stack)."""
         rows = self.table.where(step=step)
         if not rows:
             recorded = sorted({r["step"] for r in self.table})
             raise KeyError(f"step {step} was not recorded; recorded steps: {recorded}")
+        if "member" in rows[0]:
+            if member is None:
+                raise ValueError("the model has several members; pass member=k")
+            rows = rows.where(member=member)
+            if not rows:
+                raise KeyError(f"member {member} was not recorded")
         return {r["layer"]: r["grad_norm"] for r in rows}
 
     def state_dict(self) -> dict[str, Any]:
@@ -194,7 +243,7 @@ class GradientFlowMonitor(pl.Callback):
 def _activation_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """The activation modules of the body, input side first."""
     body = _body(module)
-    if isinstance(body, MLP):
+    if isinstance(body, (MLP, StackedMLP)):
         return [(name, block.act) for name, block in body.hidden_blocks()]
     act_types = tuple(ACTIVATIONS.values())
     return [
@@ -219,11 +268,16 @@ class ActivationStats(pl.Callback):
         hist_range: ``(low, high)`` of the histogram, the same for every layer so that
             layers can be compared; values outside are counted in ``frac_outside``.
         saturation: ``|z|`` above which a sigmoid/tanh unit counts as saturated.
+        log: also send the statistics (not the histograms) to the Trainer's loggers as
+            scalars ``pre_mean/<layer>``, ``pre_std/<layer>``, ``post_mean/<layer>``,
+            ``post_std/<layer>`` and ``frac_saturated/<layer>``.
 
     Attributes:
         table: a `Table` of rows ``{"step", "epoch", "layer", "depth_index",
             "pre_mean", "pre_std", "post_mean", "post_std", "frac_saturated",
-            "frac_outside", "hist", "bin_edges"}`` (``hist``: list of counts).
+            "frac_outside", "hist", "bin_edges"}`` (``hist``: list of counts). For a
+            stacked body (``members=E``), one row per member and layer with a ``"member"``
+            column, each over that member's own pre-activations.
     """
 
     def __init__(
@@ -233,6 +287,7 @@ class ActivationStats(pl.Callback):
         bins: int = 60,
         hist_range: tuple[float, float] = (-6.0, 6.0),
         saturation: float = 4.0,
+        log: bool = True,
     ) -> None:
         self._chosen, self._every = _step_selector(steps, every_n_steps)
         if not (isinstance(bins, int) and bins >= 1):
@@ -243,8 +298,10 @@ class ActivationStats(pl.Callback):
         self.bins = bins
         self.hist_range = (float(low), float(high))
         self.saturation = saturation
+        self.to_loggers = log
         self.table = Table()
         self._handles: list[Any] = []
+        self._first_row = 0
 
     @property
     def bin_edges(self) -> list[float]:
@@ -267,6 +324,7 @@ class ActivationStats(pl.Callback):
         if not _selected(step, self._chosen, self._every):
             return
         epoch = trainer.current_epoch
+        self._first_row = len(self.table)
         for depth_index, (name, act) in enumerate(self._acts):
             self._handles.append(
                 act.register_forward_hook(self._make_hook(step, epoch, name, depth_index))
@@ -274,42 +332,46 @@ class ActivationStats(pl.Callback):
 
     def _make_hook(self, step: int, epoch: int, name: str, depth_index: int):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            with torch.no_grad():
-                z = inputs[0].detach().float()
-                a = output.detach().float()
-                low, high = self.hist_range
-                stats = torch.stack(
-                    [
-                        z.mean(),
-                        z.std(unbiased=False),
-                        a.mean(),
-                        a.std(unbiased=False),
-                        (z.abs() > self.saturation).float().mean(),
-                        ((z < low) | (z > high)).float().mean(),
-                    ]
-                ).cpu()
-                # on the CPU: CUDA's histc has no deterministic implementation, and
-                # Trainer(deterministic=True) would refuse it
-                hist = torch.histc(z.cpu(), bins=self.bins, min=low, max=high)
-            pre_mean, pre_std, post_mean, post_std, sat, outside = stats.tolist()
-            self.table.append(
-                {
-                    "step": step,
-                    "epoch": epoch,
-                    "layer": name,
-                    "depth_index": depth_index,
-                    "pre_mean": pre_mean,
-                    "pre_std": pre_std,
-                    "post_mean": post_mean,
-                    "post_std": post_std,
-                    "frac_saturated": sat,
-                    "frac_outside": outside,
-                    "hist": [int(c) for c in hist.tolist()],
-                    "bin_edges": self.bin_edges,
-                }
-            )
+            z_all, a_all = inputs[0].detach().float(), output.detach().float()
+            # a stacked body's activations are [E, B, F]: one set of statistics per member
+            stacked = z_all.dim() == 3
+            for k in range(z_all.shape[0] if stacked else 1):
+                z, a = (z_all[k], a_all[k]) if stacked else (z_all, a_all)
+                row = self._stats(z, a)
+                head = {"step": step, "epoch": epoch}
+                if stacked:
+                    head["member"] = k
+                self.table.append({**head, "layer": name, "depth_index": depth_index, **row})
 
         return hook
+
+    @torch.no_grad()
+    def _stats(self, z: torch.Tensor, a: torch.Tensor) -> dict[str, Any]:
+        low, high = self.hist_range
+        stats = torch.stack(
+            [
+                z.mean(),
+                z.std(unbiased=False),
+                a.mean(),
+                a.std(unbiased=False),
+                (z.abs() > self.saturation).float().mean(),
+                ((z < low) | (z > high)).float().mean(),
+            ]
+        ).cpu()
+        # on the CPU: CUDA's histc has no deterministic implementation, and
+        # Trainer(deterministic=True) would refuse it
+        hist = torch.histc(z.cpu(), bins=self.bins, min=low, max=high)
+        pre_mean, pre_std, post_mean, post_std, sat, outside = stats.tolist()
+        return {
+            "pre_mean": pre_mean,
+            "pre_std": pre_std,
+            "post_mean": post_mean,
+            "post_std": post_std,
+            "frac_saturated": sat,
+            "frac_outside": outside,
+            "hist": [int(c) for c in hist.tolist()],
+            "bin_edges": self.bin_edges,
+        }
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -324,6 +386,9 @@ class ActivationStats(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        if self._handles and self.to_loggers:
+            keys = ("pre_mean", "pre_std", "post_mean", "post_std", "frac_saturated")
+            log_rows(trainer, self.table[self._first_row :], keys)
         self._remove_hooks()
 
     def on_exception(
@@ -343,12 +408,22 @@ class FiniteLossGuard(pl.Callback):
     a non-finite loss never updates the weights. The error names the epoch, the global step
     and the batch index within the epoch, and suggests the usual remedies.
 
+    With several members (``Classifier(members=E)``), a member whose loss is not finite
+    is frozen by the module and the others go on: the guard records it (one row per
+    diverged member in `table`, and a warning naming it) and stops training only when every
+    member has diverged.
+
     Args:
         check_every_n_steps: check only every n-th step (the check syncs with the device,
             which costs a little on a GPU).
 
+    Attributes:
+        table: a `Table` of rows ``{"member", "epoch", "step", "batch", "loss"}``, one per
+            diverged member of a stacked model.
+
     Raises:
-        NonFiniteLossError: from ``trainer.fit`` when the loss is not finite.
+        NonFiniteLossError: from ``trainer.fit`` when the loss is not finite (with members:
+            when no member is left).
     """
 
     def __init__(self, check_every_n_steps: int = 1) -> None:
@@ -357,6 +432,7 @@ class FiniteLossGuard(pl.Callback):
                 f"check_every_n_steps must be an integer >= 1, got {check_every_n_steps!r}"
             )
         self.check_every_n_steps = check_every_n_steps
+        self.table = Table()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -371,14 +447,39 @@ class FiniteLossGuard(pl.Callback):
         step = trainer.global_step
         if step % self.check_every_n_steps:
             return
+        batch = getattr(self, "_batch_idx", "?")
+        if getattr(pl_module, "members", 1) > 1:
+            self._check_members(trainer, pl_module, batch)
+            return
         value = float(loss.detach())
         if not math.isfinite(value):
             trainer.should_stop = True
             raise NonFiniteLossError(
                 f"training loss became {value} at epoch {trainer.current_epoch}, step {step} "
-                f"(batch {getattr(self, '_batch_idx', '?')} of the epoch); training stopped. "
+                f"(batch {batch} of the epoch); training stopped. "
                 "Lower the learning rate, check the inputs and targets for NaN/inf, or clip "
                 "gradients (Trainer(gradient_clip_val=...))."
+            )
+
+    def _check_members(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
+    ) -> None:
+        losses = pl_module.last_member_losses.tolist()
+        reported = {r["member"] for r in self.table}
+        for k, value in enumerate(losses):
+            if not math.isfinite(value) and k not in reported:
+                row = {"member": k, "epoch": trainer.current_epoch, "step": trainer.global_step}
+                self.table.append({**row, "batch": batch, "loss": value})
+                rank_zero_warn(
+                    f"member {k}'s training loss became {value} at epoch {row['epoch']}, step "
+                    f"{row['step']}; it is frozen at its last finite weights, the others go on"
+                )
+        if not bool(pl_module.member_active.any()):
+            trainer.should_stop = True
+            raise NonFiniteLossError(
+                f"every member's training loss became NaN or infinite (by step "
+                f"{trainer.global_step}: {self.table.to_dicts()}); training stopped. Lower the "
+                "learning rates or check the inputs and targets for NaN/inf."
             )
 
 

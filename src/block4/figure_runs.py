@@ -173,11 +173,12 @@ class Progress:
 
 
 def run_sequentially(
-    project: Project, jobs: list[Job], progress: Progress, *, write: bool = True
+    project: Project, jobs: list[Job], progress: Progress, *, write: bool = True, cache: bool = True
 ) -> Outcome:
     """Make ``jobs`` one after another in this process.
 
-    ``write=False`` (the extra ranks of a DDP run) computes without writing or printing.
+    ``write=False`` (the extra ranks of a DDP run) computes without writing or printing;
+    ``cache=False`` computes every ``ctx.compute`` result afresh.
     A failing figure is reported and the run goes on; an interrupt (Ctrl+C, or the
     ``SystemExit`` Lightning raises after catching it) ends the run, recorded in the outcome.
     """
@@ -188,7 +189,9 @@ def run_sequentially(
             progress.begin(k, info, ctx.profile, names[k - 1 :])
         start = time.perf_counter()
         try:
-            entry = run_figure(project, info, ctx, write=write, sources=Sources(project))
+            entry = run_figure(
+                project, info, ctx, write=write, sources=Sources(project), cache=cache
+            )
         except (KeyboardInterrupt, SystemExit):
             outcome.interrupted = info.name
             return outcome
@@ -209,14 +212,14 @@ def run_sequentially(
 # --------------------------------------------------------------------------------------------
 
 
-def _figure_in_worker(project: Project, info: FigureInfo, ctx: FigureContext) -> tuple:
+def _figure_in_worker(project: Project, info: FigureInfo, ctx: FigureContext, cache: bool) -> tuple:
     """Make one figure in a worker process: ``(ok, entry or message, seconds)``.
 
     Errors travel back as text: not every exception a figure may raise can be pickled.
     """
     start = time.perf_counter()
     try:
-        entry = run_figure(project, info, ctx, sources=Sources(project))
+        entry = run_figure(project, info, ctx, sources=Sources(project), cache=cache)
     except Exception as err:
         return False, _failure_message(err), time.perf_counter() - start
     return True, entry, time.perf_counter() - start
@@ -230,10 +233,10 @@ def _start_worker(reports: Any) -> None:
     _REPORTS = reports
 
 
-def _unit_in_worker(project: Project, unit: list[Job]) -> None:
+def _unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
     """Make the figures of one unit in order, reporting each as soon as it is done."""
     for info, ctx in unit:
-        _REPORTS.put((info.name, *_figure_in_worker(project, info, ctx)))
+        _REPORTS.put((info.name, *_figure_in_worker(project, info, ctx, cache)))
 
 
 def parallel_units(jobs: list[Job], estimates: dict[str, float]) -> list[list[Job]]:
@@ -309,11 +312,13 @@ def run_in_parallel(
     workers: int,
     progress: Progress,
     hints: dict[str, float],
+    *,
+    cache: bool = True,
 ) -> Outcome:
     """Make ``jobs`` in ``workers`` processes (units from `parallel_units`, longest first).
 
     ``hints`` are the seconds each figure is expected to take, used only to start the
-    longest first.
+    longest first; ``cache=False`` computes every ``ctx.compute`` result afresh.
 
     Every worker writes its own figures' files and manifest entries (atomically, under the
     manifest lock). An interrupt stops every worker; the figures still running are named in
@@ -336,7 +341,7 @@ def run_in_parallel(
     collect = _Collector(project, jobs, progress)
     all_ended = 0.0
     try:
-        futures = {executor.submit(_unit_in_worker, project, unit): unit for unit in units}
+        futures = {executor.submit(_unit_in_worker, project, unit, cache): unit for unit in units}
         while collect.pending:
             try:
                 collect.report(*reports.get(timeout=0.2))

@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         "files are the same as with --jobs 1",
     )
     p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="compute every result afresh: ignore the results cache (.cache/results) that "
+        "lets a plotting-only change re-plot without training",
+    )
+    p.add_argument(
         "--out-dir",
         type=Path,
         default=None,
@@ -448,13 +455,18 @@ def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
     progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
     jobs = _contexts(request, todo, workers)
     if workers == 1:
-        return run_sequentially(request.project, jobs, progress, write=is_rank_zero())
+        return run_sequentially(
+            request.project, jobs, progress, write=is_rank_zero(), cache=request.args.cache
+        )
     print(
         f"making {len(todo)} figures in {workers} parallel processes ({request.profile} profile)",
         file=sys.stderr,
     )
     known = {n: float(e["wall_time_s"]) for n, e in entries.items() if "wall_time_s" in e}
-    return run_in_parallel(request.project, jobs, workers, progress, known | estimates)
+    hints = known | estimates
+    return run_in_parallel(
+        request.project, jobs, workers, progress, hints, cache=request.args.cache
+    )
 
 
 def _report(request: Request, outcome: Outcome, seconds: float, workers: int) -> int:

@@ -35,11 +35,8 @@ as the mean over members, plus ``members_active``.
 from __future__ import annotations
 
 import math
-import pickle
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torchmetrics
@@ -49,7 +46,15 @@ from typing_extensions import Unpack
 
 from block4.heads import CategoricalHead, Head, check_targets, make_head, nll
 from block4.models import BodyOptions, mlp
-from block4.stacked import StackedAdam, StackedBatchNorm, StackedSGD, member_values
+from block4.module_checks import as_model_input, check_checkpoint
+from block4.stacked import (
+    StackedBatchNorm,
+    aleatoric_variance,
+    ensemble_dist,
+    epistemic_variance,
+    member_values,
+)
+from block4.stacked_optim import StackedAdam, StackedSGD
 
 __all__ = [
     "Classifier",
@@ -182,31 +187,11 @@ class ProbabilisticModule(pl.LightningModule):
             )
         return self.head(self.body(x))
 
-    def _as_input(self, x: Any) -> torch.Tensor:
-        """``x`` as a finite tensor of the model's dtype on its device, or one clear error."""
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"inputs must be a torch.Tensor or numpy array, got {type(x).__name__}")
-        if x.dtype == torch.bool or x.is_complex():
-            raise TypeError(f"inputs must be real numbers, got dtype {x.dtype}")
-        dtype = next(self.parameters(), torch.empty(0)).dtype
-        x = x.to(device=self.device, dtype=dtype)
-        bad = ~torch.isfinite(x)
-        if bool(bad.any()):
-            where = bad.nonzero()[0].tolist()
-            at = f"row {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
-            raise ValueError(
-                f"inputs must be finite, got {x[tuple(where)].item()} at {at} "
-                f"({int(bad.sum())} non-finite values); drop or impute them first"
-            )
-        return x
-
     @torch.no_grad()
     def member_dists(self, x: Any) -> D.Distribution:
         """Each member's predictive distribution (batch shape ``[E, B]``; ``[B]`` for one
         member), in evaluation mode, without gradients. See `predict_dist`."""
-        x = self._as_input(x)
+        x = as_model_input(x, next(self.parameters(), torch.empty(0)).dtype, self.device)
         was_training = self.training
         self.eval()
         try:
@@ -227,7 +212,7 @@ class ProbabilisticModule(pl.LightningModule):
         dist = self.member_dists(x)
         if self.members == 1:
             return dist
-        return _ensemble(dist, self.members)
+        return ensemble_dist(dist, self.members)
 
     # --- training -------------------------------------------------------------------------
     def _member_losses(
@@ -279,13 +264,13 @@ class ProbabilisticModule(pl.LightningModule):
         # A finite loss can still give an infinite gradient: freeze such members before the
         # step moves them, and roll their BatchNorm statistics back to before this batch.
         with torch.no_grad():
-            sums = [
-                p.grad.reshape(self.members, -1).sum(1)
+            grads = [
+                p.grad.reshape(self.members, -1)
                 for p in self.body.parameters()
                 if p.grad is not None
             ]
-            if sums:
-                self._freeze(~torch.isfinite(torch.stack(sums).sum(0)))
+            if grads:  # a NaN/inf anywhere makes the member's sum NaN/inf
+                self._freeze(~torch.isfinite(torch.cat(grads, dim=1).sum(1)))
             for module in self.body.modules():
                 if isinstance(module, StackedBatchNorm):
                     module.restore_members(self.member_active)
@@ -387,7 +372,7 @@ class ProbabilisticModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's ``load_from_checkpoint``, with one clear error for a file that is
         missing, empty, truncated or corrupt, or a checkpoint of another model."""
-        _check_checkpoint(cls, checkpoint_path)
+        check_checkpoint(cls, checkpoint_path, set(BodyOptions.__annotations__))
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # --- speed ----------------------------------------------------------------------------
@@ -404,76 +389,6 @@ class ProbabilisticModule(pl.LightningModule):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
-
-
-def _ensemble(dist: D.Distribution, members: int) -> D.Distribution:
-    """The equal-weight mixture over the member dimension (dim 0) of ``dist``."""
-    if isinstance(dist, D.Categorical):
-        return D.Categorical(probs=dist.probs.mean(0), validate_args=False)
-    batch = dist.batch_shape
-    # MixtureSameFamily mixes over the rightmost batch dimension: move the members there
-    moved = _move_member_dim(dist)
-    logits = moved.mean.new_zeros(*batch[1:], members)
-    return D.MixtureSameFamily(D.Categorical(logits=logits), moved, validate_args=False)
-
-
-def _move_member_dim(dist: D.Distribution) -> D.Distribution:
-    """The same distribution with the member dimension moved from first to last."""
-    if isinstance(dist, D.Normal):
-        return D.Normal(dist.loc.movedim(0, -1), dist.scale.movedim(0, -1), validate_args=False)
-    if isinstance(dist, D.StudentT):
-        df, loc, scale = (t.movedim(0, -1) for t in (dist.df, dist.loc, dist.scale))
-        return D.StudentT(df, loc, scale, validate_args=False)
-    if isinstance(dist, D.Poisson):
-        return D.Poisson(dist.rate.movedim(0, -1), validate_args=False)
-    raise ValueError(
-        f"the members' {type(dist).__name__} distributions have no ensemble mixture here; "
-        "use member_dists() for them one by one"
-    )
-
-
-def aleatoric_variance(member_dists: D.Distribution) -> torch.Tensor:
-    """Mean over members (dim 0) of each member's predictive variance: the noise in the data
-    that every member sees."""
-    return member_dists.variance.mean(0)
-
-
-def epistemic_variance(member_dists: D.Distribution) -> torch.Tensor:
-    """Variance over members (dim 0) of their predictive means: how much the members disagree
-    (large where there were no data). ``aleatoric + epistemic`` is the mixture's variance."""
-    return member_dists.mean.var(0, unbiased=False)
-
-
-def _check_checkpoint(cls: type, path: Any) -> None:
-    where = Path(path)
-    if not where.is_file():
-        raise FileNotFoundError(f"checkpoint {where} does not exist (or is not a file)")
-    if where.stat().st_size == 0:
-        raise ValueError(f"checkpoint {where} is empty (0 bytes), not a Lightning checkpoint")
-    try:
-        ckpt = torch.load(where, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) and "Unsupported global" in str(error):
-            return  # a real checkpoint holding objects; Lightning loads it as asked
-        raise ValueError(f"checkpoint {where} is corrupt, not a PyTorch file: {error}") from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
-            f"checkpoint {where} is truncated or corrupt, not a readable PyTorch file ({error})"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{where} is a PyTorch file but not a Lightning checkpoint (no state_dict)"
-        )
-    hparams = ckpt.get("hyper_parameters", {})
-    import inspect
-
-    allowed = set(inspect.signature(cls.__init__).parameters) | set(BodyOptions.__annotations__)
-    foreign = sorted(k for k in hparams if k not in allowed and not k.startswith("_"))
-    if foreign:
-        raise ValueError(
-            f"{where} is not a {cls.__name__} checkpoint: its hyperparameters "
-            f"{', '.join(foreign)} are not {cls.__name__}'s"
-        )
 
 
 def _check_head_input(head: Head, body_out_features: int | None) -> Head:

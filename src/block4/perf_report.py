@@ -279,6 +279,19 @@ def goals_table(results_dir: Path) -> str:
                         where(overhead),
                     )
                 )
+    stacked = maybe("stacked")
+    if stacked:
+        by_members = {row["members"]: row for row in stacked["results"]["rows"]}
+        if 16 in by_members:
+            rows.append(
+                _goal(
+                    "stacked training, E = 16: time per member-epoch / plain loop",
+                    0.2,
+                    by_members[16]["ratio_to_plain"],
+                    "x",
+                    where(stacked),
+                )
+            )
     rows += figure_goal_rows(results_dir)
     quick = maybe("figures_quick")
     no_change = quick and quick["results"].get("no_change_run_s")

@@ -9,12 +9,16 @@ command line that runs many figures (``python scripts/make_figures.py``) is
 
 Fingerprint:
     sha256 over the pipeline's format version, the figure's name, function, parameters,
-    profile and seed, and the code of every source it depends on (Python files as their
-    syntax tree without docstrings, so comments, docstrings and formatting do not count;
-    data files by their bytes): its own module, every
-    ``block4`` module that module imports (transitively, including imports inside
-    functions and ``"block4.x"`` strings), the plot style module, and package data
-    files named by a string literal in one of those modules (e.g. ``"blood_pressure.csv"``).
+    profile and seed, and the code it depends on, **function by function**: the figure's own
+    function and the functions, classes (with their methods) and constants of ``block4`` it
+    uses, transitively, by name (:mod:`block4.code_closure`), the top-level code of the
+    modules they live in, the figure context and the plot style module. Code counts as its
+    syntax tree without docstrings, so comments, docstrings and formatting do not count.
+    Where a name cannot be resolved statically (``getattr(module, name)``, a star import,
+    ``globals()``, a ``"block4.x"`` string) the whole module counts. Package data files
+    named by a string literal in that code (e.g. ``"blood_pressure.csv"``) count by their
+    bytes. Editing one figure function makes that figure stale, not its neighbours;
+    editing a shared helper makes exactly the figures that use it stale.
 
 Freshness:
     a figure is *fresh* when its manifest entry's fingerprint equals the fingerprint
@@ -33,23 +37,29 @@ Safety:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
 import io
 import json
 import math
-import os
-import platform
 import re
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from block4.figure_env import (
+    FIGURE_THREADS,
+    device_name,
+    quiet_lightning,
+    reset_torch_globals,
+    seed_everything,
+    single_process,
+    versions,
+)
 from block4.figures.registry import PROFILES, FigureContext, figure_mark
 from block4.pipeline_sources import (
     STYLE_MODULE,
@@ -57,6 +67,7 @@ from block4.pipeline_sources import (
     PipelineError,
     Project,
     Sources,
+    atomic_write,
     code_signature,
     discover,
 )
@@ -90,10 +101,7 @@ __all__ = [
 ]
 
 #: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
-FORMAT_VERSION = 3  # 3: Python sources hashed as code (docstrings, comments, layout ignored)
-
-#: Intra-op CPU threads every figure runs with, whatever the machine (reproducible numbers).
-FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
+FORMAT_VERSION = 4  # 4: fingerprints per function (3: per module; 2: module bytes)
 
 #: Profiles from worst to best; a run asked for a better profile than an entry was made
 #: with re-makes that figure (``full`` is never replaced by ``quick`` unless forced).
@@ -114,9 +122,15 @@ NUMBER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def dependencies(
     project: Project, info: FigureInfo, *, sources: Sources | None = None
 ) -> dict[str, str]:
-    """The source files ``info`` depends on (relative to ``src``) with their sha256."""
+    """The code ``info`` depends on, with the sha256 of each piece.
+
+    Keys are ``"module:name"`` for a function, class or constant of the package (the
+    figure's own function among them), ``"module:<top level>"`` for a module's other
+    top-level code, ``"module:*"`` for a whole module (where a name cannot be resolved
+    statically), and a path relative to ``src`` for a data file.
+    """
     sources = sources or Sources(project)
-    return {rel: sources.digest(project.src / rel) for rel in sources.closure(info.module)}
+    return sources.figure_closure(info.module, info.function)
 
 
 def fingerprint(
@@ -181,24 +195,6 @@ def _dump_manifest(manifest: dict[str, Any]) -> bytes:
     manifest["format"] = FORMAT_VERSION
     manifest["figures"] = dict(sorted(manifest["figures"].items()))
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -305,6 +301,7 @@ def figure_status(
             result[name] = FigureStatus(name, "stale", reason, info, entry)
             continue
         result[name] = FigureStatus(name, "fresh", "", info, entry)
+    sources.save_index()
     for name, entry in entries.items():
         if name not in figures:
             result[name] = FigureStatus(
@@ -313,21 +310,31 @@ def figure_status(
     return result
 
 
+def _names(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
 def _why_stale(info: FigureInfo, entry: dict[str, Any], deps: dict[str, str]) -> str:
+    """Which code changed (function by function), or what else made the figure stale."""
+    if entry.get("format") != FORMAT_VERSION:
+        return (
+            f"made by an older pipeline (format {entry.get('format', '< 4')}, now {FORMAT_VERSION})"
+        )
     recorded: dict[str, str] = entry.get("sources", {})
-    changed = sorted(rel for rel, d in deps.items() if recorded.get(rel, "")[:16] != d[:16])
+    changed = sorted(k for k, d in deps.items() if k in recorded and recorded[k] != d[:16])
+    added = sorted(set(deps) - set(recorded))
     gone = sorted(set(recorded) - set(deps))
     parts = []
     if changed:
-        parts.append("changed: " + ", ".join(changed))
+        parts.append("changed: " + _names(changed))
+    if added:
+        parts.append("now uses: " + _names(added))
     if gone:
-        parts.append("no longer used: " + ", ".join(gone))
+        parts.append("no longer uses: " + _names(gone))
     if entry.get("params") != info.params:
         parts.append("parameters changed")
-    if entry.get("function") not in (None, info.function) or entry.get("module") not in (
-        None,
-        info.module,
-    ):
+    if (entry.get("function"), entry.get("module")) != (info.function, info.module):
         parts.append("moved")
     return "; ".join(parts) or "fingerprint changed"
 
@@ -388,78 +395,6 @@ def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | 
     return clean
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for dist, key in (
-        ("torch", "torch"),
-        ("pytorch-lightning", "lightning"),
-        ("lightning", "lightning"),
-        ("matplotlib", "matplotlib"),
-        ("numpy", "numpy"),
-        ("block4", "block4"),
-    ):
-        if key in versions:
-            continue
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[key] = metadata.version(dist)
-    return versions
-
-
-def _device(ctx: FigureContext) -> str:
-    torch = sys.modules.get("torch")
-    if torch is not None and ctx.accelerator in ("auto", "gpu", "cuda"):
-        with contextlib.suppress(Exception):
-            if torch.cuda.is_available():
-                name = torch.cuda.get_device_name(0)
-                count = ctx.devices if ctx.devices != "auto" else torch.cuda.device_count()
-                nodes = f" x {ctx.num_nodes} nodes" if ctx.num_nodes > 1 else ""
-                return f"{name} x{count}{nodes}"
-    if ctx.accelerator == "mps":
-        return "Apple MPS"
-    devices = f" x{ctx.devices}" if ctx.devices not in ("auto", 1, "1") else ""
-    return f"cpu{devices}"
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    with contextlib.suppress(ImportError):
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed)
-
-
-def _reset_torch_globals() -> None:
-    """Undo process-wide settings an earlier figure may have changed (figures share a process)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    torch.set_default_dtype(torch.float32)
-    torch.set_grad_enabled(True)
-    # CPU results depend on how reductions are split across threads: a fixed count makes a
-    # figure's numbers the same on every machine (the models here are too small to gain more).
-    torch.set_num_threads(FIGURE_THREADS)
-
-
-def _quiet_lightning() -> None:
-    import logging
-    import warnings
-
-    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
-    warnings.filterwarnings(
-        "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
-    )
-
-
 def render(fig: Any) -> tuple[bytes, bytes]:
     """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
     style = importlib.import_module(STYLE_MODULE)
@@ -501,10 +436,10 @@ def _call_figure(info: FigureInfo, ctx: FigureContext) -> tuple[Any, dict[str, A
 
     matplotlib.use("Agg")  # figures go to files: no window, on any platform
     func = load_figure(info)
-    _quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
+    quiet_lightning()  # Lightning sets its loggers' levels when it is first imported
     style = importlib.import_module(STYLE_MODULE)
-    _reset_torch_globals()
-    _seed_everything(ctx.seed)
+    reset_torch_globals()
+    seed_everything(ctx.seed)
     start = time.perf_counter()
     with style.context():
         result = func(ctx, **info.params)
@@ -537,12 +472,19 @@ def run_figure(
     *,
     write: bool = True,
     sources: Sources | None = None,
+    cache: bool = True,
 ) -> dict[str, Any]:
     """Make one figure: import its module, run it, write both SVGs and its manifest entry.
 
     Nothing is written unless the function returns a valid result; the files and the entry
     are replaced atomically, one after the other. ``write=False`` makes and checks the
-    figure without writing anything.
+    figure without writing its files or entry.
+
+    Results the figure computes with ``ctx.compute`` come from (and go to) the results cache
+    under ``<root>/.cache/results`` unless ``cache=False``, or the run is distributed over
+    several processes (they must all compute). The entry's ``results`` list says which
+    cached results the figure used: key, when and where they were computed, and how long
+    that took.
 
     Returns:
         The new manifest entry.
@@ -550,7 +492,16 @@ def run_figure(
     sources = sources or Sources(project)
     deps = dependencies(project, info, sources=sources)  # the sources as they are now
     fp = _fingerprint_of(info, ctx.profile, ctx.seed, deps)
-    fig, numbers, wall = _call_figure(info, ctx)
+    from block4.results_cache import ResultsCache
+
+    results = ResultsCache(
+        project.root / ".cache" / "results",
+        sources,
+        device=device_name(ctx),
+        enabled=cache,
+        allowed=lambda: single_process(ctx),  # asked when torch is imported
+    )
+    fig, numbers, wall = _call_figure(info, dataclasses.replace(ctx, results_cache=results))
     import matplotlib.pyplot as plt
 
     try:
@@ -559,6 +510,7 @@ def run_figure(
         plt.close(fig)
     files = {"light": f"{info.name}.svg", "dark": f"{info.name}.dark.svg"}
     entry = {
+        "format": FORMAT_VERSION,
         "chapter": info.chapter,
         "module": info.module,
         "function": info.function,
@@ -569,7 +521,7 @@ def run_figure(
         "seed": ctx.seed,
         "fingerprint": fp,
         "sources": {rel: d[:16] for rel, d in deps.items()},
-        "device": _device(ctx),
+        "device": device_name(ctx),
         "cpu_threads": FIGURE_THREADS,
         "trainer": {
             "accelerator": ctx.accelerator,
@@ -577,10 +529,11 @@ def run_figure(
             "num_nodes": ctx.num_nodes,
             "strategy": ctx.strategy,
         },
-        "versions": _versions(),
+        "versions": versions(),
         "wall_time_s": round(wall, 2),
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "numbers": numbers,
+        "results": results.used,
         "files": files,
         "bytes": {"light": len(light), "dark": len(dark)},
         "sha256": {

@@ -17,20 +17,28 @@ module, torch or Lightning, so listing and checking figures stays fast.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from block4.code_closure import TOP_LEVEL, WHOLE, ModuleSymbols, Unit, module_symbols, references
 from block4.figures.registry import FigureMark, figure_mark_of
 
 __all__ = [
     "PACKAGE",
     "STYLE_MODULE",
+    "CONTEXT_MODULE",
     "FigureInfo",
     "PipelineError",
     "Project",
     "Sources",
+    "atomic_write",
     "code_signature",
     "discover",
 ]
@@ -40,7 +48,13 @@ PACKAGE = "block4"
 
 #: The plot style every figure is drawn and rendered with: part of every figure's
 #: dependencies (the pipeline applies it around each figure and for the dark variant).
-STYLE_MODULE = "block4.figures.style"
+STYLE_MODULE = "block4.style"
+
+# Bumped when the code index's layout or the analysis behind it changes.
+_INDEX_FORMAT = 1
+
+#: The module of :class:`~block4.figures.registry.FigureContext`, which every figure gets.
+CONTEXT_MODULE = "block4.figures.registry"
 
 
 class PipelineError(Exception):
@@ -162,34 +176,94 @@ def code_signature(tree: ast.Module) -> str:
     return "\x00".join(parts)
 
 
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class Sources:
-    """Reads, hashes and parses the package's source files once per process."""
+    """Reads, parses and hashes the package's source files once per process, and resolves
+    what a piece of code depends on (see :mod:`block4.code_closure`)."""
 
     def __init__(self, project: Project) -> None:
         self.project = project
         self._bytes: dict[Path, bytes] = {}
         self._trees: dict[Path, ast.Module] = {}
-        self._digests: dict[Path, str] = {}
-        self._deps: dict[str, tuple[str, ...]] = {}
-        self._direct: dict[str, tuple[set[str], set[Path]]] = {}
+        self._symbols: dict[str, ModuleSymbols | None] = {}
+        self._unit_digests: dict[Unit, str] = {}
+        self._unit_deps: dict[Unit, tuple[frozenset[Unit], frozenset[Path]]] = {}
         self._data_files: dict[str, list[Path]] | None = None
+        self._index_key: str | None = None
+        self._indexed: set[Unit] = set()
+
+    @property
+    def index_path(self) -> Path:
+        """Where the analysis of the package's code is kept between runs (safe to delete)."""
+        return self.project.root / ".cache" / "pipeline" / "code-index.json"
+
+    def _package_key(self) -> str:
+        """sha256 over every file of the package: the code index is valid for exactly these."""
+        h = hashlib.sha256(f"{_INDEX_FORMAT}\0{self.project.src}".encode())
+        for path in sorted(self.project.package_dir.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                h.update(path.relative_to(self.project.src).as_posix().encode() + b"\0")
+                h.update(hashlib.sha256(self.read(path)).digest())
+        return h.hexdigest()
+
+    def _load_index(self) -> None:
+        """Take the digests and dependencies of every unit from the index of the last run
+        when no file of the package changed since (a no-change check then parses nothing)."""
+        if self._index_key is not None:
+            return
+        self._index_key = self._package_key()
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+            if data["key"] != self._index_key:
+                return
+            src = self.project.src
+            for text, (digest, deps, files) in data["units"].items():
+                unit = Unit(*text.split(":", 1))
+                self._unit_digests[unit] = digest
+                deps_units = frozenset(Unit(*d.split(":", 1)) for d in deps)
+                self._unit_deps[unit] = deps_units, frozenset(src / f for f in files)
+            self._indexed = set(self._unit_deps)
+
+    def save_index(self) -> None:
+        """Keep the analysis of this run for the next one (best effort: a read-only checkout
+        just analyses again)."""
+        if self._index_key is None or set(self._unit_deps) <= self._indexed:
+            return
+        src = self.project.src
+        units = {
+            str(unit): [
+                self.unit_digest(unit),
+                sorted(str(d) for d in deps),
+                sorted(f.relative_to(src).as_posix() for f in files),
+            ]
+            for unit, (deps, files) in sorted(self._unit_deps.items())
+        }
+        text = json.dumps({"key": self._index_key, "units": units}, sort_keys=True)
+        with contextlib.suppress(OSError):
+            atomic_write(self.index_path, text.encode())
+        self._indexed = set(self._unit_deps)
 
     def read(self, path: Path) -> bytes:
         if path not in self._bytes:
             self._bytes[path] = path.read_bytes()
         return self._bytes[path]
-
-    def digest(self, path: Path) -> str:
-        """sha256 of what the file *does*: Python sources are hashed as their syntax tree
-        without docstrings (comments, docstrings, blank lines and formatting do not count);
-        any other file by its bytes. Computed once per file and process."""
-        if path not in self._digests:
-            if path.suffix == ".py":
-                signature = code_signature(self.tree(path)).encode()
-            else:
-                signature = self.read(path)
-            self._digests[path] = hashlib.sha256(signature).hexdigest()
-        return self._digests[path]
 
     def tree(self, path: Path) -> ast.Module:
         if path not in self._trees:
@@ -227,81 +301,90 @@ class Sources:
             self._data_files = found
         return self._data_files
 
-    def direct_dependencies(self, module: str) -> tuple[set[str], set[Path]]:
-        """Modules ``module`` imports (anywhere in it) and data files it names."""
-        if module not in self._direct:
-            self._direct[module] = self._scan(module)
-        return self._direct[module]
+    def symbols(self, module: str) -> ModuleSymbols | None:
+        """The top-level names of a package module (None: there is no such module)."""
+        if module not in self._symbols:
+            path = self.module_file(module)
+            self._symbols[module] = (
+                None
+                if path is None
+                else module_symbols(
+                    module, self.tree(path), is_package=path.name == "__init__.py", package=PACKAGE
+                )
+            )
+        return self._symbols[module]
 
-    def _scan(self, module: str) -> tuple[set[str], set[Path]]:
-        path = self.module_file(module)
-        if path is None:
-            return set(), set()
-        is_package = path.name == "__init__.py"
-        package = module if is_package else module.rpartition(".")[0]
-        candidates: set[str] = set()
-        data: set[Path] = set()
-        data_files = self.data_files()
-        for node in ast.walk(self.tree(path)):
-            if isinstance(node, ast.Import):
-                candidates.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base_parts = package.split(".")
-                    if node.level > 1:
-                        base_parts = base_parts[: -(node.level - 1)]
-                    base = ".".join(base_parts)
-                    if node.module:
-                        base = f"{base}.{node.module}" if base else node.module
-                else:
-                    base = node.module or ""
-                candidates.add(base)
-                candidates.update(f"{base}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = node.value
-                if value.startswith(PACKAGE + ".") and " " not in value:
-                    candidates.add(value)
-                name = value.rsplit("/", 1)[-1]
-                if name in data_files and "\n" not in value:
-                    data.update(data_files[name])
-        modules: set[str] = set()
-        for candidate in candidates:
-            parts = candidate.split(".")
-            # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c.
-            for i in range(1, len(parts) + 1):
-                prefix = ".".join(parts[:i])
-                if self.module_file(prefix) is not None:
-                    modules.add(prefix)
-        modules.discard(module)
-        return modules, data
+    def _nodes(self, unit: Unit) -> list[ast.stmt]:
+        symbols = self.symbols(unit.module)
+        if symbols is None:
+            return []
+        if unit.name == WHOLE:
+            return list(self.tree(self.module_file(unit.module)).body)  # type: ignore[arg-type]
+        if unit.name == TOP_LEVEL:
+            return symbols.top_level
+        return list(dict.fromkeys(symbols.definitions.get(unit.name, [])))
 
-    def closure(self, module: str) -> tuple[str, ...]:
-        """Every source file (relative to ``src``) that ``module`` depends on, sorted."""
-        if module in self._deps:
-            return self._deps[module]
-        seen_modules: set[str] = set()
+    def unit_digest(self, unit: Unit) -> str:
+        """sha256 of what a unit's code *does* (docstrings, comments and layout left out)."""
+        self._load_index()
+        if unit not in self._unit_digests:
+            body = ast.Module(body=self._nodes(unit), type_ignores=[])
+            self._unit_digests[unit] = hashlib.sha256(code_signature(body).encode()).hexdigest()
+        return self._unit_digests[unit]
+
+    def unit_dependencies(self, unit: Unit) -> tuple[frozenset[Unit], frozenset[Path]]:
+        """The units a unit uses directly and the data files it names."""
+        self._load_index()
+        if unit not in self._unit_deps:
+            nodes = self._nodes(unit)
+            found, strings = references(unit, list(nodes), self.symbols, package=PACKAGE)
+            parts = unit.module.split(".")
+            # importing a module runs its top-level code and that of every package above it
+            found |= {Unit(".".join(parts[:i]), TOP_LEVEL) for i in range(1, len(parts) + 1)}
+            if unit.name in (TOP_LEVEL, WHOLE):
+                symbols = self.symbols(unit.module)
+                for binding in symbols.imports.values() if symbols else ():
+                    for module in (binding.module, f"{binding.module}.{binding.attr}"):
+                        if self.symbols(module) is not None:
+                            found.add(Unit(module, TOP_LEVEL))
+            found = {u for u in found if self.symbols(u.module) is not None}
+            found.discard(unit)
+            data_files = self.data_files()
+            data = {
+                path
+                for text in strings
+                if "\n" not in text
+                for path in data_files.get(text.rsplit("/", 1)[-1], ())
+            }
+            self._unit_deps[unit] = frozenset(found), frozenset(data)
+        return self._unit_deps[unit]
+
+    def closure(self, roots: Iterable[Unit]) -> dict[str, str]:
+        """Every unit ``roots`` use, transitively, and every data file they name, with their
+        sha256: ``{"block4.x:name": digest, "block4/data/f.csv": digest}``."""
+        seen: set[Unit] = set()
         files: set[Path] = set()
-        todo = [module]
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
+        todo = list(roots)
         while todo:
-            current = todo.pop()
-            if current in seen_modules:
+            unit = todo.pop()
+            if unit in seen or self.module_file(unit.module) is None:
                 continue
-            seen_modules.add(current)
-            path = self.module_file(current)
-            if path is None:
-                continue
-            files.add(path)
-            imported, data = self.direct_dependencies(current)
-            files.update(data)
-            todo.extend(sorted(imported - seen_modules))
-        style = self.module_file(STYLE_MODULE)
-        if style is not None:
-            files.add(style)
-        result = tuple(sorted(p.relative_to(self.project.src).as_posix() for p in files))
-        self._deps[module] = result
-        return result
+            seen.add(unit)
+            units, data = self.unit_dependencies(unit)
+            files |= data
+            todo.extend(units - seen)
+        result = {str(u): self.unit_digest(u) for u in seen}
+        for path in files:
+            rel = path.relative_to(self.project.src).as_posix()
+            result[rel] = hashlib.sha256(self.read(path)).hexdigest()
+        return dict(sorted(result.items()))
+
+    def figure_closure(self, module: str, function: str) -> dict[str, str]:
+        """What a figure function depends on: its own code, what it uses, the figure
+        context and the plot style the pipeline runs it with (see :meth:`closure`)."""
+        roots = [Unit(module, function), Unit(CONTEXT_MODULE, "FigureContext")]
+        roots.append(Unit(STYLE_MODULE, WHOLE))
+        return self.closure(roots)
 
 
 def _literal(node: ast.AST, what: str, where: str) -> Any:

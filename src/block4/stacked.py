@@ -12,8 +12,11 @@ step, which is dominated by Python and kernel-launch overhead for nets this smal
   ``k`` the initial weights of ``mlp(..., seed=s + k)``.
 - BatchNorm keeps statistics per member (``StackedBatchNorm``): the same numbers as each
   member's own ``nn.BatchNorm1d``.
-- `StackedSGD` and `StackedAdam` step every member with its own learning rate (one optimiser
-  param group cannot hold per-member rates of one tensor) and leave frozen members untouched.
+- [`StackedSGD`][block4.stacked_optim.StackedSGD] and
+  [`StackedAdam`][block4.stacked_optim.StackedAdam] step every member with its own learning
+  rate and leave frozen members untouched.
+- `ensemble_dist` mixes the members' predictive distributions; `aleatoric_variance` and
+  `epistemic_variance` split the mixture's variance.
 
 This module does not import Lightning.
 """
@@ -25,18 +28,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import distributions as D
 from torch import nn
 
 from block4.models import MLP, check_options, make_activation, mlp
 
 __all__ = [
-    "StackedAdam",
+    "aleatoric_variance",
+    "ensemble_dist",
+    "epistemic_variance",
     "StackedBatchNorm",
     "StackedHiddenBlock",
     "StackedLayerNorm",
     "StackedLinear",
     "StackedMLP",
-    "StackedSGD",
     "member_values",
     "stack",
 ]
@@ -431,153 +436,43 @@ def stacked_mlp(members: int, seeds: Sequence[int | None], **options: Any) -> St
     return stack(nets)
 
 
-# --- optimisers -----------------------------------------------------------------------------
+# --- ensembles ------------------------------------------------------------------------------
 
 
-class _StackedOptimizer(torch.optim.Optimizer):
-    """Base: every parameter's first dimension is the member; ``lr`` is per member.
-
-    ``group["lr"]`` stays a plain float multiplier (1.0 unless a scheduler changes it), so
-    learning-rate schedulers and monitors work; member ``k`` steps with
-    ``group["lr"] * group["member_lr"][k]``. Members whose entry in ``active`` (a bool tensor
-    ``[E]``, shared with the caller) is False are not moved, and their gradients are ignored.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        member_lr: Sequence[float],
-        defaults: dict[str, Any],
-        active: torch.Tensor | None = None,
-    ) -> None:
-        member_lr = [float(v) for v in member_lr]
-        bad = [v for v in member_lr if not v > 0]
-        if bad:
-            raise ValueError(f"every member's learning rate must be > 0, got {member_lr}")
-        super().__init__(params, dict(defaults, lr=1.0, member_lr=tuple(member_lr)))
-        self.active = active
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.dim() == 0 or p.shape[0] != len(member_lr):
-                    raise ValueError(
-                        f"a stacked optimiser needs parameters whose first dimension is the "
-                        f"member ({len(member_lr)}), got shape {tuple(p.shape)}"
-                    )
-
-    @staticmethod
-    def _per_member(values: Sequence[float], p: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values, dtype=p.dtype, device=p.device).view(-1, *[1] * (p.dim() - 1))
-
-    def _masked(self, p: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradient with frozen members' entries zeroed, and the keep-mask (or None)."""
-        if self.active is None:
-            return grad, None
-        keep = self.active.view(-1, *[1] * (p.dim() - 1))
-        return torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device)), keep
+def ensemble_dist(dist: D.Distribution, members: int) -> D.Distribution:
+    """The ensemble's predictive distribution: the equal-weight mixture over the member
+    dimension (dim 0) of ``dist`` (a ``Categorical`` of the mean probabilities for classes)."""
+    if isinstance(dist, D.Categorical):
+        return D.Categorical(probs=dist.probs.mean(0), validate_args=False)
+    batch = dist.batch_shape
+    # MixtureSameFamily mixes over the rightmost batch dimension: move the members there
+    moved = _move_member_dim(dist)
+    logits = moved.mean.new_zeros(*batch[1:], members)
+    return D.MixtureSameFamily(D.Categorical(logits=logits), moved, validate_args=False)
 
 
-class StackedSGD(_StackedOptimizer):
-    """``torch.optim.SGD`` (momentum, dampening, Nesterov, weight decay) with a learning rate
-    per member; the same arithmetic as PyTorch's single-tensor SGD, member by member."""
-
-    def __init__(
-        self,
-        params: Any,
-        member_lr: Sequence[float],
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        active: torch.Tensor | None = None,
-    ) -> None:
-        defaults = dict(
-            momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
-        )
-        super().__init__(params, member_lr, defaults, active)
-
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lrs = [group["lr"] * v for v in group["member_lr"]]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, keep = self._masked(p, p.grad)
-                if group["weight_decay"] != 0:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                if group["momentum"] != 0:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = torch.clone(grad).detach()
-                    else:
-                        buf.mul_(group["momentum"]).add_(grad, alpha=1 - group["dampening"])
-                    grad = grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                update = self._per_member([-lr for lr in lrs], p) * grad
-                if keep is not None:
-                    update = torch.where(keep, update, torch.zeros((), dtype=p.dtype))
-                p.add_(update)
-        return loss
+def _move_member_dim(dist: D.Distribution) -> D.Distribution:
+    """The same distribution with the member dimension moved from first to last."""
+    if isinstance(dist, D.Normal):
+        return D.Normal(dist.loc.movedim(0, -1), dist.scale.movedim(0, -1), validate_args=False)
+    if isinstance(dist, D.StudentT):
+        df, loc, scale = (t.movedim(0, -1) for t in (dist.df, dist.loc, dist.scale))
+        return D.StudentT(df, loc, scale, validate_args=False)
+    if isinstance(dist, D.Poisson):
+        return D.Poisson(dist.rate.movedim(0, -1), validate_args=False)
+    raise ValueError(
+        f"the members' {type(dist).__name__} distributions have no ensemble mixture here; "
+        "use member_dists() for them one by one"
+    )
 
 
-class StackedAdam(_StackedOptimizer):
-    """``torch.optim.Adam`` (or AdamW with ``decoupled=True``) with a learning rate per member;
-    the same arithmetic as PyTorch's single-tensor Adam, member by member."""
+def aleatoric_variance(member_dists: D.Distribution) -> torch.Tensor:
+    """Mean over members (dim 0) of each member's predictive variance: the noise in the data
+    that every member sees."""
+    return member_dists.variance.mean(0)
 
-    def __init__(
-        self,
-        params: Any,
-        member_lr: Sequence[float],
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled: bool = False,
-        active: torch.Tensor | None = None,
-    ) -> None:
-        defaults = dict(betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
-        super().__init__(params, member_lr, defaults, active)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lrs = [group["lr"] * v for v in group["member_lr"]]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, keep = self._masked(p, p.grad)
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                wd = group["weight_decay"]
-                if wd != 0 and group["decoupled"]:
-                    factor = self._per_member([1 - lr * wd for lr in lrs], p)
-                    if keep is not None:
-                        factor = torch.where(keep, factor, torch.ones((), dtype=p.dtype))
-                    p.mul_(factor)
-                elif wd != 0:
-                    grad = grad.add(p, alpha=wd)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                step = float(state["step"])
-                bias_correction1 = 1 - beta1**step
-                bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-                step_size = self._per_member([-lr / bias_correction1 for lr in lrs], p)
-                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
-                update = step_size * exp_avg / denom
-                if keep is not None:
-                    update = torch.where(keep, update, torch.zeros((), dtype=p.dtype))
-                p.add_(update)
-        return loss
+def epistemic_variance(member_dists: D.Distribution) -> torch.Tensor:
+    """Variance over members (dim 0) of their predictive means: how much the members disagree
+    (large where there were no data). ``aleatoric + epistemic`` is the mixture's variance."""
+    return member_dists.mean.var(0, unbiased=False)

@@ -16,7 +16,7 @@ import torch
 from block4.callbacks import DeadUnitTracker, GradientFlowMonitor, TrainingCurve
 from block4.data import DigitsDataModule
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
+from block4.style import PALETTE, ROLE, subplots
 from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 
 from block4.autograd import Value, draw, trace
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import ROLE, subplots
+from block4.style import ROLE, subplots
 
 
 # --8<-- [start:worked_example]

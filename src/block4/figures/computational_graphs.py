@@ -1,7 +1,7 @@
 """Figures of the chapter "Computational graphs".
 
 Both graphs are *captured* from real PyTorch code with ``torch.fx`` and run once
-(``ShapeProp``) so every edge knows the tensor it carries; ``block4.autograd.draw_graph``
+(``ShapeProp``) so every edge knows the tensor it carries; ``block4.graph_drawing.draw_graph``
 then draws them. Nothing here trains, so every profile makes them in well under a second.
 """
 
@@ -14,8 +14,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from block4.autograd import GraphNode, draw_graph
 from block4.figures.registry import FigureContext, figure
+from block4.graph_drawing import GraphNode, draw_graph
 
 
 # --8<-- [start:product]
@@ -125,62 +125,86 @@ def fx_to_graph(
     Returns:
         ``(nodes, edges, edge_labels)``.
     """
-    values = values or {}
-    titles = titles or {}
-    nodes: list[GraphNode] = []
-    edges: list[tuple[Any, Any]] = []
-    labels: dict[tuple[Any, Any], str] = {}
-    tensor_of: dict[str, str] = {}  # fx node name -> key of the node its output leaves from
-    shape_of: dict[str, str] = {}  # fx node name -> shape text of its output
+    build = _FxDrawing(values or {}, titles or {}, batch, tensors_on_edges)
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "get_attr"):
-            is_param = node.op == "get_attr"
-            title = titles.get(node.name, str(node.target))
-            shape = _shape_text(node, None if is_param else batch)
-            value = _tensor_text(values[node.name]) if node.name in values else None
-            note = str(node.target) if is_param else shape if value else None
-            nodes.append(GraphNode(key=node.name, title=title, value=value or shape, note=note))
-            tensor_of[node.name] = node.name
+            build.leaf(node)
         elif node.op in ("call_function", "call_method", "call_module"):
-            op_key = f"op:{node.name}"
-            nodes.append(GraphNode(key=op_key, kind="op", title=_op_title(node)))
-            for i, arg in enumerate(node.args):
-                if isinstance(arg, fx.Node):
-                    edge = (tensor_of[arg.name], op_key)
-                    edges.append(edge)
-                    if tensors_on_edges and arg.name in shape_of:
-                        labels[edge] = shape_of[arg.name]
-                elif isinstance(arg, (int, float)) and node.op == "call_function":
-                    const_key = f"const:{node.name}:{i}"
-                    nodes.append(
-                        GraphNode(key=const_key, title="", value=f"{arg:g}", note="constant")
-                    )
-                    edges.append((const_key, op_key))
-            shape = _shape_text(node, batch)
-            if tensors_on_edges:
-                tensor_of[node.name] = op_key
-                shape_of[node.name] = shape
-                continue
-            out_key = f"out:{node.name}"
-            value = _tensor_text(values[node.name]) if node.name in values else None
-            nodes.append(
-                GraphNode(
-                    key=out_key,
-                    title=titles.get(node.name, ""),
-                    value=value or shape,
-                    note=shape if value else None,
-                )
-            )
-            edges.append((op_key, out_key))
-            tensor_of[node.name] = out_key
+            build.operation(node)
         elif node.op == "output" and tensors_on_edges:
-            (result,) = [a for a in node.args if isinstance(a, fx.Node)] or [None]
-            if result is not None and result.name in shape_of:
-                out_key = f"out:{result.name}"
-                title = titles.get("output", "output")
-                nodes.append(GraphNode(key=out_key, title=title, value=shape_of[result.name]))
-                edges.append((tensor_of[result.name], out_key))
-    return nodes, edges, labels
+            build.output(node)
+    return build.nodes, build.edges, build.labels
+
+
+class _FxDrawing:
+    """The nodes, edges and edge labels of `fx_to_graph`, built one fx node at a time."""
+
+    def __init__(
+        self,
+        values: dict[str, torch.Tensor],
+        titles: dict[str, str],
+        batch: str | None,
+        tensors_on_edges: bool,
+    ) -> None:
+        self.values, self.titles, self.batch = values, titles, batch
+        self.tensors_on_edges = tensors_on_edges
+        self.nodes: list[GraphNode] = []
+        self.edges: list[tuple[Any, Any]] = []
+        self.labels: dict[tuple[Any, Any], str] = {}
+        self.tensor_of: dict[str, str] = {}  # fx node name -> key of the node its output leaves
+        self.shape_of: dict[str, str] = {}  # fx node name -> shape text of its output
+
+    def _value(self, node: fx.Node) -> str | None:
+        return _tensor_text(self.values[node.name]) if node.name in self.values else None
+
+    def leaf(self, node: fx.Node) -> None:
+        """An input (placeholder) or a parameter (get_attr): a value node with its shape."""
+        is_param = node.op == "get_attr"
+        title = self.titles.get(node.name, str(node.target))
+        shape = _shape_text(node, None if is_param else self.batch)
+        value = self._value(node)
+        note = str(node.target) if is_param else shape if value else None
+        self.nodes.append(GraphNode(key=node.name, title=title, value=value or shape, note=note))
+        self.tensor_of[node.name] = node.name
+
+    def operation(self, node: fx.Node) -> None:
+        """An op node, its operands' edges (Python numbers as constants) and its result."""
+        op_key = f"op:{node.name}"
+        self.nodes.append(GraphNode(key=op_key, kind="op", title=_op_title(node)))
+        for i, arg in enumerate(node.args):
+            if isinstance(arg, fx.Node):
+                edge = (self.tensor_of[arg.name], op_key)
+                self.edges.append(edge)
+                if self.tensors_on_edges and arg.name in self.shape_of:
+                    self.labels[edge] = self.shape_of[arg.name]
+            elif isinstance(arg, (int, float)) and node.op == "call_function":
+                const_key = f"const:{node.name}:{i}"
+                self.nodes.append(
+                    GraphNode(key=const_key, title="", value=f"{arg:g}", note="constant")
+                )
+                self.edges.append((const_key, op_key))
+        shape = _shape_text(node, self.batch)
+        if self.tensors_on_edges:
+            self.tensor_of[node.name] = op_key
+            self.shape_of[node.name] = shape
+            return
+        out_key = f"out:{node.name}"
+        value = self._value(node)
+        title = self.titles.get(node.name, "")
+        self.nodes.append(
+            GraphNode(key=out_key, title=title, value=value or shape, note=shape if value else None)
+        )
+        self.edges.append((op_key, out_key))
+        self.tensor_of[node.name] = out_key
+
+    def output(self, node: fx.Node) -> None:
+        """With shapes on edges, the graph's result still gets a node of its own."""
+        (result,) = [a for a in node.args if isinstance(a, fx.Node)] or [None]
+        if result is not None and result.name in self.shape_of:
+            out_key = f"out:{result.name}"
+            title = self.titles.get("output", "output")
+            self.nodes.append(GraphNode(key=out_key, title=title, value=self.shape_of[result.name]))
+            self.edges.append((self.tensor_of[result.name], out_key))
 
 
 @figure("graph_matmul_product", chapter="computational-graphs", params={})

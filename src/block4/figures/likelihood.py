@@ -20,8 +20,8 @@ from torch import nn
 
 from block4.data import BloodPressureDataModule, load_blood_pressure
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import ProbabilisticRegressor
+from block4.style import PALETTE, ROLE, subplots
 from block4.training import trainer
 
 #: Colour of "the likelihood bar" on every figure of the chapter.

@@ -15,8 +15,8 @@ import torch
 from block4.autograd import Value, draw
 from block4.callbacks import ActivationStats, GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import Classifier
+from block4.style import PALETTE, ROLE, subplots
 from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,

@@ -40,8 +40,8 @@ from block4.data import (
     make_inverse_sine,
 )
 from block4.figures.registry import FigureContext, figure
-from block4.figures.style import PALETTE, ROLE, subplots
 from block4.modules import Classifier, ProbabilisticRegressor
+from block4.style import PALETTE, ROLE, subplots
 from block4.training import fit
 
 #: Colours of the two Gaussian flavours on every figure of the chapter.

@@ -42,6 +42,7 @@ PROFILES: dict[str, str] = {
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class FigureContext:
         out_dir: where the figure files go.
         progress: whether Lightning may show its per-run progress bar.
         name: the name of the figure being made (empty outside the pipeline).
+        results_cache: set by the pipeline while it makes a figure: where
+            :meth:`compute` keeps results (None: :meth:`compute` just calls the function).
     """
 
     profile: str = "quick"
@@ -89,6 +92,7 @@ class FigureContext:
     out_dir: Path = Path("docs/figures")
     progress: bool = False
     name: str = ""
+    results_cache: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -97,6 +101,21 @@ class FigureContext:
     def pick(self, *, smoke: Any, quick: Any, full: Any) -> Any:
         """Return the value for the current profile (e.g. epochs or data size)."""
         return {"smoke": smoke, "quick": quick, "full": full}[self.profile]
+
+    def compute(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """``fn(self, **kwargs)``: a figure's expensive part, cached by the pipeline.
+
+        Put training runs and sweeps in a top-level function of the figure's module (or
+        of a shared ``block4`` module) that returns data: nested dict/list/tuple of numbers,
+        strings, NumPy arrays and torch tensors. When the pipeline makes the figure, the
+        result is kept on disk keyed by the code of ``fn`` and everything it uses, ``kwargs``
+        (plain values), the profile, the seed and the accelerator, so a change to the
+        plotting code re-plots without computing again (see :mod:`block4.results_cache`).
+        Outside the pipeline (tests, notebooks) it simply calls ``fn``.
+        """
+        if self.results_cache is None:
+            return fn(self, **kwargs)
+        return self.results_cache.compute(self, fn, kwargs)
 
     def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``lightning.pytorch.Trainer`` that honour this context.
@@ -119,9 +138,6 @@ class FigureContext:
         }
         kwargs.update(overrides)
         return kwargs
-
-    def compute(self, fn, **kwargs):
-        return fn(self, **kwargs)
 
 
 def figure_mark_of(name: Any, chapter: Any, params: Any = None, group: Any = None) -> FigureMark:

@@ -1,0 +1,175 @@
+"""Many small networks at once: a stacked Lightning run against one plain loop per member.
+
+Digits (8x8, 10 classes), an MLP of depth 20 and width 32 (Kaiming init), batch 64, Adam.
+For each E in ``--members`` we train ``Classifier(members=E)`` for a few epochs in one
+Trainer (each member its own data order, `MemberBatches`) and report the median seconds of
+one epoch divided by E: the cost of one *member-epoch*. The baseline is the plainest
+PyTorch loop there is, one network at a time over the same in-memory batches (its cost per
+member-epoch does not depend on E, so it is measured once, over a few members). E=1 is the
+ordinary single-network module, the one the course used before stacking.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/stacked.py                 # writes results/stacked.json
+    python benchmarks/stacked.py --members 1 4 --epochs 2 --out /tmp/s.json   # quick check
+
+Writes ``benchmarks/results/stacked.json`` (machine information included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from block4.data import DigitsDataModule, TensorBatches
+from block4.heads import CategoricalHead, nll
+from block4.models import mlp
+from block4.modules import Classifier
+from block4.stacked_data import MemberBatches
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_result  # noqa: E402
+
+CONFIG = {"depth": 20, "width": 32, "batch_size": 64, "lr": 1e-3, "init": "kaiming"}
+
+
+class EpochTimer(pl.Callback):
+    """Wall-clock seconds of each training epoch."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.starts.append(time.perf_counter())
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+
+def plain_member_epochs(x: torch.Tensor, y: torch.Tensor, members: int, epochs: int) -> list[float]:
+    """Seconds of each epoch (after the first) of ``members`` plain loops, one after another."""
+    times = []
+    for seed in range(members):
+        body = mlp(x.shape[1], 10, CONFIG["depth"], CONFIG["width"], init=CONFIG["init"], seed=seed)
+        head = CategoricalHead(10)
+        opt = torch.optim.Adam(body.parameters(), lr=CONFIG["lr"])
+        batches = TensorBatches(x, y, CONFIG["batch_size"], shuffle=True, seed=seed)
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            total = torch.zeros(())
+            for xb, yb in batches:
+                loss = nll(head(body(xb)), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+            float(total)
+            if epoch > 0:  # the first epoch is a warm-up
+                times.append(time.perf_counter() - t0)
+    return times
+
+
+def stacked_epochs(x: torch.Tensor, y: torch.Tensor, members: int, epochs: int) -> list[float]:
+    """Seconds of each epoch (after the first) of one Lightning run of ``members`` members."""
+    model = Classifier(
+        in_features=x.shape[1],
+        n_classes=10,
+        members=members,
+        lr=CONFIG["lr"],
+        depth=CONFIG["depth"],
+        width=CONFIG["width"],
+        init=CONFIG["init"],
+    )
+    if members == 1:
+        batches: Any = TensorBatches(x, y, CONFIG["batch_size"], shuffle=True, seed=0)
+    else:
+        batches = MemberBatches(x, y, CONFIG["batch_size"], seeds=0, members=members)
+    timer = EpochTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=batches)
+    assert bool(model.member_active.all()), "a member diverged in the benchmark"
+    return timer.epoch_seconds[1:]
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run (first = warm-up)")
+    parser.add_argument("--plain-members", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> Path:
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(batch_size=CONFIG["batch_size"], seed=0)
+    data.setup("fit")
+    x, y = data.train_dataloader().x, data.train_dataloader().y
+
+    rows, plains = [], []
+    for members in args.members:
+        # the baseline is measured right next to each stacked run, so that both see the same
+        # load on a shared machine
+        plain = statistics.median(plain_member_epochs(x, y, args.plain_members, args.epochs))
+        epoch = statistics.median(stacked_epochs(x, y, members, args.epochs))
+        per_member = epoch / members
+        plains.append(plain)
+        rows.append(
+            {
+                "members": members,
+                "stacked_s_per_epoch": round(epoch, 4),
+                "stacked_s_per_member_epoch": round(per_member, 5),
+                "plain_s_per_member_epoch": round(plain, 5),
+                "ratio_to_plain": round(per_member / plain, 3),
+            }
+        )
+        print(rows[-1], flush=True)
+    plain = statistics.median(plains)
+    results = {
+        "config": {
+            **CONFIG,
+            "examples": len(x),
+            "steps_per_epoch": -(-len(x) // CONFIG["batch_size"]),
+        },
+        "threads": torch.get_num_threads(),
+        "epochs_per_run": args.epochs,
+        "plain_s_per_member_epoch": round(plain, 5),
+        "rows": rows,
+    }
+    out = args.out
+    return write_result(
+        "stacked", results, out_dir=None if out is None else out.parent,
+        filename=None if out is None else out.name,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(main())

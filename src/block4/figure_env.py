@@ -1,0 +1,113 @@
+"""The process a figure runs in: threads, seeds, devices and library versions.
+
+:func:`block4.pipeline.run_figure` resets the process before each figure (figures share a
+process, one after another) and records where and with what it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+
+from block4.figures.registry import FigureContext
+
+__all__ = [
+    "FIGURE_THREADS",
+    "device_name",
+    "quiet_lightning",
+    "reset_torch_globals",
+    "seed_everything",
+    "single_process",
+    "versions",
+]
+
+#: Intra-op CPU threads every figure runs with, whatever the machine (reproducible numbers).
+FIGURE_THREADS = int(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist, key in (
+        ("torch", "torch"),
+        ("pytorch-lightning", "lightning"),
+        ("lightning", "lightning"),
+        ("matplotlib", "matplotlib"),
+        ("numpy", "numpy"),
+        ("block4", "block4"),
+    ):
+        if key in versions:
+            continue
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[key] = metadata.version(dist)
+    return versions
+
+
+def device_name(ctx: FigureContext) -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and ctx.accelerator in ("auto", "gpu", "cuda"):
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_available():
+                name = torch.cuda.get_device_name(0)
+                count = ctx.devices if ctx.devices != "auto" else torch.cuda.device_count()
+                nodes = f" x {ctx.num_nodes} nodes" if ctx.num_nodes > 1 else ""
+                return f"{name} x{count}{nodes}"
+    if ctx.accelerator == "mps":
+        return "Apple MPS"
+    devices = f" x{ctx.devices}" if ctx.devices not in ("auto", 1, "1") else ""
+    return f"cpu{devices}"
+
+
+def single_process(ctx: FigureContext) -> bool:
+    """Whether the figure runs in this process alone (no DDP ranks that compute with it)."""
+    if ctx.num_nodes != 1 or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        return False
+    if ctx.devices in (1, "1") or (ctx.devices == "auto" and ctx.accelerator == "cpu"):
+        return True
+    if ctx.devices != "auto":
+        return False
+    torch = sys.modules.get("torch")
+    if torch is None:  # no torch, no Trainer: nothing here could start other processes
+        return True
+    return not (torch.cuda.is_available() and torch.cuda.device_count() > 1)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def reset_torch_globals() -> None:
+    """Undo process-wide settings an earlier figure may have changed (figures share a process)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    torch.set_default_dtype(torch.float32)
+    torch.set_grad_enabled(True)
+    # CPU results depend on how reductions are split across threads: a fixed count makes a
+    # figure's numbers the same on every machine (the models here are too small to gain more).
+    torch.set_num_threads(FIGURE_THREADS)
+
+
+def quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
+    )
