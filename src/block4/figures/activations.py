@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.callbacks import DeadUnitTracker, GradientFlowMonitor
 from block4.data import DigitsDataModule
@@ -45,6 +46,32 @@ ACTIVATION_COLORS = {
 def _key(x: float) -> str:
     """``-10.0 -> "m10"``, ``0.0 -> "0"``, ``10.0 -> "10"``: manifest-friendly key parts."""
     return ("m" if x < 0 else "") + f"{abs(x):g}".replace(".", "p")
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade(value: float, _position: object = None) -> str:
+    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
+    font size, too small to read at page width); "" between decades."""
+    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
+        return ""
+    exponent = round(math.log10(value))
+    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
+def _log_labels(*axes: Any, axis: str = "y") -> None:
+    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text."""
+    for ax in axes:
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_formatter(FuncFormatter(_decade))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
+    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
+    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
@@ -115,6 +142,7 @@ def activation_functions(
         ylabel="f'(x) (log scale)",
         ylim=(1e-9, 5),
     )
+    _log_labels(ax_log)
     fig.legend(loc="outside upper center", ncol=5, handlelength=1.6, columnspacing=1.0)
     return fig, numbers
 
@@ -224,6 +252,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
             put_summary(numbers, f"error_{key}", runs["error"])
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
         ax.set_ylabel("‖∂loss/∂W‖ (log)")
+    _log_labels(*axes)
     axes[-1].set_xlabel(f"layer (1 = input side, {depth + 1} = output)")
     axes[-1].set_xticks(sorted({1, *range(5, depth + 1, 5), depth + 1}))
     for act in PLOTTED_DEEP_ACTIVATIONS:
@@ -408,6 +437,8 @@ def relu_vs_tanh(
         ax_speed.semilogx(xs, ys, marker + "-", color=color, label=titles[kind])
         if len(seeds) > 1 and xs:
             ax_speed.fill_between(xs, lows, highs, color=color, alpha=0.15, linewidth=0)
+    _log_labels(*axes[0])
+    _rate_ticks(ax_speed, lrs)
     ax_speed.axhline(1.0, color=ROLE["truth"], linestyle=":", linewidth=1)
     ax_speed.axvline(lr, color=ROLE["truth"], linewidth=0.8, alpha=0.5)
     ax_speed.set(
@@ -566,6 +597,7 @@ def dead_relus(
         ylabel="dead fraction / error",
         ylim=(-0.02, 1.0),
     )
+    _rate_ticks(ax_lr, lrs)
     ax_lr.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     numbers["dead_max"] = max(means)
     return fig, numbers

@@ -10,12 +10,14 @@ learning rates) are trained as one stack by :func:`block4.training.train_members
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.autograd import Value, draw
 from block4.callbacks import ActivationStats, GradientFlowMonitor
@@ -58,6 +60,32 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
 
 
 # --8<-- [end:chain_gradient]
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade(value: float, _position: object = None) -> str:
+    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
+    font size, too small to read at page width); "" between decades."""
+    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
+        return ""
+    exponent = round(math.log10(value))
+    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
+def _log_labels(*axes: Any, axis: str = "y") -> None:
+    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text."""
+    for ax in axes:
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_formatter(FuncFormatter(_decade))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
+    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
+    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
@@ -138,6 +166,7 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
         xlabel="number of blocks L",
         ylabel="|d x_L / d x_0| (log scale)",
     )
+    _log_labels(ax_depth)
     return fig, numbers
 
 
@@ -410,6 +439,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
         ylabel="final training loss (cross-entropy)",
         ylim=(0, top + 0.5),
     )
+    _rate_ticks(ax, lrs)
     ax.plot([], [], "x", color=ROLE["truth"], mew=2, label="a seed's loss became NaN")
     fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
@@ -555,6 +585,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
         ylabel="max |change of logits| (log)",
         ylim=(1e-12, 1e3),
     )
+    _log_labels(ax_g, ax_s)
     ax_s.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     flat = lambda runs: [v for member in runs for layer in member for v in layer]  # noqa: E731
     numbers = {
@@ -642,7 +673,7 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
     ``ratio_<family>_<arch>_<depth>`` (first/last layer gradient norm at init, geometric
     mean over seeds, with ``_min``, ``_max``), ``epochs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=2, full=4)
+    epochs = ctx.pick(smoke=1, quick=2, full=3)
     seeds = _seeds(ctx)
     depths = ctx.pick(smoke=[2, 20], quick=depths, full=depths)
     show_depth = show_depth if show_depth in depths else max(depths)
@@ -687,5 +718,6 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
         xlabel=f"layer (1 = input side, {show_depth + 1} = output)",
         ylabel="‖∂loss/∂W‖ (log scale)",
     )
+    _log_labels(ax_g)
     fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
