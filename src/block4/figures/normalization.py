@@ -137,7 +137,7 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
         numbers[f"residual_grad_at_{d}"] = resid[d - 1]
 
     fig, (ax_graph, ax_depth) = subplots(
-        2, 1, width=6.9, height=6.4, gridspec_kw={"height_ratios": [1.1, 1]}
+        2, 1, width=6.9, height=5.6, gridspec_kw={"height_ratios": [0.75, 1]}
     )
     draw(h, ax=ax_graph, title="one residual block H(x) = x + F(x): value / gradient")
     ax_depth.semilogy(depths, plain, "o-", color=PLAIN_COLOR, markersize=3)
@@ -151,12 +151,13 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
         va="bottom",
         color=RESIDUAL_COLOR,
     )
+    middle = len(depths) // 3  # the plain line falls: the space above and right of it is free
     ax_depth.annotate(
         "plain",
-        (depths[-1], plain[-1]),
-        xytext=(0, 6),
+        (depths[middle], plain[middle]),
+        xytext=(8, 4),
         textcoords="offset points",
-        ha="right",
+        ha="left",
         va="bottom",
         color=PLAIN_COLOR,
     )
@@ -379,7 +380,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
     """
     epochs = ctx.pick(smoke=1, quick=2, full=4)
     seeds = _seeds(ctx)
-    lrs = ctx.pick(smoke=[0.01, 1.0], quick=lrs, full=lrs)
+    lrs = ctx.pick(smoke=[0.01, 1.0], quick=[0.01, 0.1, 1.0, 3.0], full=lrs)
     data = ctx.compute(
         bn_learning_rates_runs, lrs=lrs, seeds=seeds, epochs=epochs, depth=depth, width=width
     )
@@ -657,7 +658,7 @@ def residual_depth_runs(
 @figure(
     "residual_depth",
     chapter="normalization-and-residuals",
-    params={"depths": [2, 5, 10, 20, 30], "width": 32, "lr": 0.01, "show_depth": 30},
+    params={"depths": [2, 10, 20, 30], "width": 32, "lr": 0.01, "show_depth": 30},
 )
 def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show_depth: int):
     """Plain vs residual MLPs at increasing depth: training error and per-layer gradients.
