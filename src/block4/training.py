@@ -280,6 +280,29 @@ class MemberRuns:
         return [losses[-1] for losses in self.curve.member_losses]
 
 
+def _stack_and_batches(
+    data: TensorDataModule,
+    seeds: list[int],
+    data_seeds: list[int],
+    shared_order: bool,
+    hparams: dict[str, Any],
+) -> tuple[Classifier, pl.LightningDataModule]:
+    """The classifier of `train_members` (a stack for several members) and its batches."""
+    e = len(seeds)
+    hparams = {"optimizer": "sgd", "momentum": 0.9, **hparams}
+    for name in ("init", "lr"):
+        if name in hparams:
+            values = member_values(name, hparams[name], e)
+            hparams[name] = values if e > 1 else values[0]
+    data.setup()
+    if e == 1:  # a plain single run: the datamodule's own batches with the member's seed
+        data.seed = data_seeds[0]
+        model = Classifier(in_features=data.in_features, n_classes=10, seed=seeds[0], **hparams)
+        return model, data
+    model = Classifier(in_features=data.in_features, n_classes=10, members=e, seed=seeds, **hparams)
+    return model, MemberDataModule(data, data_seeds, shared_order=shared_order)
+
+
 # --8<-- [start:train_members]
 def train_members(
     ctx: RunContext,
@@ -329,22 +352,8 @@ def train_members(
         raise ValueError(
             f"data_seeds has {len(data_seeds)} entries but there are {e} members (seeds)"
         )
-    hparams = {"optimizer": "sgd", "momentum": 0.9, **hparams}
-    for name in ("init", "lr"):
-        if name in hparams:
-            values = member_values(name, hparams[name], e)
-            hparams[name] = values if e > 1 else values[0]
     data = data if data is not None else digits(ctx, data_seeds[0])
-    data.setup()
-    if e == 1:
-        data.seed = data_seeds[0]
-        batches: pl.LightningDataModule = data
-        model = Classifier(in_features=data.in_features, n_classes=10, seed=seeds[0], **hparams)
-    else:
-        batches = MemberDataModule(data, data_seeds, shared_order=shared_order)
-        model = Classifier(
-            in_features=data.in_features, n_classes=10, members=e, seed=seeds, **hparams
-        )
+    model, batches = _stack_and_batches(data, seeds, data_seeds, shared_order, hparams)
     curve = TrainingCurve(curve_every_n_steps)
     guard = FiniteLossGuard()
     run = trainer(
