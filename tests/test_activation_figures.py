@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from block4.callbacks import GradientFlowMonitor
-from block4.figures.activations import ScaledDigits
+from block4.figures.activations import (
+    ScaledDigits,
+    activation_gradient_flow_runs,
+    dead_relus_runs,
+    epochs_to,
+    relu_vs_tanh_runs,
+)
 from block4.figures.registry import FigureContext
 from block4.training import activation_and_derivative, digits, layer_grad_norms, train_classifier
 
@@ -91,6 +97,55 @@ def test_scaled_digits_multiplies_every_split():
         torch.testing.assert_close(scaled.tensors(split)[0], 2.5 * plain.tensors(split)[0])
 
 
+# --- the figures' runs: several seeds as one stack ----------------------------------------------
+
+
+def test_gradient_flow_runs_give_one_entry_per_seed_and_each_seed_is_its_own_run():
+    stacked = activation_gradient_flow_runs(
+        SMOKE, activations=["sigmoid", "relu"], inits=["default", "kaiming"], seeds=[0, 1],
+        epochs=1, depth=6, width=16, lr=0.01,
+    )  # fmt: skip
+    alone = activation_gradient_flow_runs(
+        SMOKE, activations=["relu"], inits=["kaiming"], seeds=[1], epochs=1, depth=6, width=16,
+        lr=0.01,
+    )  # fmt: skip
+    runs = stacked["relu"]["kaiming"]
+    assert len(runs["at_init"]) == len(runs["trained"]) == len(runs["error"]) == 2
+    assert all(len(norms) == 7 for norms in runs["at_init"])  # 6 hidden layers + the output
+    # member (kaiming, seed 1) of the stack = the single run with seed 1
+    assert runs["at_init"][1] == pytest.approx(alone["relu"]["kaiming"]["at_init"][0], rel=1e-4)
+    assert runs["error"][1] == pytest.approx(alone["relu"]["kaiming"]["error"][0], abs=1e-6)
+    # sigmoid with the default init: the first layer's gradient is far below the output's
+    for norms in stacked["sigmoid"]["default"]["at_init"]:
+        assert norms[0] / norms[-1] < 1e-2
+
+
+def test_relu_vs_tanh_runs_cover_every_learning_rate_and_seed():
+    data = relu_vs_tanh_runs(
+        SMOKE, input_scales={"std": 1.0}, lrs=[0.003, 0.01], seeds=[0, 1], epochs=1,
+        curve_every=2, depth=2, width=16,
+    )  # fmt: skip
+    for act in ("relu", "tanh"):
+        run = data["std"][act]
+        assert run["epochs"] == [0.0, 0.5, 1.0]  # 4 steps of 256 images, every 2 steps
+        assert [len(per_lr) for per_lr in run["errors"]] == [2, 2]
+        assert all(len(curve) == 3 for per_lr in run["errors"] for curve in per_lr)
+    assert epochs_to([0.0, 0.5, 1.0], [0.9, 0.2, 0.1], 0.25) == 0.5
+    assert epochs_to([0.0, 1.0], [0.9, 0.8], 0.25) is None
+
+
+def test_dead_relus_runs_report_a_diverging_learning_rate_and_keep_the_others():
+    data = dead_relus_runs(
+        SMOKE, lrs=[0.01, 1e4], seeds=[0, 1], epochs=2, every=1, depth=3, width=16, momentum=0.0
+    )
+    assert data["diverged"] == [[False, False], [True, True]]
+    assert all(math.isfinite(e) for e in data["error"][0])
+    assert all(math.isnan(e) for e in data["error"][1])
+    assert len(data["epochs"]) == 9  # step 0 and after each of 8 steps
+    for dead in data["dead"][0]:
+        assert all(0.0 <= d <= 1.0 for d in dead)
+
+
 # --- the figures, end to end -----------------------------------------------------------------
 
 
@@ -117,5 +172,15 @@ def test_figure_runs_in_the_smoke_profile(name):
         if name == "activation_gradient_flow":
             assert numbers["ratio_init_sigmoid_default"] < 1e-6
             assert 0.1 < numbers["ratio_init_relu_kaiming"] < 10
+            for key in (
+                "error_gelu_kaiming",
+                "error_gelu_kaiming_sd",
+                "ratio_init_tanh_default_min",
+            ):
+                assert key in numbers
+        if name == "relu_vs_tanh":
+            assert {"speedup_raw", "speedup_raw_sd", "speedup_raw_min"} <= set(numbers)
+        if name == "dead_relus":
+            assert {"dead_high", "dead_high_sd", "diverged_high"} <= set(numbers)
     finally:
         plt.close(fig)

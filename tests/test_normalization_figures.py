@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ import torch
 
 from block4.autograd import Value
 from block4.callbacks import ActivationStats, GradientFlowMonitor
-from block4.figures.normalization import chain_gradient, first_last_ratio
+from block4.figures.normalization import (
+    bn_bias_runs,
+    bn_learning_rates_runs,
+    bn_preactivations_runs,
+    chain_gradient,
+    first_last_ratio,
+    residual_depth_runs,
+)
 from block4.figures.registry import FigureContext
 from block4.modules import Classifier
 from block4.training import digits, layer_grad_norms, train_classifier
@@ -109,6 +117,55 @@ def test_plain_saturating_mlp_at_depth_20_is_not_within_10x(activation):
     assert ratio < 1e-2
 
 
+# --- the figures' runs: several seeds as one stack ----------------------------------------------
+
+
+def test_bn_learning_rate_sweep_freezes_and_reports_diverged_members():
+    data = bn_learning_rates_runs(
+        SMOKE, lrs=[0.01, 1e4], seeds=[0, 1], epochs=2, depth=3, width=16, momentum=0.0
+    )
+    assert set(data) == {"relu_no_bn", "relu_bn", "sigmoid_no_bn", "sigmoid_bn"}
+    plain = data["relu_no_bn"]
+    assert plain["diverged"] == [[False, False], [True, True]]
+    assert all(math.isfinite(v) for v in plain["loss"][0])
+    assert all(v == math.inf for v in plain["loss"][1])
+
+
+def test_bn_preactivations_runs_pool_the_seeds_and_keep_each_seeds_numbers():
+    data = bn_preactivations_runs(
+        SMOKE, seeds=[0, 1], epochs=1, saturation=2.0, limit=6.0, depth=3, width=16,
+        activation="tanh", init="xavier", lr=0.1,
+    )  # fmt: skip
+    bn = data["bn"]["init"]
+    assert len(bn["hist"]) == 3 and len(bn["saturated"]) == len(bn["std_max"]) == 2
+    # pooled over 2 seeds: every pre-activation of a 64-image batch x 16 units, twice
+    assert all(sum(h) <= 2 * 64 * 16 for h in bn["hist"])
+    assert all(s == pytest.approx(1.0, abs=1e-3) for s in bn["std_max"])  # BN: std 1
+
+
+def test_bn_bias_runs_bias_gradients_stay_at_rounding_level_for_every_seed():
+    data = bn_bias_runs(
+        SMOKE, seeds=[0, 1], epochs=1, depth=3, width=16, activation="relu", init="default",
+        norm="batch", bias=True, lr=0.05,
+    )  # fmt: skip
+    assert len(data["bias"]) == 2 and len(data["bias"][0]) == 3  # seeds x hidden layers
+    biases = [v for member in data["bias"] for layer in member for v in layer]
+    weights = [v for member in data["weight"] for layer in member for v in layer]
+    assert max(biases) < 1e-5 < min(weights)
+    assert max(data["bias_moved"]) < 1e-5
+
+
+def test_residual_depth_runs_one_stack_per_depth():
+    data = residual_depth_runs(SMOKE, depths=[2, 20], seeds=[0, 1], epochs=1, width=16, lr=0.01)
+    tanh = data["tanh"]
+    assert set(tanh["plain"]) == {"2", "20"}
+    assert [len(g) for g in tanh["plain"]["20"]["grads"]] == [21, 21]
+    for grads in tanh["residual"]["20"]["grads"]:
+        assert 0.1 < first_last_ratio(grads) < 10
+    for grads in tanh["plain"]["20"]["grads"]:
+        assert first_last_ratio(grads) < 1e-2
+
+
 # --- the figures, end to end -----------------------------------------------------------------
 
 
@@ -139,5 +196,6 @@ def test_figure_runs_in_the_smoke_profile(name):
         if name == "residual_depth":
             assert 0.1 < numbers["ratio_tanh_residual_20"] < 10
             assert numbers["ratio_tanh_plain_20"] < 1e-2
+            assert {"error_tanh_plain_20_sd", "ratio_tanh_plain_20_min"} <= set(numbers)
     finally:
         plt.close(fig)

@@ -8,7 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from block4.callbacks import FiniteLossGuard, GradientFlowMonitor, Table
+from block4.callbacks import (
+    DeadUnitTracker,
+    FiniteLossGuard,
+    GradientFlowMonitor,
+    Table,
+    TrainingCurve,
+)
 from block4.data import HeteroscedasticDataModule
 from block4.figures.registry import FigureContext
 from block4.heads import CategoricalHead, nll
@@ -19,8 +25,11 @@ from block4.training import (
     geometric_band,
     layer_grad_norms,
     mean_band,
+    put_summary,
     steps_per_epoch,
+    summary,
     train_classifier,
+    train_members,
     trainer,
 )
 
@@ -177,3 +186,110 @@ def test_bands_over_seeds():
     assert mean[0] == pytest.approx(1e-15)
     with pytest.raises(ValueError):  # runs of different lengths
         mean_band([[1.0, 2.0], [1.0]])
+
+
+def test_put_summary_writes_mean_and_spread_of_the_finite_values():
+    numbers: dict = {}
+    put_summary(numbers, "error", [0.1, 0.3, math.nan])
+    assert numbers == pytest.approx(
+        {"error": 0.2, "error_sd": math.sqrt(0.02), "error_min": 0.1, "error_max": 0.3}
+    )
+    put_summary(numbers, "ratio", [1e-4, 1e-2], geometric=True)
+    assert numbers["ratio"] == pytest.approx(1e-3) and "ratio_sd" not in numbers
+    assert (numbers["ratio_min"], numbers["ratio_max"]) == (1e-4, 1e-2)
+    put_summary(numbers, "never", [math.nan, math.inf])
+    assert {numbers[k] for k in ("never", "never_sd", "never_min", "never_max")} == {"n/a"}
+    assert summary([0.5]) == {"mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5}
+
+
+def test_layer_grad_norms_of_a_stack_needs_the_member():
+    monitor = GradientFlowMonitor()
+    monitor.table = Table(
+        {"step": 0, "member": k, "depth_index": i, "grad_norm": g}
+        for k, i, g in [(0, 0, 1.0), (0, 1, 2.0), (1, 0, 3.0), (1, 1, 4.0)]
+    )
+    assert layer_grad_norms(monitor, [0], member=1) == pytest.approx([3.0, 4.0])
+    with pytest.raises(ValueError, match="pass member=k"):
+        layer_grad_norms(monitor, [0])
+
+
+# --- train_members: many classifiers of one shape in one run ------------------------------------
+
+MEMBER_OPTIONS = {"depth": 3, "width": 16}
+
+
+def test_each_member_of_the_stack_is_its_own_single_run():
+    tracker = DeadUnitTracker(every_n_steps=2)
+    monitor = GradientFlowMonitor(steps=[0, 5], log=False)
+    runs = train_members(
+        SMOKE, epochs=2, seeds=[3, 4, 3], lr=[0.05, 0.05, 0.01], init=["kaiming", "default", "kaiming"],
+        callbacks=[tracker, monitor], **MEMBER_OPTIONS,
+    )  # fmt: skip
+    assert runs.members == 3 and runs.diverged == [False] * 3 and runs.diverged_step == [-1] * 3
+    for k, (seed, lr, init) in enumerate(
+        [(3, 0.05, "kaiming"), (4, 0.05, "default"), (3, 0.01, "kaiming")]
+    ):
+        single_tracker = DeadUnitTracker(every_n_steps=2)
+        single_monitor = GradientFlowMonitor(steps=[0, 5], log=False)
+        _, curve, diverged = train_classifier(
+            SMOKE, epochs=2, seed=seed, lr=lr, init=init, callbacks=[single_tracker, single_monitor],
+            **MEMBER_OPTIONS,
+        )  # fmt: skip
+        assert not diverged
+        mine = runs.curve.member(k)
+        assert mine.epochs == curve.epochs == [0.0, 1.0, 2.0]
+        assert mine.errors == pytest.approx(curve.errors, abs=1e-6)
+        assert mine.losses == pytest.approx(curve.losses, rel=1e-5)
+        assert tracker.member(k).dead == pytest.approx(single_tracker.dead, abs=1e-6)
+        assert tracker.steps == single_tracker.steps
+        for step in (0, 5):
+            assert layer_grad_norms(monitor, [step], member=k) == pytest.approx(
+                layer_grad_norms(single_monitor, [step]), rel=1e-4
+            )
+    assert runs.errors() == [c[-1] for c in runs.curve.member_errors]
+    # the stack's own curve is the mean over its members
+    assert runs.curve.errors[-1] == pytest.approx(sum(runs.errors()) / 3)
+
+
+def test_one_member_is_a_plain_single_run():
+    runs = train_members(SMOKE, epochs=2, seeds=[5], lr=0.05, **MEMBER_OPTIONS)
+    _, curve, _ = train_classifier(SMOKE, epochs=2, seed=5, lr=0.05, **MEMBER_OPTIONS)
+    assert runs.members == 1 and runs.model.members == 1
+    assert runs.curve.errors == curve.errors and runs.curve.losses == curve.losses
+
+
+def test_a_diverging_member_is_frozen_and_reported_the_others_go_on():
+    options = {"depth": 4, "width": 32, "momentum": 0.0}
+    runs = train_members(SMOKE, epochs=3, seeds=[0, 0], lr=[0.01, 1e4], **options)
+    assert runs.diverged == [False, True]
+    assert runs.diverged_step[0] == -1 and 0 <= runs.diverged_step[1] < 12
+    assert math.isnan(runs.errors()[1]) and runs.losses()[1] == math.inf
+    frozen = runs.curve.member(1)
+    assert all(math.isnan(e) for e in frozen.errors[1:])  # measured NaN once frozen
+    _, alone, _ = train_classifier(SMOKE, epochs=3, seed=0, lr=0.01, **options)
+    assert runs.curve.member(0).errors == pytest.approx(alone.errors, abs=1e-6)
+    # every member diverged: reported, not an error
+    all_bad = train_members(SMOKE, epochs=2, seeds=[0, 1], lr=1e4, **options)
+    assert all_bad.diverged == [True, True] and all(math.isnan(e) for e in all_bad.errors())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": []}, "seeds must name at least one member"),
+        ({"seeds": [0, 1], "lr": [0.1]}, "lr has 1 entries but there are 2 members"),
+        ({"seeds": [0, 1], "init": ["kaiming"] * 3}, "init has 3 entries but there are 2"),
+        ({"seeds": [0, 1], "data_seeds": [0]}, "data_seeds has 1 entries but there are 2"),
+        ({"seeds": [0, 1], "lr": [0.1, 0.0]}, "lr must be > 0"),
+    ],
+)
+def test_bad_member_lists_are_one_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train_members(SMOKE, epochs=1, **{**MEMBER_OPTIONS, **kwargs})
+
+
+def test_curve_and_tracker_member_index_is_checked():
+    with pytest.raises(IndexError, match="member 2 is out of range"):
+        TrainingCurve().member(2)
+    with pytest.raises(IndexError, match="member -1 is out of range"):
+        DeadUnitTracker().member(-1)

@@ -2,15 +2,22 @@
 
 The chain-rule argument for skip connections is made with :mod:`block4.autograd` (the scalar
 engine of the first chapters); every claim about training is checked by Lightning runs of
-:class:`block4.modules.Classifier` on the digits data set.
+:class:`block4.modules.Classifier` on the digits data set. Networks of one shape (seeds,
+learning rates) are trained as one stack by :func:`block4.training.train_members`; the
+``*_runs`` functions hold that expensive part and return plain data.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.autograd import Value, draw
 from block4.callbacks import ActivationStats, GradientFlowMonitor
@@ -23,8 +30,10 @@ from block4.training import (
     digits,
     geometric_band,
     layer_grad_norms,
+    mean_band,
+    put_summary,
     steps_per_epoch,
-    train_classifier,
+    train_members,
 )
 
 #: Colours of the two architectures, the same on every figure of the chapter.
@@ -51,6 +60,41 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
 
 
 # --8<-- [end:chain_gradient]
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade(value: float, _position: object = None) -> str:
+    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
+    font size, too small to read at page width); "" between decades."""
+    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
+        return ""
+    exponent = round(math.log10(value))
+    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
+def _log_labels(*axes: Any, axis: str = "y") -> None:
+    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text."""
+    for ax in axes:
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_formatter(FuncFormatter(_decade))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
+    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
+    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
+    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5)."""
+    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
+
+
+def _band_note(seeds: list[int]) -> str:
+    return f"{len(seeds)} seeds: mean, band min-max" if len(seeds) > 1 else "one seed"
 
 
 @figure(
@@ -93,44 +137,102 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
         numbers[f"residual_grad_at_{d}"] = resid[d - 1]
 
     fig, (ax_graph, ax_depth) = subplots(
-        1, 2, width=10.5, height=3.6, gridspec_kw={"width_ratios": [1.5, 1]}
+        2, 1, width=6.9, height=5.6, gridspec_kw={"height_ratios": [0.75, 1]}
     )
     draw(h, ax=ax_graph, title="one residual block H(x) = x + F(x): value / gradient")
-    ax_depth.semilogy(depths, plain, "o-", color=PLAIN_COLOR, markersize=3, label="plain")
-    ax_depth.semilogy(depths, resid, "o-", color=RESIDUAL_COLOR, markersize=3, label="residual")
+    ax_depth.semilogy(depths, plain, "o-", color=PLAIN_COLOR, markersize=3)
+    ax_depth.semilogy(depths, resid, "o-", color=RESIDUAL_COLOR, markersize=3)
+    ax_depth.annotate(
+        "residual",
+        (depths[-1], resid[-1]),
+        xytext=(0, 6),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        color=RESIDUAL_COLOR,
+    )
+    middle = len(depths) // 3  # the plain line falls: the space above and right of it is free
+    ax_depth.annotate(
+        "plain",
+        (depths[middle], plain[middle]),
+        xytext=(8, 4),
+        textcoords="offset points",
+        ha="left",
+        va="bottom",
+        color=PLAIN_COLOR,
+    )
     ax_depth.axhline(1.0, color=ROLE["truth"], linewidth=1, linestyle=":")
     ax_depth.set(
         title=f"chain of sigmoid blocks, w = {w:g}",
         xlabel="number of blocks L",
         ylabel="|d x_L / d x_0| (log scale)",
     )
-    ax_depth.legend()
+    _log_labels(ax_depth)
     return fig, numbers
 
 
 # --- batch normalisation --------------------------------------------------------------------
 
 
-def _ridge(ax, rows, edges, color, *, fill: bool, label: str | None = None) -> None:  # noqa: ANN001
+def _ridge(ax, rows, edges, color, *, fill: bool) -> None:  # noqa: ANN001
     """Histograms stacked vertically, layer 1 at the bottom, each scaled to height 0.85."""
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
     for i, hist in enumerate(rows):
         peak = max(max(hist), 1)
         ys = [i + 0.85 * h / peak for h in hist]
         if fill:
-            ax.fill_between(
-                centres,
-                i,
-                ys,
-                color=color,
-                alpha=0.55,
-                linewidth=0,
-                label=label if i == 0 else None,
-            )
+            ax.fill_between(centres, i, ys, color=color, alpha=0.55, linewidth=0)
         else:
-            ax.plot(
-                centres, ys, color=ROLE["truth"], linewidth=1.1, label=label if i == 0 else None
+            ax.plot(centres, ys, color=ROLE["truth"], linewidth=1.1)
+
+
+def bn_preactivations_runs(
+    ctx: FigureContext,
+    *,
+    seeds: list[int],
+    epochs: int,
+    saturation: float,
+    limit: float,
+    **hparams: Any,
+) -> dict[str, Any]:
+    """Pre-activation statistics of every layer at the first and the last step, without and
+    with batch norm: one stack of ``seeds`` per architecture.
+
+    Returns:
+        ``{"no_bn" | "bn": {"init" | "trained": {"hist": [[counts per bin] per layer]
+        (summed over seeds), "saturated": [mean over layers, per seed], "std_max": [largest
+        per-layer std, per seed]}, "error": [final error per seed]}, "bin_edges": [...]}``.
+    """
+    data = digits(ctx, seeds[0])
+    data.setup()
+    last = epochs * steps_per_epoch(data) - 1
+    out: dict[str, Any] = {}
+    for norm, key in ((None, "no_bn"), ("batch", "bn")):
+        stats = ActivationStats(
+            steps=[0, last], bins=48, hist_range=(-limit, limit), saturation=saturation, log=False
+        )
+        runs = train_members(
+            ctx, epochs=epochs, seeds=seeds, data=data, callbacks=[stats], norm=norm, **hparams
+        )
+        out[key] = {"error": runs.errors()}
+        for step, when in ((0, "init"), (last, "trained")):
+            rows = stats.table.where(step=step)
+            members = (
+                [rows.where(member=k) for k in range(len(seeds))] if len(seeds) > 1 else [rows]
             )
+            layers = sorted({r["depth_index"] for r in rows})
+            hist = [
+                [sum(c) for c in zip(*[r["hist"] for r in rows if r["depth_index"] == i],
+                                     strict=True)]
+                for i in layers
+            ]  # fmt: skip
+            out[key][when] = {
+                "hist": hist,
+                "saturated": [sum(r["frac_saturated"] for r in m) / len(m) for m in members],
+                "std_max": [max(r["pre_std"] for r in m) for m in members],
+            }
+        out["bin_edges"] = stats.bin_edges
+    return out
 
 
 @figure(
@@ -157,75 +259,58 @@ def bn_preactivations(
     """Pre-activations per layer, without and with batch norm (from ``ActivationStats``).
 
     A ``depth``-layer ``activation`` MLP (``init`` init, SGD with momentum 0.9 at ``lr``) on
-    digits. Each panel stacks the histogram of every layer's pre-activations (the input of the
-    activation function) for one training batch: outline at the initial weights, filled after
-    training. The band marks the region where the activation's slope is above
-    ``f'(saturation)``.
+    digits, several seeds in one stack per architecture. Each panel stacks the histogram of
+    every layer's pre-activations (the input of the activation function), pooled over the
+    seeds' training batches: outline at the initial weights, filled after training. The band
+    marks the region where the activation's slope is above ``f'(saturation)``.
 
-    Numbers: ``saturated_<no_bn|bn>_<init|trained>`` = fraction of pre-activations with
-    ``|z| > saturation`` (mean over layers), ``std_<no_bn|bn>_trained_max`` (largest per-layer
-    standard deviation), ``error_<no_bn|bn>`` (final training error), ``slope_at_saturation``.
+    Numbers (mean over seeds, with ``_sd``, ``_min``, ``_max``):
+    ``saturated_<no_bn|bn>_<init|trained>`` = fraction of pre-activations with
+    ``|z| > saturation`` (mean over layers), ``std_<no_bn|bn>_trained_max`` (largest
+    per-layer standard deviation), ``error_<no_bn|bn>`` (final training error);
+    ``slope_at_saturation``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=5, full=15)
+    epochs = ctx.pick(smoke=1, quick=3, full=6)
+    seeds = _seeds(ctx)
+    limit = 6.0
+    data = ctx.compute(
+        bn_preactivations_runs, seeds=seeds, epochs=epochs, saturation=saturation, limit=limit,
+        depth=depth, width=width, activation=activation, init=init, lr=lr,
+    )  # fmt: skip
     numbers: dict[str, Any] = {
         "epochs": epochs,
         "depth": depth,
         "width": width,
         "lr": lr,
         "saturation": saturation,
+        "seeds": len(seeds),
     }
-    fig, axes = subplots(1, 2, width=10.0, height=4.2, sharey=True)
-    limit = 6.0
-    for ax, norm, key in zip(axes, (None, "batch"), ("no_bn", "bn"), strict=True):
-        data = digits(ctx, ctx.seed)
-        data.setup()
-        last = epochs * steps_per_epoch(data) - 1
-        stats = ActivationStats(
-            steps=[0, last], bins=48, hist_range=(-limit, limit), saturation=saturation
-        )
-        _, curve, _ = train_classifier(
-            ctx,
-            epochs=epochs,
-            seed=ctx.seed,
-            datamodule=data,
-            callbacks=[stats],
-            depth=depth,
-            width=width,
-            activation=activation,
-            init=init,
-            norm=norm,
-            lr=lr,
-        )
-        ax.axvspan(
-            -saturation,
-            saturation,
-            color=ROLE["truth"],
-            alpha=0.12,
-            linewidth=0,
-            label=f"|z| < {saturation:g}: slope > {float(_slope(activation, saturation)):.2f}",
-        )
-        for step, fill, label in ((0, False, "at init"), (last, True, f"after {epochs} epochs")):
-            rows = sorted(stats.table.where(step=step), key=lambda r: r["depth_index"])
-            _ridge(
-                ax,
-                [r["hist"] for r in rows],
-                rows[0]["bin_edges"],
-                PALETTE[0] if norm is None else PALETTE[2],
-                fill=fill,
-                label=label,
-            )
-            when = "init" if step == 0 else "trained"
-            numbers[f"saturated_{key}_{when}"] = sum(r["frac_saturated"] for r in rows) / len(rows)
-            numbers[f"std_{key}_{when}_max"] = max(r["pre_std"] for r in rows)
-        numbers[f"error_{key}"] = curve.errors[-1]
-        title = "without batch norm" if norm is None else "with batch norm (before the activation)"
+    slope = _slope(activation, saturation)
+    fig, axes = subplots(1, 2, width=6.9, height=4.6, sharey=True)
+    for ax, key in zip(axes, ("no_bn", "bn"), strict=True):
+        ax.axvspan(-saturation, saturation, color=ROLE["truth"], alpha=0.12, linewidth=0)
+        color = PALETTE[0] if key == "no_bn" else PALETTE[2]
+        for when, fill in (("init", False), ("trained", True)):
+            run = data[key][when]
+            _ridge(ax, run["hist"], data["bin_edges"], color, fill=fill)
+            put_summary(numbers, f"saturated_{key}_{when}", run["saturated"])
+            put_summary(numbers, f"std_{key}_{when}_max", run["std_max"])
+        put_summary(numbers, f"error_{key}", data[key]["error"])
+        title = "without batch norm" if key == "no_bn" else "with batch norm"
         ax.set(
             title=title, xlabel=f"pre-activation z (input of {activation})", xlim=(-limit, limit)
         )
-        ax.legend(loc="upper right", fontsize=8)
     axes[0].set_yticks([i + 0.3 for i in range(depth)], [f"layer {i + 1}" for i in range(depth)])
-    axes[0].set_ylim(-0.1, depth + 0.9)
-    numbers["slope_at_saturation"] = float(_slope(activation, saturation))
+    axes[0].set_ylim(-0.1, depth + 0.05)
+    handles = [
+        Patch(color=ROLE["truth"], alpha=0.25, label=f"|z| < {saturation:g}: slope > {slope:.2f}"),
+        Line2D([], [], color=ROLE["truth"], label="at init"),
+        Patch(color=PALETTE[0], alpha=0.55, label=f"after {epochs} epochs, no BN"),
+        Patch(color=PALETTE[2], alpha=0.55, label=f"after {epochs} epochs, BN"),
+    ]
+    pooled = f"histograms pooled over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    fig.legend(handles=handles, loc="outside upper center", ncol=2, title=pooled)
+    numbers["slope_at_saturation"] = slope
     return fig, numbers
 
 
@@ -234,13 +319,47 @@ def _slope(activation: str, z: float) -> float:
     return float(activation_and_derivative(activation, torch.tensor([z]))[1][0])
 
 
+#: The networks of the learning-rate sweep: (activation, init) x (norm, key).
+LR_SWEEP_CONFIGS = (("relu", "kaiming"), ("sigmoid", "default"))
+LR_SWEEP_NORMS = ((None, "no_bn"), ("batch", "bn"))
+
+
+def bn_learning_rates_runs(
+    ctx: FigureContext, *, lrs: list[float], seeds: list[int], epochs: int, **hparams: Any
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Final training losses of the sweep: one stack per (activation, norm), members =
+    learning rates x seeds; a member that diverges is frozen and reported.
+
+    Returns:
+        ``{"<act>_<no_bn|bn>": {"loss": [[final loss per seed] per lr], "diverged":
+        [[bool ...] ...]}}`` (``inf`` loss for a diverged member).
+    """
+    data = digits(ctx, seeds[0])
+    data.setup()
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for act, init in LR_SWEEP_CONFIGS:
+        for norm, key in LR_SWEEP_NORMS:
+            runs = train_members(
+                ctx, epochs=epochs, seeds=[s for _ in lrs for s in seeds], data=data,
+                activation=act, init=init, norm=norm, lr=[r for r in lrs for _ in seeds],
+                **hparams,
+            )  # fmt: skip
+            losses = runs.losses()
+            n = len(seeds)
+            out[f"{act}_{key}"] = {
+                "loss": [losses[i * n : (i + 1) * n] for i in range(len(lrs))],
+                "diverged": [runs.diverged[i * n : (i + 1) * n] for i in range(len(lrs))],
+            }
+    return out
+
+
 @figure(
     "bn_learning_rates",
     chapter="normalization-and-residuals",
     params={
         "depth": 10,
         "width": 32,
-        "lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
+        "lrs": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
         "good_loss": 0.5,
     },
 )
@@ -248,83 +367,132 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
     """Final training loss vs learning rate, with and without batch norm.
 
     ``depth``-layer MLPs (ReLU with Kaiming init; sigmoid with PyTorch's default init), SGD
-    with momentum 0.9, the same number of epochs for every learning rate. A run whose loss
-    became NaN is drawn as a cross at the top.
+    with momentum 0.9, the same number of epochs for every learning rate; every learning
+    rate and seed of one architecture in one stack. Lines: mean over the seeds that did not
+    diverge, band min-max; a cross at the top marks a learning rate at which at least one
+    seed's loss became NaN (that member is frozen, the others go on).
 
-    Numbers (``<act>_<no_bn|bn>``): ``best_lr_*``, ``best_loss_*``, ``good_lrs_*`` (how many
-    learning rates of the sweep reach a loss below ``good_loss``), ``max_good_lr_*`` and
-    ``diverged_*`` (how many learning rates diverged).
+    Numbers (``<act>_<no_bn|bn>``): ``best_lr_*``, ``best_loss_*`` (lowest mean final loss;
+    ``best_loss_*_sd`` its spread over seeds), ``good_lrs_*`` (how many learning rates of
+    the sweep reach a mean loss below ``good_loss`` with no seed diverged), ``max_good_lr_*``,
+    ``diverged_*`` (learning rates with a diverged seed), ``diverged_runs_*`` (diverged
+    members of the whole sweep), ``n_lrs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=8, full=20)
-    seeds = ctx.pick(smoke=[ctx.seed], quick=[ctx.seed], full=[ctx.seed + i for i in range(3)])
-    lrs = ctx.pick(smoke=[0.01, 1.0], quick=lrs, full=lrs)
+    epochs = ctx.pick(smoke=1, quick=2, full=4)
+    seeds = _seeds(ctx)
+    lrs = ctx.pick(smoke=[0.01, 1.0], quick=[0.01, 0.1, 1.0, 3.0], full=lrs)
+    data = ctx.compute(
+        bn_learning_rates_runs, lrs=lrs, seeds=seeds, epochs=epochs, depth=depth, width=width
+    )
     numbers: dict[str, Any] = {
         "epochs": epochs,
         "depth": depth,
         "width": width,
         "seeds": len(seeds),
         "good_loss": good_loss,
+        "n_lrs": len(lrs),
     }
-    fig, ax = subplots(1, 1, width=6.8, height=4.0)
-    top = 4.0  # losses above are drawn at the top; NaN runs as crosses above that
-    configs = (("relu", "kaiming"), ("sigmoid", "default"))
-    for act, init in configs:
-        for norm, key in ((None, "no_bn"), ("batch", "bn")):
-            losses, crosses = [], []
-            for rate in lrs:
-                finals = []
-                for seed in seeds:
-                    _, curve, diverged = train_classifier(
-                        ctx,
-                        epochs=epochs,
-                        seed=seed,
-                        depth=depth,
-                        width=width,
-                        activation=act,
-                        init=init,
-                        norm=norm,
-                        lr=rate,
-                    )
-                    finals.append(math.inf if diverged else curve.losses[-1])
-                finite = [v for v in finals if math.isfinite(v)]
-                losses.append(sum(finite) / len(finite) if finite else math.nan)
-                crosses.append(len(finite) < len(finals))
-            color = PALETTE[0] if norm is None else PALETTE[2]
-            style = "-" if act == "relu" else "--"
-            label = f"{ACTIVATION_LABELS[act]} ({init} init), {'no BN' if norm is None else 'BN'}"
-            ax.semilogx(
-                lrs,
-                [min(v, top) for v in losses],
-                style,
-                marker="o",
-                markersize=4,
-                color=color,
-                label=label,
-            )
-            bad = [r for r, c in zip(lrs, crosses, strict=True) if c]
-            ax.plot(
-                bad, [top + 0.2] * len(bad), "x", color=color, mew=2, markersize=7, clip_on=False
-            )
-            name = f"{act}_{key}"
-            valid = [(v, r) for v, r in zip(losses, lrs, strict=True) if math.isfinite(v)]
-            best_loss, best_lr = min(valid) if valid else (math.nan, math.nan)
-            numbers[f"best_lr_{name}"] = best_lr if valid else "none"
-            numbers[f"best_loss_{name}"] = best_loss if valid else "none"
-            good = [r for v, r in valid if v < good_loss]
-            numbers[f"good_lrs_{name}"] = len(good)
-            numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
-            numbers[f"diverged_{name}"] = sum(crosses)
+    fig, ax = subplots(1, 1, width=6.9, height=4.6)
+    top = 4.0  # losses above are drawn at the top; crosses above that
+    for (act, init), (norm, key) in [(c, n) for c in LR_SWEEP_CONFIGS for n in LR_SWEEP_NORMS]:
+        name = f"{act}_{key}"
+        run = data[name]
+        finite = [[v for v in seed_losses if math.isfinite(v)] for seed_losses in run["loss"]]
+        means = [sum(f) / len(f) if f else math.nan for f in finite]
+        crosses = [any(d) for d in run["diverged"]]
+        color = PALETTE[0] if norm is None else PALETTE[2]
+        style = "-" if act == "relu" else "--"
+        label = f"{ACTIVATION_LABELS[act]} ({init} init), {'no BN' if norm is None else 'BN'}"
+        ax.semilogx(
+            lrs, [min(v, top) for v in means], style, marker="o", markersize=4, color=color,
+            label=label,
+        )  # fmt: skip
+        if len(seeds) > 1:
+            ax.fill_between(
+                lrs, [min(min(f), top) if f else math.nan for f in finite],
+                [min(max(f), top) if f else math.nan for f in finite],
+                color=color, alpha=0.12, linewidth=0,
+            )  # fmt: skip
+        bad = [r for r, c in zip(lrs, crosses, strict=True) if c]
+        marker_y = top + (0.15 if act == "relu" else 0.35)
+        ax.plot(bad, [marker_y] * len(bad), "x", color=color, mew=2, markersize=7, clip_on=False)
+        valid = [
+            (m, r, i)
+            for i, (m, r, c) in enumerate(zip(means, lrs, crosses, strict=True))
+            if math.isfinite(m)
+        ]
+        if valid:
+            best_loss, best_lr, i_best = min(valid)
+            numbers[f"best_lr_{name}"] = best_lr
+            put_summary(numbers, f"best_loss_{name}", finite[i_best])
+        else:
+            numbers[f"best_lr_{name}"] = numbers[f"best_loss_{name}"] = "none"
+        good = [r for m, r, i in valid if m < good_loss and not crosses[i]]
+        numbers[f"good_lrs_{name}"] = len(good)
+        numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
+        numbers[f"diverged_{name}"] = sum(crosses)
+        numbers[f"diverged_runs_{name}"] = sum(sum(d) for d in run["diverged"])
     ax.axhline(good_loss, color=ROLE["truth"], linestyle=":", linewidth=1)
     ax.set_yticks(range(int(top) + 1))
     ax.set(
         title=f"{depth}-layer MLPs on digits, {epochs} epochs of SGD (momentum 0.9)",
         xlabel="learning rate",
         ylabel="final training loss (cross-entropy)",
-        ylim=(0, top + 0.35),
+        ylim=(0, top + 0.5),
     )
-    ax.plot([], [], "x", color=ROLE["truth"], mew=2, label="loss became NaN")
-    ax.legend(loc="upper left", fontsize=8)
+    _rate_ticks(ax, lrs)
+    ax.plot([], [], "x", color=ROLE["truth"], mew=2, label="a seed's loss became NaN")
+    fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
+
+
+class _InitialBiases(pl.Callback):
+    """Keeps a copy of the hidden biases at the start of training."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.biases = [
+            block.linear.bias.detach().cpu().clone() for _, block in pl_module.body.hidden_blocks()
+        ]
+
+
+def bn_bias_runs(
+    ctx: FigureContext, *, seeds: list[int], epochs: int, **hparams: Any
+) -> dict[str, Any]:
+    """Weight and bias gradient norms of every hidden layer at every step, and how far the
+    biases moved, for a BN net that keeps its hidden biases: one stack of ``seeds``.
+
+    Returns:
+        ``{"epochs": [time of each step], "weight": [[[norm per step] per layer] per seed],
+        "bias": [...same], "bias_moved": [largest |change| of a hidden bias, per seed]}``.
+    """
+    data = digits(ctx, seeds[0])
+    data.setup()
+    monitor = GradientFlowMonitor(include_bias=True, log=False)
+    start = _InitialBiases()
+    runs = train_members(
+        ctx, epochs=epochs, seeds=seeds, data=data, callbacks=[monitor, start], **hparams
+    )
+    after = [block.linear.bias.detach().cpu() for _, block in runs.model.body.hidden_blocks()]
+    n_steps = steps_per_epoch(data)
+    hidden = [r for r in monitor.table if r["layer"] != "head"]
+    steps = sorted({r["step"] for r in hidden})
+    layers = sorted({r["depth_index"] for r in hidden})
+    members = range(len(seeds))
+
+    def series(k: int, i: int, column: str) -> list[float]:
+        return [r[column] for r in hidden if r["depth_index"] == i and r.get("member", 0) == k]
+
+    moved = [
+        max(float((a - b).abs().reshape(len(seeds), -1)[k].max()) for a, b in
+            zip(after, start.biases, strict=True))
+        for k in members
+    ]  # fmt: skip
+    return {
+        "epochs": [s / n_steps for s in steps],
+        "weight": [[series(k, i, "grad_norm") for i in layers] for k in members],
+        "bias": [[series(k, i, "bias_grad_norm") for i in layers] for k in members],
+        "bias_moved": moved,
+    }
 
 
 @figure(
@@ -341,24 +509,20 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     """A bias right before batch norm gets zero gradient and changes nothing.
 
     A ``depth``-layer ReLU MLP with ``norm="batch"`` *and* biases in its linear layers
-    (``bias=True``; :func:`block4.models.mlp` drops them by default). Left: during training,
-    the gradient norm of each hidden layer's weight and of its bias (from
-    ``GradientFlowMonitor(include_bias=True)``). Right: the largest change of the logits of a
-    batch when every hidden bias is shifted by ``c``, with and without batch norm.
+    (``bias=True``; :func:`block4.models.mlp` drops them by default), several seeds in one
+    stack. Top: during training, the gradient norm of each hidden layer's weight and of its
+    bias (from ``GradientFlowMonitor(include_bias=True)``; geometric mean over seeds). Bottom:
+    the largest change of the logits of a batch when every hidden bias is shifted by ``c``,
+    with and without batch norm (one network each, at its initial weights).
 
-    Numbers: ``bias_grad_max`` (largest hidden-bias gradient norm seen in training),
-    ``weight_grad_min`` (smallest hidden-weight gradient norm), ``bias_moved_max`` (largest
-    change of any hidden bias over training), ``logit_change_bn_max`` /
-    ``logit_change_plain_max`` (largest logit change over the shifts), ``epochs``.
+    Numbers: ``bias_grad_max`` (largest hidden-bias gradient norm seen in training, any
+    seed), ``weight_grad_min`` (smallest hidden-weight gradient norm, any seed),
+    ``bias_moved_max`` (largest change of any hidden bias over training, any seed),
+    ``logit_change_bn_max`` / ``logit_change_plain_max`` (largest logit change over the
+    shifts), ``epochs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=3, full=10)
-    monitor = GradientFlowMonitor(include_bias=True)
-    data = digits(ctx, ctx.seed)
-    data.setup()
-
-    def hidden_biases(model) -> list[torch.Tensor]:  # noqa: ANN001
-        return [block.linear.bias.detach().cpu().clone() for _, block in model.body.hidden_blocks()]
-
+    epochs = ctx.pick(smoke=1, quick=1, full=3)
+    seeds = _seeds(ctx)
     # One ReLU body with BN and hidden biases for every network of this figure.
     hparams: dict[str, Any] = {
         "depth": depth,
@@ -368,57 +532,34 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
         "norm": "batch",
         "bias": True,
     }
+    data = ctx.compute(bn_bias_runs, seeds=seeds, epochs=epochs, lr=lr, **hparams)
 
-    def classifier(**overrides: Any) -> Classifier:
-        return Classifier(
-            in_features=data.in_features,
-            n_classes=10,
-            seed=ctx.seed,
-            **{**hparams, **overrides},
-        )
-
-    # The same initial weights that train_classifier starts from (same seed, same hparams).
-    before = hidden_biases(classifier())
-    model, _, _ = train_classifier(
-        ctx, epochs=epochs, seed=ctx.seed, datamodule=data, callbacks=[monitor], lr=lr, **hparams
-    )
-    after = hidden_biases(model)
-    hidden_rows = [r for r in monitor.table if r["layer"] != "head"]
-    n_steps = steps_per_epoch(data)
-
-    fig, (ax_g, ax_s) = subplots(1, 2, width=10.5, height=3.6)
+    fig, (ax_g, ax_s) = subplots(2, 1, width=6.9, height=6.6)
+    x = data["epochs"]
     for i in range(depth):
-        rows = [r for r in hidden_rows if r["depth_index"] == i]
-        x = [r["step"] / n_steps for r in rows]
         color = PALETTE[i % len(PALETTE)]
-        ax_g.semilogy(
-            x,
-            [r["grad_norm"] for r in rows],
-            color=color,
-            linewidth=1,
-            label=f"layer {i + 1}: weight",
-        )
-        ax_g.semilogy(
-            x,
-            [max(r["bias_grad_norm"], 1e-12) for r in rows],
-            ":",
-            color=color,
-            linewidth=1.2,
-            label=f"layer {i + 1}: bias",
-        )
+        for column, style in (("weight", "-"), ("bias", ":")):
+            runs = [[max(v, 1e-12) for v in member[i]] for member in data[column]]
+            ax_g.semilogy(x, geometric_band(runs)[0], style, color=color, linewidth=1.2)
+    for i in range(depth):
+        ax_g.plot([], [], "-", color=PALETTE[i % len(PALETTE)], label=f"layer {i + 1}")
+    ax_g.plot([], [], "-", color=ROLE["truth"], label="weight")
+    ax_g.plot([], [], ":", color=ROLE["truth"], label="bias")
     ax_g.set(
         title="gradient norms during training (BN after each linear layer)",
         xlabel="epoch",
         ylabel="‖gradient‖ (log scale)",
         ylim=(1e-12, 10),
     )
-    ax_g.legend(loc="center right", ncol=2, fontsize=7)
+    ax_g.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=f"{len(seeds)} seeds")
 
     # Shift every hidden bias by c: with BN (train mode, batch statistics) nothing changes.
-    x_batch = data.tensors("train")[0][:256].cpu()  # the splits live on the training device
+    x_batch = digits(ctx, ctx.seed).tensors("train")[0][:256].cpu()
     changes = {}
     for norm in ("batch", None):
-        net = classifier(norm=norm).body
+        net = Classifier(
+            in_features=x_batch.shape[1], n_classes=10, seed=ctx.seed, **{**hparams, "norm": norm}
+        ).body
         net.train()
         with torch.no_grad():
             base = net(x_batch)
@@ -436,25 +577,26 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
             [max(v, 1e-12) for v in out],
             "o-",
             color=PALETTE[2] if norm else PALETTE[4],
-            label="with batch norm" if norm else "without batch norm",
+            label="with batch norm" if norm else "without\nbatch norm",
         )
     ax_s.set_yscale("log")
     ax_s.set(
         title="shift every hidden bias by c",
         xlabel="shift c",
-        ylabel="max |change of the logits| (log scale)",
+        ylabel="max |change of logits| (log)",
         ylim=(1e-12, 1e3),
     )
-    ax_s.legend(loc="upper center")
+    _log_labels(ax_g, ax_s)
+    ax_s.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    flat = lambda runs: [v for member in runs for layer in member for v in layer]  # noqa: E731
     numbers = {
         "epochs": epochs,
         "depth": depth,
         "width": width,
-        "bias_grad_max": max(r["bias_grad_norm"] for r in hidden_rows),
-        "weight_grad_min": min(r["grad_norm"] for r in hidden_rows),
-        "bias_moved_max": max(
-            float((a - b).abs().max()) for a, b in zip(after, before, strict=True)
-        ),
+        "seeds": len(seeds),
+        "bias_grad_max": max(flat(data["bias"])),
+        "weight_grad_min": min(flat(data["weight"])),
+        "bias_moved_max": max(data["bias_moved"]),
         "logit_change_bn_max": max(changes["batch"]),
         "logit_change_plain_max": max(changes[None]),
     }
@@ -477,27 +619,68 @@ def first_last_ratio(norms: list[float]) -> float:
     return norms[0] / norms[-1]
 
 
+def residual_depth_runs(
+    ctx: FigureContext, *, depths: list[int], seeds: list[int], epochs: int, **hparams: Any
+) -> dict[str, dict[str, dict[str, dict[str, list]]]]:
+    """Plain and residual MLPs of both families at every depth: one stack of ``seeds`` per
+    (family, architecture, depth) -- different depths are different shapes.
+
+    Returns:
+        ``{family: {"plain" | "residual": {str(depth): {"error": [final error per seed; 0.9 if
+        diverged], "grads": [[norm per layer at step 0] per seed]}}}}``.
+    """
+    data = digits(ctx, seeds[0])
+    data.setup()
+    out: dict[str, dict[str, dict[str, dict[str, list]]]] = {}
+    for family, hp in RESIDUAL_FAMILIES.items():
+        out[family] = {}
+        for residual in (False, True):
+            arch = "residual" if residual else "plain"
+            out[family][arch] = {}
+            for depth in depths:
+                monitor = GradientFlowMonitor(steps=[0], log=False)
+                runs = train_members(
+                    ctx, epochs=epochs, seeds=seeds, data=data, callbacks=[monitor],
+                    depth=depth, residual=residual, **hp, **hparams,
+                )  # fmt: skip
+                single = len(seeds) == 1
+                out[family][arch][str(depth)] = {
+                    "error": [0.9 if d else e for e, d in zip(runs.errors(), runs.diverged,
+                                                              strict=True)],
+                    "grads": [
+                        layer_grad_norms(monitor, [0], None if single else k)
+                        for k in range(len(seeds))
+                    ],
+                }  # fmt: skip
+    return out
+
+
 @figure(
     "residual_depth",
     chapter="normalization-and-residuals",
-    params={"depths": [2, 5, 10, 20, 30, 50], "width": 32, "lr": 0.01, "show_depth": 50},
+    params={"depths": [2, 10, 20, 30], "width": 32, "lr": 0.01, "show_depth": 30},
 )
 def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show_depth: int):
     """Plain vs residual MLPs at increasing depth: training error and per-layer gradients.
 
-    Left: final training error vs depth (the degradation problem: deeper plain nets train
-    *worse*, on the training set). Right: per-layer weight-gradient norm at the initial
-    weights for ``show_depth`` layers. Residual blocks compute ``x + act(norm(W x + b))``
-    (every hidden block but the first, whose input width differs).
+    Top: final training error vs depth (the degradation problem: deeper plain nets train
+    *worse*, on the training set), mean over seeds with a min-max band. Bottom: per-layer
+    weight-gradient norm at the initial weights for ``show_depth`` layers (geometric mean
+    over seeds). Residual blocks compute ``x + act(norm(W x + b))`` (every hidden block but
+    the first, whose input width differs).
 
     Numbers (``<family>`` is ``tanh`` or ``relu_bn``, ``<arch>`` ``plain`` or ``residual``):
-    ``error_<family>_<arch>_<depth>``, ``ratio_<family>_<arch>_<depth>`` (first/last layer
-    gradient norm at init), ``epochs``, ``seeds``.
+    ``error_<family>_<arch>_<depth>`` (mean over seeds, with ``_sd``, ``_min``, ``_max``),
+    ``ratio_<family>_<arch>_<depth>`` (first/last layer gradient norm at init, geometric
+    mean over seeds, with ``_min``, ``_max``), ``epochs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=10, full=30)
-    seeds = ctx.pick(smoke=[ctx.seed], quick=[ctx.seed], full=[ctx.seed + i for i in range(3)])
+    epochs = ctx.pick(smoke=1, quick=2, full=3)
+    seeds = _seeds(ctx)
     depths = ctx.pick(smoke=[2, 20], quick=depths, full=depths)
     show_depth = show_depth if show_depth in depths else max(depths)
+    data = ctx.compute(
+        residual_depth_runs, depths=depths, seeds=seeds, epochs=epochs, width=width, lr=lr
+    )
     numbers: dict[str, Any] = {
         "epochs": epochs,
         "seeds": len(seeds),
@@ -505,56 +688,26 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
         "lr": lr,
         "show_depth": show_depth,
     }
-    fig, (ax_e, ax_g) = subplots(1, 2, width=10.5, height=3.8)
-    for family, hp in RESIDUAL_FAMILIES.items():
-        for residual in (False, True):
-            arch = "residual" if residual else "plain"
-            color = RESIDUAL_COLOR if residual else PLAIN_COLOR
+    fig, (ax_e, ax_g) = subplots(2, 1, width=6.9, height=6.8)
+    for family in RESIDUAL_FAMILIES:
+        for arch in ("plain", "residual"):
+            color = RESIDUAL_COLOR if arch == "residual" else PLAIN_COLOR
             style = "-" if family == "tanh" else "--"
-            errors, lows, highs = [], [], []
-            for depth in depths:
-                per_seed, grads = [], []
-                for seed in seeds:
-                    monitor = GradientFlowMonitor(steps=[0])
-                    _, curve, diverged = train_classifier(
-                        ctx,
-                        epochs=epochs,
-                        seed=seed,
-                        callbacks=[monitor],
-                        depth=depth,
-                        width=width,
-                        residual=residual,
-                        lr=lr,
-                        **hp,
-                    )
-                    per_seed.append(0.9 if diverged else curve.errors[-1])
-                    grads.append(layer_grad_norms(monitor, [0]))
-                errors.append(sum(per_seed) / len(per_seed))
-                lows.append(min(per_seed))
-                highs.append(max(per_seed))
-                mean_grads = geometric_band(grads)[0]
-                key = f"{family}_{arch}_{depth}"
-                numbers[f"error_{key}"] = errors[-1]
-                numbers[f"ratio_{key}"] = first_last_ratio(mean_grads)
-                if depth == show_depth:
-                    ax_g.semilogy(
-                        range(1, depth + 2),
-                        mean_grads,
-                        style,
-                        color=color,
-                        label=f"{arch}, {FAMILY_LABELS[family]}",
-                    )
-            ax_e.plot(
-                depths,
-                errors,
-                style,
-                marker="o",
-                markersize=4,
-                color=color,
-                label=f"{arch}, {FAMILY_LABELS[family]}",
+            label = f"{arch}, {FAMILY_LABELS[family]}"
+            runs = data[family][arch]
+            mean, low, high = mean_band(
+                [[runs[str(d)]["error"][k] for d in depths] for k in range(len(seeds))]
             )
+            ax_e.plot(depths, mean, style, marker="o", markersize=4, color=color, label=label)
             if len(seeds) > 1:
-                ax_e.fill_between(depths, lows, highs, color=color, alpha=0.15, linewidth=0)
+                ax_e.fill_between(depths, low, high, color=color, alpha=0.15, linewidth=0)
+            for depth in depths:
+                key = f"{family}_{arch}_{depth}"
+                put_summary(numbers, f"error_{key}", runs[str(depth)]["error"])
+                ratios = [first_last_ratio(g) for g in runs[str(depth)]["grads"]]
+                put_summary(numbers, f"ratio_{key}", ratios, geometric=True)
+            grads = geometric_band(runs[str(show_depth)]["grads"])[0]
+            ax_g.semilogy(range(1, show_depth + 2), grads, style, color=color)
     ax_e.set(
         title=f"training error after {epochs} epochs",
         xlabel="hidden layers (depth)",
@@ -566,5 +719,6 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
         xlabel=f"layer (1 = input side, {show_depth + 1} = output)",
         ylabel="‖∂loss/∂W‖ (log scale)",
     )
-    ax_g.legend(loc="lower right", fontsize=8)
+    _log_labels(ax_g)
+    fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
