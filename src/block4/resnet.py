@@ -471,8 +471,12 @@ def stacked_resnet(
     """``members`` ResNets in one `StackedResNet`; member k starts as ``resnet(..., seed=seeds[k])``.
 
     Args:
-        depth, width, in_channels, n_classes, stem_stride: as in `resnet`.
+        depth: as in `resnet` (shared by all members, like the next four).
         members: the number of members E (>= 1).
+        width: as in `resnet`.
+        in_channels: as in `resnet`.
+        n_classes: as in `resnet`.
+        stem_stride: as in `resnet`.
         seeds: one seed per member; default ``0, 1, ..., members - 1``.
         residual: shortcuts for every member, or one flag per member (plain nets and their
             residual twins side by side; a twin of the same seed starts from the same weights).

@@ -215,8 +215,13 @@ class StackedMLP(nn.Module):
 
     Args:
         members: number of members ``E``.
-        in_features, out_features, depth, width, activation, norm, residual: as in `mlp`
-            (shared by all members).
+        in_features: as in `mlp` (shared by all members, like the next six).
+        out_features: as in `mlp`.
+        depth: as in `mlp`.
+        width: as in `mlp`.
+        activation: as in `mlp`.
+        norm: as in `mlp`.
+        residual: as in `mlp`.
         init: per-member initialisation names (recorded for `member`; the weights are set by
             `stack`).
         init_std: per-member ``init_std``.
