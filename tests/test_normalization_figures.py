@@ -21,11 +21,9 @@ from block4.figures.normalization import (
     bn_bias_runs,
     bn_learning_rates_runs,
     bn_preactivations_runs,
-    chain_gradient,
-    first_last_ratio,
-    residual_depth_runs,
 )
 from block4.figures.registry import FigureContext
+from block4.figures.residuals import chain_gradient, first_last_ratio, residual_depth_runs
 from block4.modules import Classifier
 from block4.training import digits, layer_grad_norms, train_classifier
 
@@ -179,6 +177,7 @@ def test_figure_runs_in_the_smoke_profile(name):
     from matplotlib.figure import Figure
 
     import block4.figures.normalization  # noqa: F401 - registers the figures
+    import block4.figures.residuals  # noqa: F401
     from block4.pipeline import Project, discover, load_figure
 
     REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))

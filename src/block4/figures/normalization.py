@@ -1,10 +1,9 @@
-"""Figures of the chapter "Normalization and residual connections".
+"""Figures of the chapter "Normalization and residual connections": the batch-norm half.
 
-The chain-rule argument for skip connections is made with :mod:`block4.autograd` (the scalar
-engine of the first chapters); every claim about training is checked by Lightning runs of
-:class:`block4.modules.Classifier` on the digits data set. Networks of one shape (seeds,
-learning rates) are trained as one stack by :func:`block4.training.train_members`; the
-``*_runs`` functions hold that expensive part and return plain data.
+Every claim about batch norm is checked by Lightning runs of :class:`block4.modules.Classifier`
+on the digits data set. Networks of one shape (seeds, learning rates) are trained as one stack
+by :func:`block4.training.train_members`; the ``*_runs`` functions hold that expensive part and
+return plain data. The residual figures of the chapter live in :mod:`block4.figures.residuals`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from block4.autograd import Value, draw
 from block4.callbacks import ActivationStats, GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
 from block4.modules import Classifier
@@ -29,38 +27,10 @@ from block4.training import (
     activation_and_derivative,
     digits,
     geometric_band,
-    layer_grad_norms,
-    mean_band,
     put_summary,
     steps_per_epoch,
     train_members,
 )
-
-#: Colours of the two architectures, the same on every figure of the chapter.
-PLAIN_COLOR = PALETTE[4]
-RESIDUAL_COLOR = PALETTE[0]
-
-
-# --8<-- [start:chain_gradient]
-def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
-    """d x_L / d x_0 through ``depth`` scalar blocks, computed by :class:`block4.autograd.Value`.
-
-    Each block is ``F(x) = sigmoid(w * x)``; a plain chain computes ``x_{l+1} = F(x_l)``, a
-    residual one ``x_{l+1} = x_l + F(x_l)``. By the chain rule the plain gradient is the
-    product of the local derivatives ``w * sigmoid'`` (each at most ``|w|/4``), the residual
-    one the product of ``1 + w * sigmoid'``: the ``1`` is ``d(a + b)/da`` of the skip.
-    """
-    x = Value(x0, "x0")
-    h = x
-    for _ in range(depth):
-        f = (h * w).sigmoid()
-        h = h + f if residual else f
-    h.backward()
-    return x.grad
-
-
-# --8<-- [end:chain_gradient]
-
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -95,83 +65,6 @@ def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
 
 def _band_note(seeds: list[int]) -> str:
     return f"{len(seeds)} seeds: mean, band min-max" if len(seeds) > 1 else "one seed"
-
-
-@figure(
-    "residual_highway",
-    chapter="normalization-and-residuals",
-    params={"x0": 0.5, "w": 0.8, "max_depth": 30},
-)
-def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
-    """One residual block as a graph with its gradients, and d x_L / d x_0 vs depth L.
-
-    Numbers: ``grad_a``/``grad_b`` of ``a + b`` (both exactly 1), ``block_grad_x`` (the
-    gradient reaching the block's input: 1 through the skip plus the branch's share),
-    ``plain_grad_at_<L>`` / ``residual_grad_at_<L>`` for L in (1, 10, 30).
-    """
-    # d(a + b)/da = d(a + b)/db = 1, by the engine.
-    a, b = Value(1.5, "a"), Value(-0.7, "b")
-    s = a + b
-    s.backward()
-    numbers: dict[str, float] = {"grad_a": a.grad, "grad_b": b.grad, "w": w, "x0": x0}
-    numbers["max_depth"] = max_depth
-
-    # One residual block H(x) = x + F(x), F(x) = sigmoid(w x): the graph and its gradients.
-    x = Value(x0, "x")
-    wv = Value(w, "w")
-    z = x * wv
-    z.label = "w·x"
-    f = z.sigmoid()
-    f.label = "F(x)"
-    h = x + f
-    h.label = "H(x)"
-    h.backward()
-    numbers["block_grad_x"] = x.grad
-    numbers["block_grad_branch"] = x.grad - 1.0
-
-    depths = list(range(1, max_depth + 1))
-    plain = [chain_gradient(d, x0, w, residual=False) for d in depths]
-    resid = [chain_gradient(d, x0, w, residual=True) for d in depths]
-    for d in (1, 10, max_depth):
-        numbers[f"plain_grad_at_{d}"] = plain[d - 1]
-        numbers[f"residual_grad_at_{d}"] = resid[d - 1]
-
-    fig, (ax_graph, ax_depth) = subplots(
-        2, 1, width=6.9, height=5.6, gridspec_kw={"height_ratios": [0.75, 1]}
-    )
-    draw(h, ax=ax_graph, title="one residual block H(x) = x + F(x): value / gradient")
-    ax_depth.semilogy(depths, plain, "o-", color=PLAIN_COLOR, markersize=3)
-    ax_depth.semilogy(depths, resid, "o-", color=RESIDUAL_COLOR, markersize=3)
-    ax_depth.annotate(
-        "residual",
-        (depths[-1], resid[-1]),
-        xytext=(0, 6),
-        textcoords="offset points",
-        ha="right",
-        va="bottom",
-        color=RESIDUAL_COLOR,
-    )
-    middle = len(depths) // 3  # the plain line falls: the space above and right of it is free
-    ax_depth.annotate(
-        "plain",
-        (depths[middle], plain[middle]),
-        xytext=(8, 4),
-        textcoords="offset points",
-        ha="left",
-        va="bottom",
-        color=PLAIN_COLOR,
-    )
-    ax_depth.axhline(1.0, color=ROLE["truth"], linewidth=1, linestyle=":")
-    ax_depth.set(
-        title=f"chain of sigmoid blocks, w = {w:g}",
-        xlabel="number of blocks L",
-        ylabel="|d x_L / d x_0| (log scale)",
-    )
-    _log_labels(ax_depth)
-    return fig, numbers
-
-
-# --- batch normalisation --------------------------------------------------------------------
 
 
 def _ridge(ax, rows, edges, color, *, fill: bool) -> None:  # noqa: ANN001
@@ -353,6 +246,39 @@ def bn_learning_rates_runs(
     return out
 
 
+def _put_sweep_numbers(
+    numbers: dict[str, Any],
+    name: str,
+    lrs: list[float],
+    finite: list[list[float]],
+    diverged: list[list[bool]],
+    good_loss: float,
+) -> None:
+    """The numbers of one line of the learning-rate sweep (see :func:`bn_learning_rates`).
+
+    ``finite`` holds the finite final losses per learning rate, ``diverged`` which seeds of
+    each learning rate diverged.
+    """
+    means = [sum(f) / len(f) if f else math.nan for f in finite]
+    crosses = [any(d) for d in diverged]
+    valid = [
+        (m, r, i)
+        for i, (m, r, c) in enumerate(zip(means, lrs, crosses, strict=True))
+        if math.isfinite(m)
+    ]
+    if valid:
+        best_loss, best_lr, i_best = min(valid)
+        numbers[f"best_lr_{name}"] = best_lr
+        put_summary(numbers, f"best_loss_{name}", finite[i_best])
+    else:
+        numbers[f"best_lr_{name}"] = numbers[f"best_loss_{name}"] = "none"
+    good = [r for m, r, i in valid if m < good_loss and not crosses[i]]
+    numbers[f"good_lrs_{name}"] = len(good)
+    numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
+    numbers[f"diverged_{name}"] = sum(crosses)
+    numbers[f"diverged_runs_{name}"] = sum(sum(d) for d in diverged)
+
+
 @figure(
     "bn_learning_rates",
     chapter="normalization-and-residuals",
@@ -416,22 +342,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
         bad = [r for r, c in zip(lrs, crosses, strict=True) if c]
         marker_y = top + (0.15 if act == "relu" else 0.35)
         ax.plot(bad, [marker_y] * len(bad), "x", color=color, mew=2, markersize=7, clip_on=False)
-        valid = [
-            (m, r, i)
-            for i, (m, r, c) in enumerate(zip(means, lrs, crosses, strict=True))
-            if math.isfinite(m)
-        ]
-        if valid:
-            best_loss, best_lr, i_best = min(valid)
-            numbers[f"best_lr_{name}"] = best_lr
-            put_summary(numbers, f"best_loss_{name}", finite[i_best])
-        else:
-            numbers[f"best_lr_{name}"] = numbers[f"best_loss_{name}"] = "none"
-        good = [r for m, r, i in valid if m < good_loss and not crosses[i]]
-        numbers[f"good_lrs_{name}"] = len(good)
-        numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
-        numbers[f"diverged_{name}"] = sum(crosses)
-        numbers[f"diverged_runs_{name}"] = sum(sum(d) for d in run["diverged"])
+        _put_sweep_numbers(numbers, name, lrs, finite, run["diverged"], good_loss)
     ax.axhline(good_loss, color=ROLE["truth"], linestyle=":", linewidth=1)
     ax.set_yticks(range(int(top) + 1))
     ax.set(
@@ -495,6 +406,51 @@ def bn_bias_runs(
     }
 
 
+def _plot_gradient_norms(ax: Any, data: dict[str, Any], depth: int, n_seeds: int) -> None:
+    """The top panel of :func:`bn_bias`: weight (solid) and bias (dotted) gradient norm of
+    every hidden layer per step, geometric mean over the seeds of ``bn_bias_runs``."""
+    x = data["epochs"]
+    for i in range(depth):
+        color = PALETTE[i % len(PALETTE)]
+        for column, style in (("weight", "-"), ("bias", ":")):
+            runs = [[max(v, 1e-12) for v in member[i]] for member in data[column]]
+            ax.semilogy(x, geometric_band(runs)[0], style, color=color, linewidth=1.2)
+    for i in range(depth):
+        ax.plot([], [], "-", color=PALETTE[i % len(PALETTE)], label=f"layer {i + 1}")
+    ax.plot([], [], "-", color=ROLE["truth"], label="weight")
+    ax.plot([], [], ":", color=ROLE["truth"], label="bias")
+    ax.set(
+        title="gradient norms during training (BN after each linear layer)",
+        xlabel="epoch",
+        ylabel="‖gradient‖ (log scale)",
+        ylim=(1e-12, 10),
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=f"{n_seeds} seeds")
+
+
+def _logit_changes(
+    x: torch.Tensor, hparams: dict[str, Any], norm: str | None, shifts: list, seed: int
+) -> list[float]:
+    """Largest |change of the logits| of the batch ``x`` when every hidden bias of a fresh
+    network (``hparams`` with ``norm``, in train mode) is shifted by each ``c`` of ``shifts``.
+    The biases are put back afterwards."""
+    net = Classifier(
+        in_features=x.shape[1], n_classes=10, seed=seed, **{**hparams, "norm": norm}
+    ).body
+    net.train()
+    with torch.no_grad():
+        base = net(x)
+        original = [block.linear.bias.clone() for _, block in net.hidden_blocks()]
+        out = []
+        for c in shifts:
+            for (_, block), b in zip(net.hidden_blocks(), original, strict=True):
+                block.linear.bias.copy_(b + c)
+            out.append(float((net(x) - base).abs().max()))
+        for (_, block), b in zip(net.hidden_blocks(), original, strict=True):
+            block.linear.bias.copy_(b)
+    return out
+
+
 @figure(
     "bn_bias",
     chapter="normalization-and-residuals",
@@ -535,43 +491,14 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     data = ctx.compute(bn_bias_runs, seeds=seeds, epochs=epochs, lr=lr, **hparams)
 
     fig, (ax_g, ax_s) = subplots(2, 1, width=6.9, height=6.6)
-    x = data["epochs"]
-    for i in range(depth):
-        color = PALETTE[i % len(PALETTE)]
-        for column, style in (("weight", "-"), ("bias", ":")):
-            runs = [[max(v, 1e-12) for v in member[i]] for member in data[column]]
-            ax_g.semilogy(x, geometric_band(runs)[0], style, color=color, linewidth=1.2)
-    for i in range(depth):
-        ax_g.plot([], [], "-", color=PALETTE[i % len(PALETTE)], label=f"layer {i + 1}")
-    ax_g.plot([], [], "-", color=ROLE["truth"], label="weight")
-    ax_g.plot([], [], ":", color=ROLE["truth"], label="bias")
-    ax_g.set(
-        title="gradient norms during training (BN after each linear layer)",
-        xlabel="epoch",
-        ylabel="‖gradient‖ (log scale)",
-        ylim=(1e-12, 10),
-    )
-    ax_g.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title=f"{len(seeds)} seeds")
+    _plot_gradient_norms(ax_g, data, depth, len(seeds))
 
     # Shift every hidden bias by c: with BN (train mode, batch statistics) nothing changes.
     x_batch = digits(ctx, ctx.seed).tensors("train")[0][:256].cpu()
-    changes = {}
-    for norm in ("batch", None):
-        net = Classifier(
-            in_features=x_batch.shape[1], n_classes=10, seed=ctx.seed, **{**hparams, "norm": norm}
-        ).body
-        net.train()
-        with torch.no_grad():
-            base = net(x_batch)
-            original = [block.linear.bias.clone() for _, block in net.hidden_blocks()]
-            out = []
-            for c in shifts:
-                for (_, block), b in zip(net.hidden_blocks(), original, strict=True):
-                    block.linear.bias.copy_(b + c)
-                out.append(float((net(x_batch) - base).abs().max()))
-            for (_, block), b in zip(net.hidden_blocks(), original, strict=True):
-                block.linear.bias.copy_(b)
-        changes[norm] = out
+    changes = {
+        norm: _logit_changes(x_batch, hparams, norm, shifts, ctx.seed) for norm in ("batch", None)
+    }
+    for norm, out in changes.items():
         ax_s.plot(
             shifts,
             [max(v, 1e-12) for v in out],
@@ -600,125 +527,4 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
         "logit_change_bn_max": max(changes["batch"]),
         "logit_change_plain_max": max(changes[None]),
     }
-    return fig, numbers
-
-
-# --- residual connections -------------------------------------------------------------------
-
-#: The two families compared at increasing depth: a saturating activation with PyTorch's
-#: default init, and the ResNet recipe (ReLU, Kaiming init, batch norm).
-RESIDUAL_FAMILIES = {
-    "tanh": {"activation": "tanh", "init": "default", "norm": None},
-    "relu_bn": {"activation": "relu", "init": "kaiming", "norm": "batch"},
-}
-FAMILY_LABELS = {"tanh": "tanh, default init", "relu_bn": "ReLU + BN, Kaiming init"}
-
-
-def first_last_ratio(norms: list[float]) -> float:
-    """|gradient of the first layer| / |gradient of the output layer|."""
-    return norms[0] / norms[-1]
-
-
-def residual_depth_runs(
-    ctx: FigureContext, *, depths: list[int], seeds: list[int], epochs: int, **hparams: Any
-) -> dict[str, dict[str, dict[str, dict[str, list]]]]:
-    """Plain and residual MLPs of both families at every depth: one stack of ``seeds`` per
-    (family, architecture, depth) -- different depths are different shapes.
-
-    Returns:
-        ``{family: {"plain" | "residual": {str(depth): {"error": [final error per seed; 0.9 if
-        diverged], "grads": [[norm per layer at step 0] per seed]}}}}``.
-    """
-    data = digits(ctx, seeds[0])
-    data.setup()
-    out: dict[str, dict[str, dict[str, dict[str, list]]]] = {}
-    for family, hp in RESIDUAL_FAMILIES.items():
-        out[family] = {}
-        for residual in (False, True):
-            arch = "residual" if residual else "plain"
-            out[family][arch] = {}
-            for depth in depths:
-                monitor = GradientFlowMonitor(steps=[0], log=False)
-                runs = train_members(
-                    ctx, epochs=epochs, seeds=seeds, data=data, callbacks=[monitor],
-                    depth=depth, residual=residual, **hp, **hparams,
-                )  # fmt: skip
-                single = len(seeds) == 1
-                out[family][arch][str(depth)] = {
-                    "error": [0.9 if d else e for e, d in zip(runs.errors(), runs.diverged,
-                                                              strict=True)],
-                    "grads": [
-                        layer_grad_norms(monitor, [0], None if single else k)
-                        for k in range(len(seeds))
-                    ],
-                }  # fmt: skip
-    return out
-
-
-@figure(
-    "residual_depth",
-    chapter="normalization-and-residuals",
-    params={"depths": [2, 10, 20, 30], "width": 32, "lr": 0.01, "show_depth": 30},
-)
-def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show_depth: int):
-    """Plain vs residual MLPs at increasing depth: training error and per-layer gradients.
-
-    Top: final training error vs depth (the degradation problem: deeper plain nets train
-    *worse*, on the training set), mean over seeds with a min-max band. Bottom: per-layer
-    weight-gradient norm at the initial weights for ``show_depth`` layers (geometric mean
-    over seeds). Residual blocks compute ``x + act(norm(W x + b))`` (every hidden block but
-    the first, whose input width differs).
-
-    Numbers (``<family>`` is ``tanh`` or ``relu_bn``, ``<arch>`` ``plain`` or ``residual``):
-    ``error_<family>_<arch>_<depth>`` (mean over seeds, with ``_sd``, ``_min``, ``_max``),
-    ``ratio_<family>_<arch>_<depth>`` (first/last layer gradient norm at init, geometric
-    mean over seeds, with ``_min``, ``_max``), ``epochs``, ``seeds``.
-    """
-    epochs = ctx.pick(smoke=1, quick=2, full=3)
-    seeds = _seeds(ctx)
-    depths = ctx.pick(smoke=[2, 20], quick=depths, full=depths)
-    show_depth = show_depth if show_depth in depths else max(depths)
-    data = ctx.compute(
-        residual_depth_runs, depths=depths, seeds=seeds, epochs=epochs, width=width, lr=lr
-    )
-    numbers: dict[str, Any] = {
-        "epochs": epochs,
-        "seeds": len(seeds),
-        "width": width,
-        "lr": lr,
-        "show_depth": show_depth,
-    }
-    fig, (ax_e, ax_g) = subplots(2, 1, width=6.9, height=6.8)
-    for family in RESIDUAL_FAMILIES:
-        for arch in ("plain", "residual"):
-            color = RESIDUAL_COLOR if arch == "residual" else PLAIN_COLOR
-            style = "-" if family == "tanh" else "--"
-            label = f"{arch}, {FAMILY_LABELS[family]}"
-            runs = data[family][arch]
-            mean, low, high = mean_band(
-                [[runs[str(d)]["error"][k] for d in depths] for k in range(len(seeds))]
-            )
-            ax_e.plot(depths, mean, style, marker="o", markersize=4, color=color, label=label)
-            if len(seeds) > 1:
-                ax_e.fill_between(depths, low, high, color=color, alpha=0.15, linewidth=0)
-            for depth in depths:
-                key = f"{family}_{arch}_{depth}"
-                put_summary(numbers, f"error_{key}", runs[str(depth)]["error"])
-                ratios = [first_last_ratio(g) for g in runs[str(depth)]["grads"]]
-                put_summary(numbers, f"ratio_{key}", ratios, geometric=True)
-            grads = geometric_band(runs[str(show_depth)]["grads"])[0]
-            ax_g.semilogy(range(1, show_depth + 2), grads, style, color=color)
-    ax_e.set(
-        title=f"training error after {epochs} epochs",
-        xlabel="hidden layers (depth)",
-        ylabel="training error",
-        ylim=(-0.02, 1.0),
-    )
-    ax_g.set(
-        title=f"gradient per layer at init, depth {show_depth}",
-        xlabel=f"layer (1 = input side, {show_depth + 1} = output)",
-        ylabel="‖∂loss/∂W‖ (log scale)",
-    )
-    _log_labels(ax_g)
-    fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
