@@ -38,10 +38,9 @@ from block4.callbacks import (
     NonFiniteLossError,
     TrainingCurve,
 )
-from block4.data import DigitsDataModule, TensorDataModule
+from block4.data import DigitsDataModule, MemberBatches, TensorDataModule
 from block4.modules import Classifier
 from block4.stacked import member_values
-from block4.stacked_data import MemberBatches
 
 __all__ = [
     "ACTIVATION_LABELS",
