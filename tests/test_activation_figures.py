@@ -13,14 +13,15 @@ import pytest
 import torch
 
 from block4.callbacks import GradientFlowMonitor
-from block4.figures.activations import (
+from block4.figures.activation_training import (
     ScaledDigits,
-    activation_gradient_flow_runs,
     dead_relus_runs,
     epochs_to,
     relu_vs_tanh_runs,
 )
+from block4.figures.activations import activation_gradient_flow_runs
 from block4.figures.registry import FigureContext
+from block4.style import log_decade_labels, subplots, wide_bottom_row
 from block4.training import activation_and_derivative, digits, layer_grad_norms, train_classifier
 
 SMOKE = FigureContext(profile="smoke", accelerator="cpu", devices=1)
@@ -60,6 +61,38 @@ def test_other_derivatives(name, expected):
 def test_derivative_of_unknown_activation_is_one_clear_error():
     with pytest.raises(ValueError, match="activation 'swish' is not supported; choose one of"):
         activation_and_derivative("swish", PROBES)
+
+
+# --- plotting helpers the chapter's figures share (block4.style) -----------------------------
+
+
+def test_log_axes_label_every_decade_in_full_size_text_and_nothing_between():
+    fig, (ax_y, ax_x) = subplots(1, 2)
+    ax_y.semilogy([1, 2], [1e-5, 10.0])
+    ax_x.semilogx([1e-3, 1.0], [1, 2])
+    log_decade_labels(ax_y)
+    log_decade_labels(ax_x, axis="x")
+    y_label, x_label = ax_y.yaxis.get_major_formatter(), ax_x.xaxis.get_major_formatter()
+    assert [y_label(v) for v in (1e-5, 1e-2, 1.0, 10.0, 3e-5)] == ["10⁻⁵", "10⁻²", "1", "10", ""]
+    assert x_label(1e-3) == "10⁻³"
+    assert ax_y.yaxis.get_minor_formatter()(2e-5) == ""
+    with pytest.raises(ValueError, match="axis must be 'x' or 'y', got 'z'"):
+        log_decade_labels(ax_y, axis="z")
+    assert y_label(1e-5) == "10⁻⁵"  # the failed call changed nothing
+
+
+def test_wide_bottom_row_spans_the_figure_and_needs_a_2x2_grid():
+    fig, axes = subplots(2, 2)
+    wide = wide_bottom_row(fig, axes)
+    assert len(fig.axes) == 3
+    top_left, top_right = axes[0]
+    span = wide.get_subplotspec()
+    assert (span.rowspan, span.colspan) == (range(1, 2), range(0, 2))
+    assert top_left in fig.axes and top_right in fig.axes
+    fig, axes = subplots(2, 1)
+    with pytest.raises(ValueError, match=r"axes must be a 2 x 2 grid, got shape \(2,\)"):
+        wide_bottom_row(fig, axes)
+    assert len(fig.axes) == 2  # nothing removed
 
 
 # --- gradient flow in a deep MLP, real Lightning runs ---------------------------------------

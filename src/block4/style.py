@@ -8,14 +8,25 @@ both a white and a near-black background.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
 from cycler import cycler
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 #: Colour cycle (Okabe-Ito based, colour-blind safe); readable on white and on #1e2129.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8C8C8C", "#F0E442"]
+
+#: The activation functions of the course, with the colour each keeps on every figure.
+ACTIVATION_COLORS = {
+    "sigmoid": PALETTE[0],
+    "tanh": PALETTE[1],
+    "relu": PALETTE[2],
+    "leaky_relu": PALETTE[3],
+    "gelu": PALETTE[4],
+}
 
 #: Colours with a meaning, used the same way on every page.
 ROLE = {
@@ -60,6 +71,44 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: floa
     with context():
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", **kw)
     return fig, axes
+
+
+def wide_bottom_row(fig: Any, axes: Any) -> Any:
+    """Replace the bottom row of a 2 x 2 grid of ``axes`` (from :func:`subplots`) by one axis
+    as wide as the figure, and return that axis."""
+    if getattr(axes, "shape", None) != (2, 2):
+        raise ValueError(
+            f"wide_bottom_row: axes must be a 2 x 2 grid, got shape {getattr(axes, 'shape', None)}"
+        )
+    gs = axes[1, 0].get_gridspec()
+    for ax in axes[1]:
+        ax.remove()
+    return fig.add_subplot(gs[1, :])
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade(value: float, _position: object = None) -> str:
+    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
+    font size, too small to read at page width); "" between decades."""
+    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
+        return ""
+    exponent = round(math.log10(value))
+    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
+def log_decade_labels(*axes: Any, axis: str = "y") -> None:
+    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text, nothing between.
+
+    ``axis`` is ``"y"`` (the default) or ``"x"``.
+    """
+    if axis not in ("x", "y"):
+        raise ValueError(f"log_decade_labels: axis must be 'x' or 'y', got {axis!r}")
+    for ax in axes:
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_formatter(FuncFormatter(_decade))
+        target.set_minor_formatter(NullFormatter())
 
 
 #: Colours of the dark variant: text and axes become this light grey...
