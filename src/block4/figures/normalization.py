@@ -16,12 +16,12 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import NullFormatter
 
 from block4.callbacks import ActivationStats, GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
 from block4.modules import Classifier
-from block4.style import PALETTE, ROLE, subplots
+from block4.style import PALETTE, ROLE, log_decade_labels, subplots
 from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,
@@ -31,25 +31,6 @@ from block4.training import (
     steps_per_epoch,
     train_members,
 )
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _decade(value: float, _position: object = None) -> str:
-    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
-    font size, too small to read at page width); "" between decades."""
-    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
-        return ""
-    exponent = round(math.log10(value))
-    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
-
-
-def _log_labels(*axes: Any, axis: str = "y") -> None:
-    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text."""
-    for ax in axes:
-        target = ax.yaxis if axis == "y" else ax.xaxis
-        target.set_major_formatter(FuncFormatter(_decade))
-        target.set_minor_formatter(NullFormatter())
 
 
 def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
@@ -513,7 +494,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
         ylabel="max |change of logits| (log)",
         ylim=(1e-12, 1e3),
     )
-    _log_labels(ax_g, ax_s)
+    log_decade_labels(ax_g, ax_s)
     ax_s.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     flat = lambda runs: [v for member in runs for layer in member for v in layer]  # noqa: E731
     numbers = {

@@ -10,15 +10,12 @@ chapter live in :mod:`block4.figures.normalization`, the convolutional ResNet in
 
 from __future__ import annotations
 
-import math
 from typing import Any
-
-from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.autograd import Value, draw
 from block4.callbacks import GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
-from block4.style import PALETTE, ROLE, subplots
+from block4.style import PALETTE, ROLE, log_decade_labels, subplots
 from block4.training import (
     digits,
     geometric_band,
@@ -52,26 +49,6 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
 
 
 # --8<-- [end:chain_gradient]
-
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _decade(value: float, _position: object = None) -> str:
-    """``1e-5 -> "10⁻⁵"`` in plain text (mathtext would draw the exponent at 70 % of the
-    font size, too small to read at page width); "" between decades."""
-    if value <= 0 or abs(math.log10(value) - round(math.log10(value))) > 1e-6:
-        return ""
-    exponent = round(math.log10(value))
-    return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
-
-
-def _log_labels(*axes: Any, axis: str = "y") -> None:
-    """Label the decades of log-scale axes as ``10⁻⁵`` in full-size text."""
-    for ax in axes:
-        target = ax.yaxis if axis == "y" else ax.xaxis
-        target.set_major_formatter(FuncFormatter(_decade))
-        target.set_minor_formatter(NullFormatter())
 
 
 def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
@@ -153,7 +130,7 @@ def residual_highway(ctx: FigureContext, x0: float, w: float, max_depth: int):
         xlabel="number of blocks L",
         ylabel="|d x_L / d x_0| (log scale)",
     )
-    _log_labels(ax_depth)
+    log_decade_labels(ax_depth)
     return fig, numbers
 
 
@@ -273,6 +250,6 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
         xlabel=f"layer (1 = input side, {show_depth + 1} = output)",
         ylabel="‖∂loss/∂W‖ (log scale)",
     )
-    _log_labels(ax_g)
+    log_decade_labels(ax_g)
     fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
