@@ -39,7 +39,7 @@ from block4 import pipeline  # noqa: E402  (no torch import)
 
 #: Sample edits of shared code, tried in order; the first that exists is used per pair.
 DEFAULT_EDITS = [
-    ("block4.training:train_classifier", "block4.figures.activations:train_classifier"),
+    ("block4.training:train_members",),
     ("block4.models:mlp",),
 ]
 
