@@ -14,14 +14,11 @@ The site is built once per session (``mkdocs build --strict``), or taken from
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import math
 import os
 import statistics
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
+from _helpers import serve_directory
 
 from block4 import live_hooks
 from block4.live_cells import CELL_NAME, gate, run_cell
@@ -163,17 +161,6 @@ def test_the_runtime_is_fetched_not_committed() -> None:
 # In the browser
 # ---------------------------------------------------------------------------------------------
 
-CHROMIUM = Path(os.environ.get("BLOCK4_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = ROOT / "test-output" / "live-cells"
 FIRST_RUN_GOAL_S = 4.0  # on 2 idle cores, from a local server
 LATER_RUN_GOAL_MS = 200.0
@@ -193,44 +180,10 @@ def live_site(request: pytest.FixtureRequest) -> Path:
     return site
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-    }
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        pass
-
-
 @pytest.fixture(scope="module")
 def live_url(live_site: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(live_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with serve_directory(live_site) as url:
+        yield url
 
 
 class Network:
