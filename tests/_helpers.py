@@ -6,6 +6,8 @@ import contextlib
 import functools
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,40 @@ def trainer(**kw: Any) -> pl.Trainer:
     )
     args.update(kw)
     return pl.Trainer(**args)
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/make_figures.py in a child process (tests/test_signals.py, tests/test_hostile_inputs.py)
+# ---------------------------------------------------------------------------------------------
+
+MAKE_FIGURES = "scripts/make_figures.py"
+
+
+def figures_env(**extra: str) -> dict[str, str]:
+    """This environment for a child ``make_figures`` run: one thread per process, no bytecode
+    written, and none of the variables a parent run or a cluster sets (a plan, ranks)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", **extra)
+    for var in ("BLOCK4_FIGURES_PLAN", "LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
+        env.pop(var, None)
+    return env
+
+
+def run_make_figures(
+    repo: Path,
+    *args: str,
+    python: tuple[str, ...] = (sys.executable,),
+    timeout: float = 120,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/make_figures.py *args`` run to its end in ``repo`` (output captured)."""
+    return subprocess.run(
+        [*python, MAKE_FIGURES, *args],
+        cwd=repo,
+        env=figures_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
