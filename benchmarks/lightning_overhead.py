@@ -47,31 +47,9 @@ from block4.modules import Classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
+from benchmarks.training import EpochTimer, bare_trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class EpochTimer(pl.Callback):
-    """Wall-clock time of each training epoch, measured from one epoch start to the next."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.starts: list[float] = []
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.starts.append(self._now())
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.starts.append(self._now())
-
-    @property
-    def epoch_seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
 def make_batches(
@@ -114,21 +92,6 @@ def plain_loop(cfg: dict[str, Any], x, y, device, epochs: int, batching: str):
         times.append(time.perf_counter() - t0)
     weights = torch.cat([p.detach().flatten().cpu() for p in body.parameters()])
     return times, losses, weights
-
-
-def bare_trainer(accelerator: str, epochs: int) -> pl.Trainer:
-    """A one-device Trainer without logging, checkpoints, progress bar, summary or validation."""
-    return pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
 
 
 def lightning_run(cfg: dict[str, Any], x, y, accelerator: str, epochs: int, batching: str):

@@ -35,25 +35,9 @@ from block4.modules import Classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
+from benchmarks.training import EpochTimer, bare_trainer  # noqa: E402
 
 CONFIG = {"depth": 20, "width": 32, "batch_size": 64, "lr": 1e-3, "init": "kaiming"}
-
-
-class EpochTimer(pl.Callback):
-    """Wall-clock seconds of each training epoch."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.starts.append(time.perf_counter())
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.starts.append(time.perf_counter())
-
-    @property
-    def epoch_seconds(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
 def plain_member_epochs(x: torch.Tensor, y: torch.Tensor, members: int, epochs: int) -> list[float]:
@@ -95,18 +79,7 @@ def stacked_epochs(x: torch.Tensor, y: torch.Tensor, members: int, epochs: int) 
     else:
         batches = MemberBatches(x, y, CONFIG["batch_size"], seeds=0, members=members)
     timer = EpochTimer()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[timer],
-    )
+    trainer = bare_trainer("cpu", epochs, callbacks=[timer])
     trainer.fit(model, train_dataloaders=batches)
     assert bool(model.member_active.all()), "a member diverged in the benchmark"
     return timer.epoch_seconds[1:]

@@ -39,3 +39,13 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mkdocs_warnings = re.findall(r"^WARNING\b.*$", proc.stderr, flags=re.MULTILINE)
     assert not mkdocs_warnings, "\n".join(mkdocs_warnings)
     return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (skipped without it, failed under CI's
+    ``BLOCK4_REQUIRE_BROWSER=1``)."""
+    from _helpers import chromium_browser
+
+    with chromium_browser() as browser:
+        yield browser

@@ -14,13 +14,9 @@ Run it alone with ``python -m pytest tests/test_browser.py -s``. The browser is 
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -28,22 +24,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from _helpers import serve_directory
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
-CHROMIUM = Path(os.environ.get("BLOCK4_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 THEMES = ("light", "dark")
 SCHEME = {"light": "default", "dark": "slate"}
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -165,47 +151,11 @@ def _slug(path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        pass
-
-
 @pytest.fixture(scope="module")
 def site_url(built_site: Path) -> Iterator[str]:
     """The built site served by a local http.server thread on a free port."""
-    handler = functools.partial(_QuietHandler, directory=str(built_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        message = (
-            f"the browser tests need Chromium at {CHROMIUM}: run `apt-get install -y chromium` "
-            "(./dev.sh test does it where apt-get works) or point BLOCK4_CHROMIUM at a "
-            "Chromium/Chrome binary"
-        )
-        if os.environ.get("BLOCK4_REQUIRE_BROWSER") == "1":  # CI: the browser is required
-            pytest.fail(message)
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        # launch() starts chromium with a fresh temporary --user-data-dir of its own.
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with serve_directory(built_site) as url:
+        yield url
 
 
 class PageProbe:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import re
@@ -271,14 +272,16 @@ def test_html_report_is_self_contained_with_both_images(scenario: Scenario) -> N
 
 
 def test_command_line_writes_both_files_without_torch(scenario: Scenario, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "block4.compare", "HEAD", "--out", str(tmp_path / "r")],
+    run_python = functools.partial(
+        subprocess.run,
         cwd=scenario.root,
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         timeout=60,
+    )
+    proc = run_python(
+        [sys.executable, "-m", "block4.compare", "HEAD", "--out", str(tmp_path / "r")]
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("3 figures differ from HEAD")
@@ -290,14 +293,7 @@ def test_command_line_writes_both_files_without_torch(scenario: Scenario, tmp_pa
         "heavy = {'torch', 'matplotlib', 'lightning'} & set(sys.modules); print(sorted(heavy));"
         "sys.exit(rc)"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", check, str(tmp_path / "r2")],
-        cwd=scenario.root,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = run_python([sys.executable, "-c", check, str(tmp_path / "r2")])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("[]"), proc.stdout
 

@@ -8,38 +8,16 @@ command that repairs it, so one bad entry never blocks the other figures.
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _helpers import figures_env, run_make_figures
 from test_pipeline import make_project
 
 from block4.data.mnist import IDXFormatError, read_idx
-
-SCRIPT = "scripts/make_figures.py"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", **extra)
-    for var in ("BLOCK4_FIGURES_PLAN", "LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
-        env.pop(var, None)
-    return env
-
-
-def run(
-    repo: Path, *args: str, python: tuple[str, ...] = (sys.executable,), **env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*python, SCRIPT, *args],
-        cwd=repo,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def tree(repo: Path) -> dict[str, bytes]:
@@ -88,7 +66,7 @@ BARE_PYTHON = (sys.executable, "-S")
 
 
 def test_outside_the_environment_a_run_says_once_what_to_activate(repo: Path) -> None:
-    proc = run(repo, "--profile", "smoke", python=BARE_PYTHON)
+    proc = run_make_figures(repo, "--profile", "smoke", python=BARE_PYTHON)
     line = one_error(proc)
     assert line.startswith("make_figures.py: error: numpy, matplotlib, torch, pytorch_lightning")
     assert "source .venv/bin/activate" in line and "./dev.sh setup" in line
@@ -98,12 +76,14 @@ def test_outside_the_environment_a_run_says_once_what_to_activate(repo: Path) ->
 
 
 def test_outside_the_environment_asking_for_a_gpu_says_the_same(repo: Path) -> None:
-    line = one_error(run(repo, "--profile", "smoke", "--accelerator", "gpu", python=BARE_PYTHON))
+    line = one_error(
+        run_make_figures(repo, "--profile", "smoke", "--accelerator", "gpu", python=BARE_PYTHON)
+    )
     assert "torch" in line and "source .venv/bin/activate" in line
 
 
 def test_outside_the_environment_list_still_works(repo: Path) -> None:
-    proc = run(repo, "--list", python=BARE_PYTHON)
+    proc = run_make_figures(repo, "--list", python=BARE_PYTHON)
     assert proc.returncode == 0, proc.stderr
     assert "line_plot" in proc.stdout and "2 figures: 2 missing" in proc.stdout
 
@@ -128,11 +108,11 @@ def test_a_damaged_entry_is_stale_with_its_reason_and_the_repairing_command(
     # command that re-makes it), and the next run writes a sound entry in its place.
     write_manifest(repo, text)
     before = tree(repo)
-    proc = run(repo, "--check")
+    proc = run_make_figures(repo, "--check")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "stale: line_plot (its manifest entry is" in proc.stdout
     assert "refresh with: python scripts/make_figures.py --only line_plot" in proc.stdout
-    listed = run(repo, "--list")
+    listed = run_make_figures(repo, "--list")
     assert listed.returncode == 0 and "stale" in listed.stdout
     assert tree(repo) == before
 
@@ -156,7 +136,7 @@ def test_a_hostile_manifest_is_one_error_naming_it_and_stays_as_it_is(
 ) -> None:
     path = write_manifest(repo, text)
     before = tree(repo)
-    line = one_error(run(repo, mode))
+    line = one_error(run_make_figures(repo, mode))
     assert "manifest.json" in line and what in line
     assert tree(repo) == before
     assert path.exists()
@@ -164,7 +144,7 @@ def test_a_hostile_manifest_is_one_error_naming_it_and_stays_as_it_is(
 
 def test_a_manifest_that_is_a_directory_is_one_error(repo: Path) -> None:
     (repo / "docs" / "figures" / "manifest.json").mkdir(parents=True)
-    line = one_error(run(repo, "--list"))
+    line = one_error(run_make_figures(repo, "--list"))
     assert "manifest.json" in line and "directory" in line
 
 
@@ -176,7 +156,7 @@ def test_unknown_manifest_keys_and_huge_numbers_are_tolerated(repo: Path) -> Non
         '"seed": 1e400, "profile": "turbo", "wall_time_s": -1}}, "made_by": "the future"}',
     )
     before = tree(repo)
-    proc = run(repo, "--check")
+    proc = run_make_figures(repo, "--check")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "stale: line_plot (its manifest entry is damaged" in proc.stdout
     assert tree(repo) == before
@@ -215,7 +195,7 @@ def test_unknown_manifest_keys_and_huge_numbers_are_tolerated(repo: Path) -> Non
 )
 def test_a_bad_declaration_is_one_error_with_its_line(repo: Path, body: str, message: str) -> None:
     add_figure_module(repo, body)
-    line = one_error(run(repo, "--profile", "smoke"))
+    line = one_error(run_make_figures(repo, "--profile", "smoke"))
     assert "hostile.py" in line or "demo.py" in line
     assert message in line
     assert tree(repo) == {}
@@ -228,7 +208,7 @@ def test_a_figure_returning_nan_is_refused_and_writes_nothing(repo: Path) -> Non
         '@figure("nan_plot", chapter="demo")\ndef nan_plot(ctx):\n'
         '    import numpy as np\n    return plt.figure(), {"loss": np.float64("nan")}\n',
     )
-    proc = run(repo, "--profile", "smoke", "--only", "nan_plot")
+    proc = run_make_figures(repo, "--profile", "smoke", "--only", "nan_plot")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "numbers['loss'] is nan; JSON has no NaN/inf" in proc.stderr
     assert not (repo / "docs" / "figures" / "nan_plot.svg").exists()
@@ -241,7 +221,7 @@ def test_params_the_function_does_not_take_are_one_error(repo: Path) -> None:
         '@figure("q_plot", chapter="demo", params={"nope": 1})\n'
         "def q_plot(ctx):\n    return plt.figure(), {}\n",
     )
-    proc = run(repo, "--profile", "smoke", "--only", "q_plot")
+    proc = run_make_figures(repo, "--profile", "smoke", "--only", "q_plot")
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "nope" in proc.stderr and "q_plot" in proc.stderr
 
@@ -267,33 +247,33 @@ def test_params_the_function_does_not_take_are_one_error(repo: Path) -> None:
 def test_a_bad_flag_is_one_error_and_writes_nothing(
     repo: Path, args: list[str], message: str
 ) -> None:
-    line = one_error(run(repo, *args, "--profile", "smoke"))
+    line = one_error(run_make_figures(repo, *args, "--profile", "smoke"))
     assert message in line
     assert tree(repo) == {}
 
 
 def test_a_seed_torch_cannot_take_is_refused(repo: Path) -> None:
-    line = one_error(run(repo, "--seed", str(10**30), "--profile", "smoke"))
+    line = one_error(run_make_figures(repo, "--seed", str(10**30), "--profile", "smoke"))
     assert "--seed" in line
     assert tree(repo) == {}
 
 
 def test_out_dir_on_a_file_is_one_error(repo: Path) -> None:
     (repo / "afile").write_text("precious")
-    line = one_error(run(repo, "--out-dir", "afile", "--profile", "smoke"))
+    line = one_error(run_make_figures(repo, "--out-dir", "afile", "--profile", "smoke"))
     assert "--out-dir" in line and "afile" in line
     assert (repo / "afile").read_text() == "precious"
 
 
 def test_an_out_dir_that_cannot_be_written_is_one_error_up_front(repo: Path) -> None:
-    proc = run(repo, "--out-dir", "/proc/block4-figures", "--profile", "smoke")
+    proc = run_make_figures(repo, "--out-dir", "/proc/block4-figures", "--profile", "smoke")
     line = one_error(proc)
     assert "--out-dir" in line
     assert "figure 1/" not in proc.stderr
 
 
 def test_a_bad_thread_count_in_the_environment_is_one_error(repo: Path) -> None:
-    line = one_error(run(repo, "--list", BLOCK4_FIGURE_THREADS="abc"))
+    line = one_error(run_make_figures(repo, "--list", BLOCK4_FIGURE_THREADS="abc"))
     assert "BLOCK4_FIGURE_THREADS" in line
 
 
@@ -362,7 +342,7 @@ def test_the_training_cli_refuses_bad_flags_without_a_traceback(
     proc = subprocess.run(
         [sys.executable, "-m", "block4", *args],
         cwd=tmp_path,
-        env=_env(),
+        env=figures_env(),
         capture_output=True,
         text=True,
         timeout=180,

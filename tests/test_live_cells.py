@@ -14,22 +14,22 @@ The site is built once per session (``mkdocs build --strict``), or taken from
 
 from __future__ import annotations
 
-import functools
-import http.server
+import contextlib
 import json
 import math
 import os
 import statistics
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import torch
+from _helpers import serve_directory
 
 from block4 import live_hooks
 from block4.live_cells import CELL_NAME, gate, run_cell
@@ -163,17 +163,6 @@ def test_the_runtime_is_fetched_not_committed() -> None:
 # In the browser
 # ---------------------------------------------------------------------------------------------
 
-CHROMIUM = Path(os.environ.get("BLOCK4_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = ROOT / "test-output" / "live-cells"
 FIRST_RUN_GOAL_S = 4.0  # on 2 idle cores, from a local server
 LATER_RUN_GOAL_MS = 200.0
@@ -193,44 +182,10 @@ def live_site(request: pytest.FixtureRequest) -> Path:
     return site
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".wasm": "application/wasm",
-    }
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
-        pass
-
-
 @pytest.fixture(scope="module")
 def live_url(live_site: Path) -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(live_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"the browser tests need Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with serve_directory(live_site) as url:
+        yield url
 
 
 class Network:
@@ -265,14 +220,19 @@ class Network:
         return len(self.requests), self.bytes
 
 
-def open_page(browser, url: str, theme: str = "light"):
+@contextlib.contextmanager
+def open_page(browser, url: str, theme: str = "light") -> Iterator[tuple[Any, Network]]:
+    """``url`` loaded in a fresh browser context; yields the page and its `Network`."""
     context = browser.new_context(
         color_scheme=theme, viewport={"width": 1280, "height": 900}, service_workers="block"
     )
-    page = context.new_page()
-    network = Network(page)
-    page.goto(url, wait_until="load")
-    return context, page, network
+    try:
+        page = context.new_page()
+        network = Network(page)
+        page.goto(url, wait_until="load")
+        yield page, network
+    finally:
+        context.close()
 
 
 def run_cell_in(page, cell, code: str | None = None, timeout_s: float = 60.0) -> float:
@@ -292,8 +252,7 @@ def run_cell_in(page, cell, code: str | None = None, timeout_s: float = 60.0) ->
 
 @pytest.mark.slow
 def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(browser, live_url: str):
-    context, page, network = open_page(browser, live_url + "backpropagation/")
-    try:
+    with open_page(browser, live_url + "backpropagation/") as (page, network):
         before_requests, before_bytes = network.mark()
         assert not any("pyodide" in u or "/live/block4/" in u for u in network.requests)
         cell = page.locator(".live-cell").first
@@ -333,8 +292,6 @@ def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(browser, liv
         # The goals hold on idle cores; a machine shared with other work gets its share more.
         assert first_s <= 2.5 * FIRST_RUN_GOAL_S * load
         assert statistics.median(later_ms) <= LATER_RUN_GOAL_MS * load
-    finally:
-        context.close()
 
 
 def torch_values(code: str, names: list[str]) -> dict[str, tuple[float, float]]:
@@ -361,8 +318,7 @@ g = h * x + (y - z).relu() + (x / z) ** 2
 
 @pytest.mark.slow
 def test_an_edited_expression_gives_the_values_of_torch_autograd(browser, live_url: str):
-    context, page, network = open_page(browser, live_url + "backpropagation/")
-    try:
+    with open_page(browser, live_url + "backpropagation/") as (page, network):
         cell = page.locator(".live-cell").first
         code = "from block4.autograd import Value\n" + EDITED + "g.backward()\n"
         run_cell_in(page, cell, code)
@@ -375,14 +331,11 @@ def test_an_edited_expression_gives_the_values_of_torch_autograd(browser, live_u
         for name, (value, grad) in theirs.items():
             assert ours[name] == pytest.approx((value, grad), rel=1e-12, abs=1e-12), name
         assert network.offsite == [] and network.console_errors == []
-    finally:
-        context.close()
 
 
 @pytest.mark.slow
 def test_an_error_shows_its_traceback_in_the_output_area(browser, live_url: str):
-    context, page, network = open_page(browser, live_url + "backpropagation/")
-    try:
+    with open_page(browser, live_url + "backpropagation/") as (page, network):
         cell = page.locator(".live-cell").first
         code = "from block4.autograd import Value\nx = Value(-1.0, 'x')\nprint(x.log())\n"
         run_cell_in(page, cell, code)
@@ -390,14 +343,11 @@ def test_an_error_shows_its_traceback_in_the_output_area(browser, live_url: str)
         assert "Traceback (most recent call last)" in error and f'"{CELL_NAME}", line 3' in error
         assert "ValueError: log is defined only for positive numbers" in error
         assert network.console_errors == []  # on the page, not in the console
-    finally:
-        context.close()
 
 
 @pytest.mark.slow
 def test_the_gate_explorer_answers_the_three_questions(browser, live_url: str):
-    context, page, network = open_page(browser, live_url + "backpropagation/")
-    try:
+    with open_page(browser, live_url + "backpropagation/") as (page, network):
         box = page.locator(".live-explorer")
         box.locator("input.live-incoming").fill("1")
         for x in (-10, 0, 10):
@@ -426,18 +376,13 @@ def test_the_gate_explorer_answers_the_three_questions(browser, live_url: str):
         page.wait_for_function("b => b.dataset.x === '-10'", arg=box.element_handle())
         assert box.locator("td.live-passed").get_attribute("data-value") == "0"
         assert network.offsite == [] and network.console_errors == []
-    finally:
-        context.close()
 
 
 @pytest.mark.slow
 def test_pages_without_live_cells_load_nothing_new(browser, live_url: str):
-    context, page, network = open_page(browser, live_url + "activations/")
-    try:
+    with open_page(browser, live_url + "activations/") as (page, network):
         assert page.locator(".live-cell, .live-explorer").count() == 0
         assert not any("live." in u or "pyodide" in u for u in network.requests)
-    finally:
-        context.close()
 
 
 @pytest.mark.slow
@@ -468,8 +413,7 @@ def test_a_build_without_the_runtime_says_so(browser, live_url: str):
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_screenshots_of_the_cell_and_the_explorer(browser, live_url: str, theme: str):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    context, page, network = open_page(browser, live_url + "backpropagation/", theme)
-    try:
+    with open_page(browser, live_url + "backpropagation/", theme) as (page, network):
         cell = page.locator(".live-cell").first
         run_cell_in(page, cell)
         cell.screenshot(path=str(SHOTS / f"live-cell--{theme}.png"))
@@ -480,5 +424,3 @@ def test_screenshots_of_the_cell_and_the_explorer(browser, live_url: str, theme:
         graphs = page.locator(".live-cell").first
         graphs.scroll_into_view_if_needed()
         assert network.console_errors == []
-    finally:
-        context.close()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from _helpers import trainer
 
 from block4.figures.registry import FigureContext
 from block4.figures.residual_networks import (
@@ -269,17 +269,7 @@ def test_stacked_lightning_training_equals_single_nets_trained_one_by_one():
     x, y = torch.randn(40, 1, 8, 8, generator=gen), torch.randint(0, 10, (40,), generator=gen)
     seeds, kw = [0, 1], {"width": 4, "stem_stride": 2}
     model = StackedConvClassifier(stacked_resnet(6, 2, seeds=seeds, **kw), lr=0.05)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        deterministic=True,
-    )
-    trainer.fit(model, train_dataloaders=MemberBatches(x, y, 16, seeds))
+    trainer(max_epochs=2).fit(model, train_dataloaders=MemberBatches(x, y, 16, seeds))
     assert len(model.epoch_errors) == 2 and len(model.epoch_errors[0]) == 2
     for k, seed in enumerate(seeds):
         net = resnet(6, seed=seed, **kw)

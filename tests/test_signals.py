@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,9 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _helpers import MAKE_FIGURES, figures_env, run_make_figures
 from test_pipeline import make_project
-
-SCRIPT = "scripts/make_figures.py"
 
 FIGURES = '''\
 """Figures for the stop-signal tests.
@@ -132,27 +130,13 @@ def slow_training(ctx: FigureContext, n: int):
 '''
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", **extra)
-    for var in ("BLOCK4_FIGURES_PLAN", "LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
-        env.pop(var, None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkout whose three signal figures were made once, then edited (all stale)."""
     repo = make_project(tmp_path_factory.mktemp("signals") / "repo")
     module = repo / "src" / "block4" / "figures" / "signals.py"
     module.write_text(FIGURES)
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, "--profile", "smoke", "--jobs", "2"],
-        cwd=repo,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_make_figures(repo, "--profile", "smoke", "--jobs", "2", timeout=180)
     assert proc.returncode == 0, proc.stderr
     # a long recorded time starts quick_plot first (longest first): it is finished by the
     # time its worker starts slow_sleep
@@ -214,9 +198,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 def start(repo: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, SCRIPT, "--profile", "smoke", *args],
+        [sys.executable, MAKE_FIGURES, "--profile", "smoke", *args],
         cwd=repo,
-        env=_env(**env),
+        env=figures_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -335,13 +319,13 @@ def test_a_signal_while_planning_writes_nothing(repo: Path) -> None:
         "    time.sleep(30)\n"
         "    return plan(request)\n"
         "m.plan = slow_plan\n"
-        f"sys.argv = [{SCRIPT!r}, '--profile', 'smoke']\n"
-        f"runpy.run_path({SCRIPT!r}, run_name='__main__')\n"
+        f"sys.argv = [{MAKE_FIGURES!r}, '--profile', 'smoke']\n"
+        f"runpy.run_path({MAKE_FIGURES!r}, run_name='__main__')\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", wrapper],
         cwd=repo,
-        env=_env(),
+        env=figures_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -386,13 +370,6 @@ def test_a_signal_between_a_figures_writes_waits_for_all_three(
     if phase != "lock":
         return
     # the lock was released: the next run makes what is left and ends
-    resumed = subprocess.run(
-        [sys.executable, SCRIPT, "--profile", "smoke", "--only", "slow_sleep"],
-        cwd=repo,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    resumed = run_make_figures(repo, "--profile", "smoke", "--only", "slow_sleep", timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert assert_consistent(repo)["slow_sleep"]["params"] == {"n": 2}

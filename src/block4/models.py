@@ -161,7 +161,24 @@ def check_options(
         raise ValueError(f"init_std must be a number > 0, got {init_std!r}")
 
 
-class HiddenBlock(nn.Module):
+class _LinearNormAct(nn.Module):
+    """The computation of a hidden block, ``act(norm(linear(x)))`` (``+ x`` when residual);
+    shared by `HiddenBlock` and its stacked form, so the two cannot drift apart."""
+
+    linear: nn.Module
+    norm: nn.Module
+    act: nn.Module
+    residual: bool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.norm(self.linear(x)))
+        return x + out if self.residual else out
+
+    def extra_repr(self) -> str:
+        return f"residual={self.residual}"
+
+
+class HiddenBlock(_LinearNormAct):
     """One hidden layer: ``linear -> norm -> act``, optionally with a skip connection.
 
     Attributes:
@@ -197,13 +214,6 @@ class HiddenBlock(nn.Module):
             raise ValueError(f"norm {norm!r} is not supported; choose one of: {_choices(NORMS)}")
         self.act = make_activation(activation)
         self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.norm(self.linear(x)))
-        return x + out if self.residual else out
-
-    def extra_repr(self) -> str:
-        return f"residual={self.residual}"
 
 
 class MLP(nn.Sequential):

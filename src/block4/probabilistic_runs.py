@@ -238,6 +238,20 @@ class BestMemberState(pl.Callback):
 # --------------------------------------------------------------------------------------------
 
 
+def _data_entries(
+    x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, n: int, shown: int
+) -> dict[str, Any]:
+    """The data part of a runs result: the first ``shown`` training points of the first seed
+    (what a scatter plot shows), the training-set size ``n`` and every seed's test points."""
+    return {
+        "x_train": x[0, :shown, 0],
+        "y_train": y[0, :shown],
+        "n_train": n,
+        "x_test": x_test[..., 0],
+        "y_test": y_test,
+    }
+
+
 def synthetic_runs(ctx: RunContext, n_seeds: int, grid: int = 400) -> dict[str, Any]:
     """One-sigma and sigma(x) Gaussian MLPs on `HeteroscedasticDataModule`, one data draw
     and one initialisation per seed (``ctx.seed + k``), trained as two stacks.
@@ -264,11 +278,7 @@ def synthetic_runs(ctx: RunContext, n_seeds: int, grid: int = 400) -> dict[str, 
         "grid": xs,
         "true_mean": HeteroscedasticDataModule.true_mean(xs),
         "true_sigma": HeteroscedasticDataModule.true_sigma(xs),
-        "x_train": x[0, :1500, 0],
-        "y_train": y[0, :1500],
-        "n_train": n,
-        "x_test": x_test[..., 0],
-        "y_test": y_test,
+        **_data_entries(x, y, x_test, y_test, n, shown=1500),
     }
     for name, het in (("homoscedastic", False), ("heteroscedastic", True)):
         model = gaussian_members(
@@ -360,11 +370,7 @@ def count_runs(ctx: RunContext, n_seeds: int, grid: int = 300) -> dict[str, Any]
         "seeds": seeds,
         "grid": xs,
         "true_rate": count_rate(xs),
-        "x_train": x[0, :1200, 0],
-        "y_train": y[0, :1200],
-        "n_train": n,
-        "x_test": x_test[..., 0],
-        "y_test": y_test,
+        **_data_entries(x, y, x_test, y_test, n, shown=1200),
     }
     body = {"depth": 2, "width": 32, "activation": "tanh", "lr": 1e-2}
     poisson = ProbabilisticRegressor(
@@ -410,11 +416,7 @@ def mixture_runs(ctx: RunContext, n_seeds: int, x_probe: float, grid: int = 160)
     out: dict[str, Any] = {
         "seeds": seeds,
         "grid": xs,
-        "x_train": x[0, :1500, 0],
-        "y_train": y[0, :1500],
-        "n_train": n,
-        "x_test": x_test[..., 0],
-        "y_test": y_test,
+        **_data_entries(x, y, x_test, y_test, n, shown=1500),
     }
     body = {"depth": 2, "width": 48, "activation": "tanh", "lr": 1e-2}
     mdn = ProbabilisticRegressor(

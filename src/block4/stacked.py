@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import distributions as D
 from torch import nn
 
-from block4.models import MLP, check_options, make_activation, mlp
+from block4.models import MLP, _LinearNormAct, check_options, make_activation, mlp
 
 __all__ = [
     "aleatoric_variance",
@@ -170,7 +170,7 @@ class StackedLayerNorm(nn.Module):
         return torch.addcmul(self.bias.unsqueeze(1), z, self.weight.unsqueeze(1))
 
 
-class StackedHiddenBlock(nn.Module):
+class StackedHiddenBlock(_LinearNormAct):
     """``E`` `HiddenBlock`s: ``linear -> norm -> act`` (``+ x`` when residual)."""
 
     def __init__(
@@ -193,13 +193,6 @@ class StackedHiddenBlock(nn.Module):
             self.norm = nn.Identity()
         self.act = make_activation(activation)
         self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.norm(self.linear(x)))
-        return x + out if self.residual else out
-
-    def extra_repr(self) -> str:
-        return f"residual={self.residual}"
 
 
 # The options that must agree for MLPs to be stacked (shape and computation).

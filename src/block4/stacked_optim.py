@@ -59,6 +59,24 @@ class _StackedOptimizer(torch.optim.Optimizer):
             grads = [torch.where(self._view(self.active, g), g, zero) for g in grads]
         return params, grads
 
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = self._gather(group)
+            if params:
+                self._step_group(group, params, grads)
+        return loss
+
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """One step of the algorithm on the parameters of ``group`` that have gradients."""
+        raise NotImplementedError
+
     @staticmethod
     def _view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return values.view(-1, *[1] * (like.dim() - 1))
@@ -93,35 +111,24 @@ class StackedSGD(_StackedOptimizer):
         )
         super().__init__(params, member_lr, defaults, active)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = self._gather(group)
-            if not params:
-                continue
-            if group["weight_decay"] != 0:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            momentum = group["momentum"]
-            if momentum != 0:
-                bufs = [self.state[p].get("momentum_buffer") for p in params]
-                if any(b is None for b in bufs):
-                    bufs = [torch.clone(g).detach() for g in grads]
-                    for p, b in zip(params, bufs, strict=True):
-                        self.state[p]["momentum_buffer"] = b
-                else:
-                    torch._foreach_mul_(bufs, momentum)
-                    torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
-                if group["nesterov"]:
-                    grads = torch._foreach_add(grads, bufs, alpha=momentum)
-                else:
-                    grads = bufs
-            neg_lr = self._per_member([-group["lr"] * v for v in group["member_lr"]], params)
-            torch._foreach_add_(params, torch._foreach_mul(grads, neg_lr))
-        return loss
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        if group["weight_decay"] != 0:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        momentum = group["momentum"]
+        if momentum != 0:
+            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            if any(b is None for b in bufs):
+                bufs = [torch.clone(g).detach() for g in grads]
+                for p, b in zip(params, bufs, strict=True):
+                    self.state[p]["momentum_buffer"] = b
+            else:
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+            grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
+        neg_lr = self._per_member([-group["lr"] * v for v in group["member_lr"]], params)
+        torch._foreach_add_(params, torch._foreach_mul(grads, neg_lr))
 
 
 class StackedAdam(_StackedOptimizer):
@@ -141,44 +148,36 @@ class StackedAdam(_StackedOptimizer):
         defaults = dict(betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
         super().__init__(params, member_lr, defaults, active)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = self._gather(group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            lrs = [group["lr"] * v for v in group["member_lr"]]
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-            torch._foreach_add_([s["step"] for s in states], 1.0)
-            wd = group["weight_decay"]
-            if wd != 0 and group["decoupled"]:
-                shrink = self._per_member([lr * wd for lr in lrs], params)
-                torch._foreach_sub_(params, torch._foreach_mul(params, shrink))
-            elif wd != 0:
-                grads = torch._foreach_add(grads, params, alpha=wd)
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            step = float(states[0]["step"])
-            bias_correction1 = 1 - beta1**step
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-            step_size = self._per_member([-lr / bias_correction1 for lr in lrs], params)
-            denom = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denom, bias_correction2_sqrt)
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_mul(exp_avgs, step_size)
-            torch._foreach_div_(update, denom)
-            torch._foreach_add_(params, update)
-        return loss
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        lrs = [group["lr"] * v for v in group["member_lr"]]
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states, strict=True):
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+        wd = group["weight_decay"]
+        if wd != 0 and group["decoupled"]:
+            shrink = self._per_member([lr * wd for lr in lrs], params)
+            torch._foreach_sub_(params, torch._foreach_mul(params, shrink))
+        elif wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        step = float(states[0]["step"])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        step_size = self._per_member([-lr / bias_correction1 for lr in lrs], params)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, group["eps"])
+        update = torch._foreach_mul(exp_avgs, step_size)
+        torch._foreach_div_(update, denom)
+        torch._foreach_add_(params, update)

@@ -44,7 +44,36 @@ def _mean_of_finite(values: Iterable[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-class TrainingCurve(pl.Callback):
+class _MeasuredWhileTraining(pl.Callback):
+    """Calls ``_measure`` before the first step and after every ``every_n_steps``-th step
+    (never after a step when ``every_n_steps`` is ``None``)."""
+
+    every_n_steps: int | None
+
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measure(trainer, pl_module)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._measure(trainer, pl_module)
+
+
+def _check_member(k: object, members: int, what: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < members:
+        raise IndexError(f"member {k!r} is out of range; this {what} has members 0..{members - 1}")
+
+
+class TrainingCurve(_MeasuredWhileTraining):
     """Training error and loss of a classifier on the *whole* training split, during training.
 
     Measured in evaluation mode (BatchNorm uses its running statistics) on all training
@@ -128,20 +157,6 @@ class TrainingCurve(pl.Callback):
         self.errors.append(_mean_of_finite(m[-1] for m in self.member_errors))
         self.losses.append(_mean_of_finite(m[-1] for m in self.member_losses))
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module)
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
-            self._measure(trainer, pl_module)
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.every_n_steps:
             self._measure(trainer, pl_module)
@@ -152,11 +167,7 @@ class TrainingCurve(pl.Callback):
         Raises:
             IndexError: when ``k`` is not a recorded member.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.member_errors):
-            raise IndexError(
-                f"member {k!r} is out of range; this curve has members "
-                f"0..{len(self.member_errors) - 1}"
-            )
+        _check_member(k, len(self.member_errors), "curve")
         curve = TrainingCurve(self.every_n_steps)
         curve.epochs = list(self.epochs)
         curve.errors[:] = self.member_errors[k]
@@ -171,7 +182,7 @@ class TrainingCurve(pl.Callback):
         return None
 
 
-class DeadUnitTracker(pl.Callback):
+class DeadUnitTracker(_MeasuredWhileTraining):
     """Fraction of hidden units that output 0 for *every* training example ("dead" ReLUs).
 
     A dead unit passes no gradient to its incoming weights and bias for any input, so they stop
@@ -269,30 +280,12 @@ class DeadUnitTracker(pl.Callback):
         Raises:
             IndexError: when ``k`` is not a recorded member.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(self.member_dead):
-            raise IndexError(
-                f"member {k!r} is out of range; this tracker has members "
-                f"0..{len(self.member_dead) - 1}"
-            )
+        _check_member(k, len(self.member_dead), "tracker")
         tracker = DeadUnitTracker(self.every_n_steps)
         tracker.steps = list(self.steps)
         tracker.dead[:] = self.member_dead[k]
         tracker.dead_per_layer[:] = [list(r) for r in self.member_dead_per_layer[k]]
         return tracker
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._measure(trainer, pl_module)
-
-    def on_train_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
-            self._measure(trainer, pl_module)
 
 
 class BestValidationState(pl.Callback):
