@@ -4,7 +4,8 @@ A graph is a list of [`GraphNode`][block4.graph_drawing.GraphNode]s and ``(from_
 edges in the direction data flows. [`layout`][block4.graph_drawing.layout] places it from left
 (inputs) to right (outputs): a column per node by the longest path from the inputs, rows by a
 tidy-tree layout grown back from the outputs, so the main chain of a computation is a straight
-line and side inputs branch off it. [`draw_graph`][block4.graph_drawing.draw_graph] draws that
+line and side inputs branch off it. A graph too long for the page (``max_width``) wraps into
+bands read top to bottom, like lines of text. [`draw_graph`][block4.graph_drawing.draw_graph] draws that
 layout with matplotlib (the course figures); [`graph_svg`][block4.graph_drawing.graph_svg]
 writes it as SVG in pure Python (the live cells, in the browser on Pyodide). Only the standard
 library is imported here; matplotlib only inside the matplotlib functions.
@@ -30,7 +31,16 @@ if TYPE_CHECKING:  # matplotlib is imported only when a graph is drawn with it
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["GraphNode", "Layout", "layout", "value_graph", "draw_graph", "graph_svg", "COLOURS"]
+__all__ = [
+    "GraphNode",
+    "Layout",
+    "layout",
+    "value_graph",
+    "draw_graph",
+    "graph_svg",
+    "COLOURS",
+    "PAGE_WIDTH",
+]
 
 #: The colours of a drawing. ``forward`` and ``backward`` are the course's roles (the same as
 #: ``block4.style.ROLE``); the neutral greys are mirrored by the dark variant of a figure.
@@ -42,11 +52,18 @@ COLOURS = {
     "line": "#555555",
     "op_fill": "#ececec",
 }
-#: Font sizes in points: value boxes, op nodes, edge labels.
-VALUE_SIZE, OP_SIZE, LABEL_SIZE = 9.0, 10.0, 8.0
+#: Font sizes in points: value boxes, op nodes, edge labels, the title of an SVG drawing.
+#: 9 pt is the smallest text that stays readable when a figure is shown at page width.
+VALUE_SIZE, OP_SIZE, LABEL_SIZE, TITLE_SIZE = 9.0, 10.0, 9.0, 11.0
 LINE_HEIGHT = 0.21  # layout units between two text lines of a value box
 OP_RADIUS = 0.25  # layout units; an op whose text fits is a circle of this radius
 MAX_NODES = 400
+#: The widest figure, in inches, that a page shows at its natural size: the content column is
+#: 688 CSS px (7.2 in) in a 1280-px window; pass it as ``max_width`` to wrap long graphs.
+PAGE_WIDTH = 6.9
+MARGIN = 0.05  # layout units around the drawing
+BAND_GAP = 0.7  # layout units between two bands of a wrapped drawing; the return line runs here
+RETURN_OFFSET = 0.2  # layout units the return line keeps from a band's first and last column
 
 
 @dataclass
@@ -89,6 +106,9 @@ class Layout:
         bounds: ``(left, right, bottom, top)`` of the whole drawing.
         edge_labels: text written along some edges, by edge.
         scale: inches per layout unit the text sizes were measured for.
+        routes: the polyline, as points, of each edge from the end of one band of a wrapped
+            drawing to the start of the next (it leaves to the right, runs back left in the
+            gap between the bands and enters from the left); every other edge is one arrow.
     """
 
     nodes: list[GraphNode]
@@ -99,6 +119,7 @@ class Layout:
     bounds: tuple[float, float, float, float]
     edge_labels: dict[tuple[Any, Any], str] = field(default_factory=dict)
     scale: float = 0.8
+    routes: dict[tuple[Any, Any], list[tuple[float, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._kind = {n.key: n.kind for n in self.nodes}
@@ -113,12 +134,24 @@ class Layout:
         half = OP_RADIUS if self.is_circle(key) else self.size[key][0] / 2
         return self.x[key] + side * half, self.y[key]
 
+    def label_anchor(self, a: Any, b: Any) -> tuple[float, float]:
+        """Where the label of edge ``(a, b)`` sits: the bottom centre of its text, just above
+        the middle of the arrow (or of the return line of a routed edge)."""
+        if (a, b) in self.routes:
+            (x1, y1), (x2, _) = self.routes[(a, b)][2:4]
+            return (x1 + x2) / 2, y1 + 0.05
+        (xa, ya), (xb, yb) = self.port(a, +1), self.port(b, -1)
+        return (xa + xb) / 2, (ya + yb) / 2 + 0.05
+
     def arrows(self) -> list[tuple[Any, Any, float, int]]:
-        """Each edge with its bend (``x * x``: two arrows bent apart) and its copy index."""
+        """Each edge drawn as one arrow, with its bend (``x * x``: two arrows bent apart) and
+        its copy index; the edges in ``routes`` are not among them."""
         multiplicity = Counter(self.edges)
         drawn: Counter[tuple[Any, Any]] = Counter()
         result = []
         for a, b in self.edges:
+            if (a, b) in self.routes:
+                continue
             i, n = drawn[(a, b)], multiplicity[(a, b)]
             drawn[(a, b)] += 1
             result.append((a, b, 0.3 * (i - (n - 1) / 2), i))
@@ -171,6 +204,7 @@ def layout(
     *,
     scale: float = 0.8,
     edge_labels: dict[tuple[Any, Any], str] | None = None,
+    max_width: float | None = None,
 ) -> Layout:
     """Place a small directed acyclic graph in columns from left to right.
 
@@ -179,13 +213,23 @@ def layout(
         edges: ``(from_key, to_key)`` pairs, in the direction data flows.
         scale: inches per layout unit; text is measured at this size.
         edge_labels: text written along some edges, by ``(from_key, to_key)``.
+        max_width: the widest drawing allowed, in inches (as ``draw_graph`` makes it, margins
+            included). A wider graph wraps into bands stacked top to bottom, in as few bands
+            as fit and then as evenly as possible; a band ends only where a single edge leads
+            on, which is drawn back to the start of the next band (see ``Layout.routes``).
+            ``None``: one band, however wide.
 
     Raises:
-        ValueError: for duplicate keys, an unknown node or kind, a label on no edge, a cycle.
+        ValueError: for duplicate keys, an unknown node or kind, a label on no edge, a cycle,
+            a ``max_width`` that is not a positive number or that no wrapping can meet.
     """
     nodes, edges = list(nodes), list(edges)
     edge_labels = dict(edge_labels or {})
     _check(nodes, edges, edge_labels)
+    if max_width is not None and not (isinstance(max_width, (int, float)) and max_width > 0):
+        raise ValueError(
+            f"draw_graph: max_width must be a positive number of inches, not {max_width!r}"
+        )
     keys = [n.key for n in nodes]
     col = _columns(keys, edges)
     row = _rows(keys, edges, col)
@@ -202,12 +246,127 @@ def layout(
     col_x = [0.0] * ncols
     for c in range(1, ncols):  # a column is as wide as its widest node
         col_x[c] = col_x[c - 1] + (col_w[c - 1] + col_w[c]) / 2 + gap[c - 1]
+    left_of = [col_x[c] - col_w[c] / 2 for c in range(ncols)]
+    right_of = [col_x[c] + col_w[c] / 2 for c in range(ncols)]
+    bands = [(0, ncols - 1)]
+    if max_width is not None and (right_of[-1] - left_of[0] + 2 * MARGIN) * scale + 0.1 > max_width:
+        limit = (max_width - 0.1) / scale - 2 * MARGIN  # layout units a band may take
+        bands = _bands(edges, col, left_of, right_of, limit, max_width)
     x = {k: col_x[col[k]] for k in keys}
     y = {k: -row[k] for k in keys}
-    left, right = -col_w[0] / 2 - 0.05, col_x[-1] + col_w[-1] / 2 + 0.05
-    top = max((y[k] + size[k][1] / 2 for k in keys), default=0.45) + 0.05
-    bottom = min((y[k] - size[k][1] / 2 for k in keys), default=-0.45) - 0.05
-    return Layout(nodes, edges, x, y, size, (left, right, bottom, top), edge_labels, scale)
+    routes: dict[tuple[Any, Any], list[tuple[float, float]]] = {}
+    if len(bands) > 1:
+        x, y, routes = _wrap(bands, keys, edges, col, x, y, size, left_of, right_of)
+    left = min((x[k] - size[k][0] / 2 for k in keys), default=0.0)
+    right = max((x[k] + size[k][0] / 2 for k in keys), default=0.0)
+    top = max((y[k] + size[k][1] / 2 for k in keys), default=0.45)
+    bottom = min((y[k] - size[k][1] / 2 for k in keys), default=-0.45)
+    for points in routes.values():
+        left, right = min([left] + [p[0] for p in points]), max([right] + [p[0] for p in points])
+    bounds = (left - MARGIN, right + MARGIN, bottom - MARGIN, top + MARGIN)
+    plan = Layout(nodes, edges, x, y, size, bounds, edge_labels, scale)
+    plan.routes = {
+        (a, b): [plan.port(a, +1), *points, plan.port(b, -1)] for (a, b), points in routes.items()
+    }
+    return plan
+
+
+def _bands(
+    edges: list[tuple[Any, Any]],
+    col: dict[Any, int],
+    left_of: list[float],
+    right_of: list[float],
+    limit: float,
+    max_width: float,
+) -> list[tuple[int, int]]:
+    """Column ranges ``(first, last)`` of the bands: fewest bands, then the narrowest widest one.
+
+    A band may end after column ``c`` only if exactly one edge crosses from ``c`` to ``c + 1``
+    (and none spans further): that edge becomes the return line to the next band.
+    """
+    ncols = len(left_of)
+    crossing = Counter()
+    breakable = [True] * ncols
+    for a, b in edges:
+        for c in range(col[a], col[b]):
+            crossing[c] += 1
+        if col[b] - col[a] > 1:
+            for c in range(col[a], col[b]):
+                breakable[c] = False
+    breakable = [ok and crossing[c] == 1 for c, ok in enumerate(breakable)]
+
+    def width(first: int, last: int) -> float:
+        margins = RETURN_OFFSET * ((first > 0) + (last < ncols - 1))
+        return right_of[last] - left_of[first] + margins
+
+    # best[e]: (bands, widest band) of the best wrapping of columns 0..e that ends a band at e
+    best: dict[int, tuple[int, float, int]] = {}  # e -> (bands, widest, first column of band)
+    for last in range(ncols):
+        if last < ncols - 1 and not breakable[last]:
+            continue
+        for first in range(last + 1):
+            if first > 0 and first - 1 not in best:
+                continue
+            w = width(first, last)
+            if w > limit:
+                continue
+            n, widest = (0, 0.0) if first == 0 else best[first - 1][:2]
+            candidate = (n + 1, max(widest, w), first)
+            if last not in best or candidate[:2] < best[last][:2]:
+                best[last] = candidate
+    if ncols - 1 not in best:
+        raise ValueError(
+            f"draw_graph: the graph cannot be wrapped into max_width={max_width:g} in: a band "
+            "may end only where a single edge leads on; allow a wider drawing or shorter labels"
+        )
+    bands = []
+    last = ncols - 1
+    while last >= 0:
+        first = best[last][2]
+        bands.append((first, last))
+        last = first - 1
+    return bands[::-1]
+
+
+def _wrap(
+    bands: list[tuple[int, int]],
+    keys: list[Any],
+    edges: list[tuple[Any, Any]],
+    col: dict[Any, int],
+    x: dict[Any, float],
+    y: dict[Any, float],
+    size: dict[Any, tuple[float, float]],
+    left_of: list[float],
+    right_of: list[float],
+) -> tuple[dict[Any, float], dict[Any, float], dict[tuple[Any, Any], list[tuple[float, float]]]]:
+    """Move each band under the one before it, flush left, and route the edges between bands."""
+    band_of = {c: i for i, (first, last) in enumerate(bands) for c in range(first, last + 1)}
+    x, y = dict(x), dict(y)
+    shift_y = 0.0
+    previous_bottom = 0.0
+    for i, (first, _) in enumerate(bands):
+        members = [k for k in keys if band_of[col[k]] == i]
+        shift_x = -left_of[first] + (RETURN_OFFSET if i > 0 else 0.0)
+        top = max(y[k] + size[k][1] / 2 for k in members)
+        if i > 0:
+            shift_y = previous_bottom - BAND_GAP - top
+        for k in members:
+            x[k] += shift_x
+            y[k] += shift_y
+        previous_bottom = min(y[k] - size[k][1] / 2 for k in members)
+    routes = {}
+    for a, b in edges:
+        i, j = band_of[col[a]], band_of[col[b]]
+        if i == j:
+            continue
+        first_a, last_a = bands[i]
+        band_right = right_of[last_a] - left_of[first_a] + (RETURN_OFFSET if i > 0 else 0.0)
+        out_x = band_right + RETURN_OFFSET
+        in_x = 0.0  # the left edge of band j's first column sits at RETURN_OFFSET
+        lower = min(y[k] - size[k][1] / 2 for k in keys if band_of[col[k]] == i)
+        back_y = lower - BAND_GAP / 2
+        routes[(a, b)] = [(out_x, y[a]), (out_x, back_y), (in_x, back_y), (in_x, y[b])]
+    return x, y, routes
 
 
 def _check(
@@ -372,6 +531,7 @@ def draw_graph(
     ax: Axes | None = None,
     scale: float = 0.8,
     edge_labels: dict[tuple[Any, Any], str] | None = None,
+    max_width: float | None = None,
 ) -> Figure:
     """Draw a small directed acyclic graph in layers from left to right, with matplotlib.
 
@@ -389,6 +549,8 @@ def draw_graph(
         edge_labels: text written along some edges, by ``(from_key, to_key)``, in the
             forward colour: the tensor an edge carries (its shape, say) when the graph has
             no value node for it.
+        max_width: the widest figure allowed, in inches; a longer graph wraps into bands
+            (see [`layout`][block4.graph_drawing.layout]). ``None``: one band.
 
     Returns:
         The matplotlib Figure.
@@ -400,7 +562,7 @@ def draw_graph(
 
     from block4.style import context
 
-    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels)
+    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels, max_width=max_width)
     left, right, bottom, top = plan.bounds
     with context():
         given_ax = ax is not None
@@ -461,17 +623,24 @@ def _draw_node(ax: Axes, plan: Layout, n: GraphNode, shrink: float) -> None:
 
 def _draw_edges(ax: Axes, plan: Layout, shrink: float) -> None:
     from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path
 
     line = COLOURS["line"]
     look = dict(arrowstyle="-|>", mutation_scale=9, color=line, lw=1.0, shrinkA=1, shrinkB=1)
     label_look = dict(ha="center", va="bottom", color=COLOURS["forward"])
+    labelled = []
     for a, b, bend, copy in plan.arrows():
         (xa, ya), (xb, yb) = plan.port(a, +1), plan.port(b, -1)
         bent = f"arc3,rad={bend:.3f}"
         ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), connectionstyle=bent, **look))
-        if (a, b) in plan.edge_labels and copy == 0:
+        if copy == 0:
+            labelled.append((a, b))
+    for points in plan.routes.values():
+        ax.add_patch(FancyArrowPatch(path=Path(points), joinstyle="round", **look))
+    for a, b in [*labelled, *plan.routes]:
+        if (a, b) in plan.edge_labels:
             text, size = plan.edge_labels[(a, b)], LABEL_SIZE * shrink
-            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.05, text, fontsize=size, **label_look)
+            ax.text(*plan.label_anchor(a, b), text, fontsize=size, **label_look)
 
 
 def _fit(ax: Axes, width: float, height: float) -> float:
@@ -494,6 +663,7 @@ def graph_svg(
     title: str | None = None,
     scale: float = 0.8,
     edge_labels: dict[tuple[Any, Any], str] | None = None,
+    max_width: float | None = None,
 ) -> str:
     """The drawing of [`draw_graph`][block4.graph_drawing.draw_graph] as an SVG string.
 
@@ -508,11 +678,12 @@ def graph_svg(
         title: an optional title above the graph.
         scale: inches per layout unit, as for ``draw_graph``.
         edge_labels: text written along some edges, as for ``draw_graph``.
+        max_width: the widest drawing allowed, in inches, as for ``draw_graph``.
 
     Returns:
         A standalone ``<svg>`` element (no XML declaration), ready to put into a page.
     """
-    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels)
+    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels, max_width=max_width)
     left, right, bottom, top = plan.bounds
     k = scale * 72  # points per layout unit
     head = 0.35 * 72 if title else 0.0
@@ -530,7 +701,7 @@ def graph_svg(
         f'<path class="head" d="M0,0 L8,3 L0,6 z" fill="{COLOURS["line"]}"/></marker></defs>',
     ]
     if title:
-        parts.append(_svg_text(width / 2, head / 2, title, "text", 11, "normal"))
+        parts.append(_svg_text(width / 2, head / 2, title, "text", TITLE_SIZE, "normal"))
     parts += _svg_edges(plan, at, k)
     for n in plan.nodes:
         parts += _svg_node(plan, n, at, k)
@@ -581,20 +752,27 @@ def _svg_node(plan: Layout, n: GraphNode, at: Any, k: float) -> list[str]:
 
 
 def _svg_edges(plan: Layout, at: Any, k: float) -> list[str]:
-    parts = []
+    def path(d: str) -> str:
+        return (
+            f'<path class="edge" d="{d}" fill="none" stroke="{COLOURS["line"]}" '
+            'stroke-width="1" stroke-linejoin="round" marker-end="url(#block4-arrow)"/>'
+        )
+
+    parts, labelled = [], []
     for a, b, bend, copy in plan.arrows():
         (xa, ya), (xb, yb) = plan.port(a, +1), plan.port(b, -1)
         # matplotlib's arc3: the control point sits off the midpoint by bend x the chord
         cx, cy = (xa + xb) / 2 + bend * (yb - ya), (ya + yb) / 2 - bend * (xb - xa)
         (sx, sy), (qx, qy), (ex, ey) = at(xa, ya), at(cx, cy), at(xb, yb)
-        parts.append(
-            f'<path class="edge" d="M{sx:.2f},{sy:.2f} Q{qx:.2f},{qy:.2f} {ex:.2f},{ey:.2f}" '
-            f'fill="none" stroke="{COLOURS["line"]}" stroke-width="1" '
-            'marker-end="url(#block4-arrow)"/>'
-        )
-        if (a, b) in plan.edge_labels and copy == 0:
-            lx, ly = at((xa + xb) / 2, (ya + yb) / 2 + 0.05)
-            parts.append(
-                _svg_text(lx, ly - LABEL_SIZE / 2, plan.edge_labels[(a, b)], "forward", 8, "")
-            )
+        parts.append(path(f"M{sx:.2f},{sy:.2f} Q{qx:.2f},{qy:.2f} {ex:.2f},{ey:.2f}"))
+        if copy == 0:
+            labelled.append((a, b))
+    for points in plan.routes.values():
+        corners = [at(*p) for p in points]
+        parts.append(path("M" + " L".join(f"{px:.2f},{py:.2f}" for px, py in corners)))
+    for a, b in [*labelled, *plan.routes]:
+        if (a, b) in plan.edge_labels:
+            lx, ly = at(*plan.label_anchor(a, b))
+            text = plan.edge_labels[(a, b)]
+            parts.append(_svg_text(lx, ly - LABEL_SIZE / 2, text, "forward", LABEL_SIZE, ""))
     return parts
