@@ -11,10 +11,12 @@ from contextlib import redirect_stdout
 import matplotlib.pyplot as plt
 import pytest
 import torch
+from matplotlib.text import Text
 
 from block4.figures import backpropagation as bp
 from block4.figures import computational_graphs as cg
 from block4.figures.registry import FigureContext
+from block4.graph_drawing import PAGE_WIDTH
 
 
 @pytest.fixture
@@ -24,6 +26,32 @@ def ctx() -> FigureContext:
 
 def texts(fig) -> list[str]:
     return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def assert_readable_at_page_width(fig) -> None:
+    """At most PAGE_WIDTH wide, every text (titles, keys, node text, labels) at least 9 pt."""
+    assert fig.get_size_inches()[0] <= PAGE_WIDTH
+    sizes = {t.get_text(): t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip()}
+    small = {text: size for text, size in sizes.items() if size < 9}
+    assert sizes and not small
+
+
+GRAPH_FIGURES = [
+    (cg.graph_matmul_product, {}),
+    (cg.graph_mlp_captured, {"p_drop": 0.2}),
+    (bp.backprop_worked_example, {"x": -2.0, "y": 5.0, "z": -4.0}),
+    (bp.backprop_patterns, {"x": 3.0, "y": -1.0, "incoming": 2.0}),
+    (bp.backprop_sigmoid_gate, {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "params"), GRAPH_FIGURES, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_graph_figures_are_readable_at_page_width(ctx: FigureContext, make, params) -> None:
+    fig, _ = make(ctx, **params)
+    assert_readable_at_page_width(fig)
+    plt.close(fig)
 
 
 def test_matmul_product_graph(ctx: FigureContext) -> None:
@@ -46,6 +74,10 @@ def test_mlp_graph_is_captured_op_by_op(ctx: FigureContext) -> None:
     shown = set(texts(fig))
     assert {"flatten", "linear", "ReLU", "dropout\np=0.2", "softmax"} <= shown
     assert {"N×28×28", "N×784", "N×512", "N×10", "512×784", "W1", "b2"} <= shown
+    # too long for one row at page width: layer 2 (from dropout on) is a second row
+    at = {t.get_text(): t.get_position() for t in fig.axes[0].texts}
+    assert at["dropout\np=0.2"][1] < at["ReLU"][1] and at["dropout\np=0.2"][0] < at["ReLU"][0]
+    assert at["softmax"][1] == at["dropout\np=0.2"][1]
     plt.close(fig)
 
 

@@ -13,7 +13,10 @@ from block4 import style
 from block4.autograd import Value, draw_svg, trace
 from block4.graph_drawing import (
     COLOURS,
+    LABEL_SIZE,
+    PAGE_WIDTH,
     GraphNode,
+    Layout,
     draw_graph,
     graph_svg,
     layout,
@@ -34,6 +37,44 @@ def worked_example() -> Value:
     return f
 
 
+def long_chain(n_layers: int = 4) -> tuple[list[GraphNode], list[tuple], dict[tuple, str]]:
+    """An MLP-like chain: per layer a linear op with its weight as side input, then a ReLU;
+    shapes on the edges. A band can end after a linear op (one edge leads on to the ReLU),
+    not after a ReLU (the next weight sits in its column)."""
+    nodes = [GraphNode("in", title="images", value="N×28×28")]
+    edges: list[tuple] = []
+    labels: dict[tuple, str] = {}
+    previous = "in"
+    for i in range(n_layers):
+        op, weight, relu = f"op{i}", f"w{i}", f"relu{i}"
+        nodes += [
+            GraphNode(op, kind="op", title="linear"),
+            GraphNode(weight, title=f"W{i}", value="512×512"),
+            GraphNode(relu, kind="op", title="ReLU"),
+        ]
+        edges += [(previous, op), (weight, op), (op, relu)]
+        labels[(op, relu)] = "N×512"
+        previous = relu
+    nodes.append(GraphNode("out", title="probabilities", value="N×10"))
+    edges.append((previous, "out"))
+    return nodes, edges, labels
+
+
+def assert_tidy(plan: Layout) -> None:
+    """Every node and edge inside the drawing, and no two nodes overlap."""
+    left, right, bottom, top = plan.bounds
+    for k in plan.x:
+        w, h = plan.size[k]
+        assert left <= plan.x[k] - w / 2 and plan.x[k] + w / 2 <= right
+        assert bottom <= plan.y[k] - h / 2 and plan.y[k] + h / 2 <= top
+    for points in plan.routes.values():
+        assert all(left <= x <= right and bottom <= y <= top for x, y in points)
+    boxes = [(plan.x[k], plan.y[k], *plan.size[k]) for k in plan.x]
+    for i, (x1, y1, w1, h1) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            assert abs(x1 - x2) >= (w1 + w2) / 2 - 1e-9 or abs(y1 - y2) >= (h1 + h2) / 2 - 1e-9
+
+
 def test_layout_places_inputs_left_of_their_ops_and_the_output_last() -> None:
     f = worked_example()
     nodes, edges = value_graph(*trace(f))
@@ -42,15 +83,49 @@ def test_layout_places_inputs_left_of_their_ops_and_the_output_last() -> None:
         assert plan.x[a] < plan.x[b]
     xs = sorted(plan.x.values())
     assert plan.x[id(f)] == xs[-1]
+    assert not plan.routes
+    assert_tidy(plan)
+
+
+def test_a_long_graph_wraps_into_bands_within_max_width() -> None:
+    nodes, edges, labels = long_chain()
+    wide = layout(nodes, edges, edge_labels=labels)
+    assert (wide.bounds[1] - wide.bounds[0]) * wide.scale + 0.1 > PAGE_WIDTH  # needs wrapping
+    plan = layout(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH)
     left, right, bottom, top = plan.bounds
-    for n in nodes:  # every node lies inside the drawing, and no two overlap
-        w, h = plan.size[n.key]
-        assert left <= plan.x[n.key] - w / 2 and plan.x[n.key] + w / 2 <= right
-        assert bottom <= plan.y[n.key] - h / 2 and plan.y[n.key] + h / 2 <= top
-    boxes = [(plan.x[k], plan.y[k], *plan.size[k]) for k in plan.x]
-    for i, (x1, y1, w1, h1) in enumerate(boxes):
-        for x2, y2, w2, h2 in boxes[i + 1 :]:
-            assert abs(x1 - x2) >= (w1 + w2) / 2 - 1e-9 or abs(y1 - y2) >= (h1 + h2) / 2 - 1e-9
+    assert (right - left) * plan.scale + 0.1 <= PAGE_WIDTH
+    assert_tidy(plan)
+    assert len(plan.routes) >= 1
+    for (a, b), points in plan.routes.items():
+        # out of a to the right, back left below a's band, into b from the left
+        assert points[0] == plan.port(a, +1) and points[-1] == plan.port(b, -1)
+        (_, ya), (x_out, _), (_, y_back), (x_in, _) = points[:4]
+        assert x_out > plan.port(a, +1)[0] and x_in < plan.port(b, -1)[0]
+        assert ya > y_back > plan.y[b] + plan.size[b][1] / 2
+        assert (a, b) not in [(u, v) for u, v, _, _ in plan.arrows()]
+    # every other edge stays one arrow from left to right within its band
+    for a, b, _, _ in plan.arrows():
+        assert plan.x[a] < plan.x[b]
+    # a band breaks only where one edge leads on: each weight stays in its op's band
+    for i in range(4):
+        assert abs(plan.y[f"w{i}"] - plan.y[f"op{i}"]) < 1.5
+    assert all(a.startswith("op") and b.startswith("relu") for a, b in plan.routes)
+
+
+def test_a_graph_that_fits_does_not_wrap() -> None:
+    nodes, edges = value_graph(*trace(worked_example()))
+    plain, roomy = layout(nodes, edges), layout(nodes, edges, max_width=PAGE_WIDTH)
+    assert not roomy.routes
+    assert (roomy.x, roomy.y, roomy.bounds) == (plain.x, plain.y, plain.bounds)
+
+
+def test_bad_max_width_gets_one_clear_error() -> None:
+    nodes, edges, labels = long_chain()
+    for bad in (0, -3.0, "wide", float("nan")):
+        with pytest.raises(ValueError, match="max_width must be a positive number"):
+            layout(nodes, edges, max_width=bad)
+    with pytest.raises(ValueError, match="cannot be wrapped into max_width=1 in"):
+        draw_graph(nodes, edges, edge_labels=labels, max_width=1.0)
 
 
 def test_a_chain_is_one_straight_row() -> None:
@@ -129,6 +204,47 @@ def test_svg_and_matplotlib_share_the_layout() -> None:
     root = ET.fromstring(svg)
     width_pt = float(root.get("width").removesuffix("pt"))
     assert width_pt == pytest.approx((fig.get_size_inches()[0] - 0.1) * 72, abs=0.1)
+
+
+def test_a_wrapped_graph_is_drawn_alike_by_svg_and_matplotlib() -> None:
+    nodes, edges, labels = long_chain()
+    svg = graph_svg(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH)
+    fig = draw_graph(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH)
+    plan = layout(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH)
+    assert fig.get_size_inches()[0] <= PAGE_WIDTH
+    left, _, _, top = plan.bounds
+    k = plan.scale * 72
+    root = ET.fromstring(svg)
+
+    def where(t: ET.Element, lift: float) -> tuple[str, float, float]:
+        x, y = float(t.get("x")), float(t.get("y")) + lift
+        return t.text or "", x / k + left, top - y / k
+
+    # node texts sit in a group per node; the edge labels directly in the drawing, centred
+    # LABEL_SIZE / 2 above the anchor matplotlib gives as their bottom
+    in_nodes = [where(t, 0) for g in root.iter(f"{SVG}g") for t in g.iter(f"{SVG}text")]
+    on_edges = [where(t, LABEL_SIZE / 2) for t in root.findall(f"{SVG}text")]
+    assert sorted(t for t, _, _ in on_edges) == sorted(labels.values())
+    from_mpl = sorted((t.get_text(), *t.get_position()) for t in fig.axes[0].texts)
+    from_svg = sorted(in_nodes + on_edges)
+    assert [t for t, _, _ in from_svg] == [t for t, _, _ in from_mpl]
+    for (_, *svg_at), (_, *mpl_at) in zip(from_svg, from_mpl, strict=True):
+        assert svg_at == pytest.approx(mpl_at, abs=0.01)  # the SVG rounds to 0.01 pt
+    edge_paths = [p.get("d") for p in root.iter(f"{SVG}path") if p.get("class") == "edge"]
+    polylines = [d for d in edge_paths if " L" in d]
+    assert len(polylines) == len(plan.routes) >= 1
+    arrows = [p for p in fig.axes[0].patches if type(p).__name__ == "FancyArrowPatch"]
+    assert len(arrows) == len(edges)  # the routed edges too, one arrow each
+
+
+def test_every_text_is_at_least_9_pt() -> None:
+    nodes, edges, labels = long_chain()
+    fig = draw_graph(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH, title="a chain")
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert sizes and min(sizes) >= 9
+    svg = graph_svg(nodes, edges, edge_labels=labels, max_width=PAGE_WIDTH, title="a chain")
+    svg_sizes = [float(t.get("font-size")) for t in ET.fromstring(svg).iter(f"{SVG}text")]
+    assert min(svg_sizes) >= 9
 
 
 def test_colours_are_the_course_roles() -> None:

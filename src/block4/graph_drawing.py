@@ -4,10 +4,12 @@ A graph is a list of [`GraphNode`][block4.graph_drawing.GraphNode]s and ``(from_
 edges in the direction data flows. [`layout`][block4.graph_drawing.layout] places it from left
 (inputs) to right (outputs): a column per node by the longest path from the inputs, rows by a
 tidy-tree layout grown back from the outputs, so the main chain of a computation is a straight
-line and side inputs branch off it. [`draw_graph`][block4.graph_drawing.draw_graph] draws that
-layout with matplotlib (the course figures); [`graph_svg`][block4.graph_drawing.graph_svg]
-writes it as SVG in pure Python (the live cells, in the browser on Pyodide). Only the standard
-library is imported here; matplotlib only inside the matplotlib functions.
+line and side inputs branch off it. A graph too long for the page (``max_width``) wraps into
+bands read top to bottom, like lines of text. The layout lives in ``block4.graph_layout`` and
+is re-exported here. [`draw_graph`][block4.graph_drawing.draw_graph] draws it with matplotlib
+(the course figures); [`graph_svg`][block4.graph_drawing.graph_svg] writes it as SVG in pure
+Python (the live cells, in the browser on Pyodide). Only the standard library is imported
+here; matplotlib only inside the matplotlib functions.
 
 Examples:
     >>> from block4.graph_drawing import GraphNode, graph_svg
@@ -20,17 +22,37 @@ Examples:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
+
+from block4.graph_layout import (
+    LABEL_SIZE,
+    LINE_HEIGHT,
+    OP_RADIUS,
+    OP_SIZE,
+    PAGE_WIDTH,
+    TITLE_SIZE,
+    VALUE_SIZE,
+    GraphNode,
+    Layout,
+    layout,
+)
 
 if TYPE_CHECKING:  # matplotlib is imported only when a graph is drawn with it
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["GraphNode", "Layout", "layout", "value_graph", "draw_graph", "graph_svg", "COLOURS"]
+__all__ = [
+    "GraphNode",
+    "Layout",
+    "layout",
+    "value_graph",
+    "draw_graph",
+    "graph_svg",
+    "COLOURS",
+    "PAGE_WIDTH",
+]
 
 #: The colours of a drawing. ``forward`` and ``backward`` are the course's roles (the same as
 #: ``block4.style.ROLE``); the neutral greys are mirrored by the dark variant of a figure.
@@ -42,89 +64,6 @@ COLOURS = {
     "line": "#555555",
     "op_fill": "#ececec",
 }
-#: Font sizes in points: value boxes, op nodes, edge labels.
-VALUE_SIZE, OP_SIZE, LABEL_SIZE = 9.0, 10.0, 8.0
-LINE_HEIGHT = 0.21  # layout units between two text lines of a value box
-OP_RADIUS = 0.25  # layout units; an op whose text fits is a circle of this radius
-MAX_NODES = 400
-
-
-@dataclass
-class GraphNode:
-    """One node of a graph drawn by [`draw_graph`][block4.graph_drawing.draw_graph].
-
-    Attributes:
-        key: a unique, hashable id used by the edges.
-        kind: ``"op"`` (drawn as a circle or pill holding ``title``) or ``"value"`` (a box
-            with ``title`` and, below it, ``value`` and ``grad`` lines).
-        title: the op symbol, or the name of a value (may be empty).
-        value: the forward value as text, drawn in the forward colour (values only).
-        grad: the gradient as text (e.g. ``"grad -4"``), drawn in the backward colour.
-        note: an extra grey line (a shape, a parameter count, ...).
-    """
-
-    key: Any
-    kind: str = "value"
-    title: str = ""
-    value: str | None = None
-    grad: str | None = None
-    note: str | None = None
-
-    def lines(self) -> list[tuple[str, str, str]]:
-        """The text lines of a value box: ``(text, colour role, font weight)``, top to bottom."""
-        rest = [(self.value, "forward"), (self.grad, "backward"), (self.note or None, "note")]
-        lines = [(self.title, "text", "bold")] if self.title else []
-        return lines + [(text, role, "normal") for text, role in rest if text is not None]
-
-
-@dataclass
-class Layout:
-    """Where everything goes, in layout units (one row = 1; ``y`` grows upwards).
-
-    Attributes:
-        nodes: the nodes, in the order given.
-        edges: the edges, in the order given (a repeated edge is drawn as bent arrows).
-        x, y: the centre of each node, by key.
-        size: ``(width, height)`` of each node, by key.
-        bounds: ``(left, right, bottom, top)`` of the whole drawing.
-        edge_labels: text written along some edges, by edge.
-        scale: inches per layout unit the text sizes were measured for.
-    """
-
-    nodes: list[GraphNode]
-    edges: list[tuple[Any, Any]]
-    x: dict[Any, float]
-    y: dict[Any, float]
-    size: dict[Any, tuple[float, float]]
-    bounds: tuple[float, float, float, float]
-    edge_labels: dict[tuple[Any, Any], str] = field(default_factory=dict)
-    scale: float = 0.8
-
-    def __post_init__(self) -> None:
-        self._kind = {n.key: n.kind for n in self.nodes}
-
-    def is_circle(self, key: Any) -> bool:
-        """Whether ``key`` is an op drawn as a circle (its text fits in one)."""
-        w, h = self.size[key]
-        return self._kind[key] == "op" and w <= 2 * OP_RADIUS and h <= 2 * OP_RADIUS
-
-    def port(self, key: Any, side: float) -> tuple[float, float]:
-        """Where an edge leaves (``side=+1``) or enters (``side=-1``) a node."""
-        half = OP_RADIUS if self.is_circle(key) else self.size[key][0] / 2
-        return self.x[key] + side * half, self.y[key]
-
-    def arrows(self) -> list[tuple[Any, Any, float, int]]:
-        """Each edge with its bend (``x * x``: two arrows bent apart) and its copy index."""
-        multiplicity = Counter(self.edges)
-        drawn: Counter[tuple[Any, Any]] = Counter()
-        result = []
-        for a, b in self.edges:
-            i, n = drawn[(a, b)], multiplicity[(a, b)]
-            drawn[(a, b)] += 1
-            result.append((a, b, 0.3 * (i - (n - 1) / 2), i))
-        return result
-
-
 #: How each operation of a scalar graph is written in its op node (``**n`` becomes ``^n``).
 OP_SYMBOLS = {"+": "+", "-": "−", "*": "×", "/": "÷", "neg": "−x", "sigmoid": "σ", "relu": "ReLU"}
 
@@ -165,202 +104,6 @@ def value_graph(
     return nodes, drawn_edges + [(id(a), ("op", id(b))) for a, b in edges]
 
 
-def layout(
-    nodes: Iterable[GraphNode],
-    edges: Iterable[tuple[Any, Any]],
-    *,
-    scale: float = 0.8,
-    edge_labels: dict[tuple[Any, Any], str] | None = None,
-) -> Layout:
-    """Place a small directed acyclic graph in columns from left to right.
-
-    Args:
-        nodes: the nodes, see [`GraphNode`][block4.graph_drawing.GraphNode].
-        edges: ``(from_key, to_key)`` pairs, in the direction data flows.
-        scale: inches per layout unit; text is measured at this size.
-        edge_labels: text written along some edges, by ``(from_key, to_key)``.
-
-    Raises:
-        ValueError: for duplicate keys, an unknown node or kind, a label on no edge, a cycle.
-    """
-    nodes, edges = list(nodes), list(edges)
-    edge_labels = dict(edge_labels or {})
-    _check(nodes, edges, edge_labels)
-    keys = [n.key for n in nodes]
-    col = _columns(keys, edges)
-    row = _rows(keys, edges, col)
-    unit = 1 / scale  # layout units per inch
-    size = {n.key: _node_size(n, unit) for n in nodes}
-    ncols = max(col.values()) + 1 if col else 1
-    col_w = [0.0] * ncols
-    for k in keys:
-        col_w[col[k]] = max(col_w[col[k]], size[k][0])
-    gap = [0.4] * ncols  # room for the arrows after each column, and for their labels
-    for (a, b), text in edge_labels.items():
-        if col[b] == col[a] + 1:
-            gap[col[a]] = max(gap[col[a]], _text_width(text, LABEL_SIZE) * unit + 0.25)
-    col_x = [0.0] * ncols
-    for c in range(1, ncols):  # a column is as wide as its widest node
-        col_x[c] = col_x[c - 1] + (col_w[c - 1] + col_w[c]) / 2 + gap[c - 1]
-    x = {k: col_x[col[k]] for k in keys}
-    y = {k: -row[k] for k in keys}
-    left, right = -col_w[0] / 2 - 0.05, col_x[-1] + col_w[-1] / 2 + 0.05
-    top = max((y[k] + size[k][1] / 2 for k in keys), default=0.45) + 0.05
-    bottom = min((y[k] - size[k][1] / 2 for k in keys), default=-0.45) - 0.05
-    return Layout(nodes, edges, x, y, size, (left, right, bottom, top), edge_labels, scale)
-
-
-def _check(
-    nodes: list[GraphNode], edges: list[tuple[Any, Any]], edge_labels: dict[Any, str]
-) -> None:
-    by_key = {n.key for n in nodes}
-    if len(by_key) != len(nodes):
-        raise ValueError("draw_graph: node keys must be unique")
-    for n in nodes:
-        if n.kind not in ("op", "value"):
-            raise ValueError(f"GraphNode kind {n.kind!r} is not supported; choose 'op' or 'value'")
-    for a, b in edges:
-        for k in (a, b):
-            if k not in by_key:
-                raise ValueError(f"draw_graph: edge ({a!r}, {b!r}) names an unknown node {k!r}")
-    if len(nodes) > MAX_NODES:
-        msg = f"(at most {MAX_NODES}); draw a smaller part of the graph"
-        raise ValueError(
-            f"draw_graph: {len(nodes)} nodes are too many to read in one drawing {msg}"
-        )
-    for edge in edge_labels:
-        if edge not in edges:
-            raise ValueError(f"draw_graph: edge_labels names {edge!r}, which is not an edge")
-
-
-def _text_width(text: str, fontsize: float) -> float:
-    """Rough width of ``text`` in inches (DejaVu Sans averages ~0.6 em per character)."""
-    return 0.6 * fontsize / 72 * len(text)
-
-
-def _node_size(n: GraphNode, unit: float) -> tuple[float, float]:
-    if n.kind == "op":
-        title_lines = n.title.split("\n")
-        w = max(_text_width(t, OP_SIZE) for t in title_lines) * unit + 0.2
-        h = 0.46 + 0.2 * (len(title_lines) - 1)
-        return (2 * OP_RADIUS,) * 2 if w <= 2 * OP_RADIUS and h <= 2 * OP_RADIUS else (max(w, h), h)
-    lines = n.lines()
-    w = max((_text_width(t, VALUE_SIZE) for t, _, _ in lines), default=0.3) * unit
-    return max(0.6, w + 0.2), 0.16 + LINE_HEIGHT * max(1, len(lines))
-
-
-def _neighbours(
-    keys: Sequence[Any], edges: Sequence[tuple[Any, Any]]
-) -> tuple[dict[Any, list[Any]], dict[Any, list[Any]]]:
-    preds: dict[Any, list[Any]] = {k: [] for k in keys}
-    succs: dict[Any, list[Any]] = {k: [] for k in keys}
-    for a, b in edges:
-        preds[b].append(a)
-        succs[a].append(b)
-    return preds, succs
-
-
-def _columns(keys: Sequence[Any], edges: Sequence[tuple[Any, Any]]) -> dict[Any, int]:
-    """A column per node: longest path from the sources; each source sits just before its use."""
-    preds, succs = _neighbours(keys, edges)
-    col: dict[Any, int] = {}
-    for k in _kahn(keys, preds, succs):
-        col[k] = 1 + max((col[p] for p in preds[k]), default=-1)
-    for k in keys:  # pull inputs and constants right, next to the op that consumes them
-        if not preds[k] and succs[k]:
-            col[k] = min(col[s] for s in succs[k]) - 1
-    return col
-
-
-def _kahn(
-    keys: Sequence[Any], preds: dict[Any, list[Any]], succs: dict[Any, list[Any]]
-) -> list[Any]:
-    indegree = {k: len(preds[k]) for k in keys}
-    ready = [k for k in keys if indegree[k] == 0]
-    order: list[Any] = []
-    while ready:
-        k = ready.pop(0)
-        order.append(k)
-        for s in succs[k]:
-            indegree[s] -= 1
-            if indegree[s] == 0:
-                ready.append(s)
-    if len(order) != len(keys):
-        raise ValueError("draw_graph needs an acyclic graph; the edges contain a cycle")
-    return order
-
-
-Contour = dict[int, tuple[float, float]]  # per column: the lowest and highest row used
-Subtree = tuple[dict[Any, float], Contour, Any]  # rows by key, contour, anchor key
-
-
-def _stack(parts: list[Subtree]) -> tuple[dict[Any, float], Contour, list[float]]:
-    """Stack subtrees top to bottom as tightly as their column contours allow."""
-    pos: dict[Any, float] = {}
-    contour: Contour = {}
-    anchors: list[float] = []
-    for sub_pos, sub_contour, anchor in parts:
-        offset = 0.0
-        if contour:
-            gaps = [contour[c][1] - sub_contour[c][0] + 1.0 for c in sub_contour if c in contour]
-            offset = max(gaps + [anchors[-1] + 1.0 - sub_pos[anchor]])
-        for k, v in sub_pos.items():
-            pos[k] = v + offset
-        for c, (lo, hi) in sub_contour.items():
-            old = contour.get(c)
-            lo, hi = lo + offset, hi + offset
-            contour[c] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        anchors.append(sub_pos[anchor] + offset)
-    return pos, contour, anchors
-
-
-def _rows(
-    keys: Sequence[Any], edges: Sequence[tuple[Any, Any]], col: dict[Any, int]
-) -> dict[Any, float]:
-    """Rows (downwards) by a tidy-tree layout grown back from the outputs.
-
-    Each node's inputs are stacked as compactly as their column contours allow, and a node
-    sits level with its largest input subtree, so the main chain of a computation is a
-    straight line and side inputs (weights, constants) branch off it. A node used twice is
-    placed once, at its first use; its other uses are just longer edges.
-    """
-    preds: dict[Any, list[Any]] = {k: [] for k in keys}
-    has_succ: set[Any] = set()
-    for a, b in edges:
-        if a not in preds[b]:
-            preds[b].append(a)
-        has_succ.add(a)
-    placed: set[Any] = set()
-
-    def subtree(k: Any) -> Subtree:
-        placed.add(k)
-        parts = [subtree(child) for child in preds[k] if child not in placed]
-        if not parts:
-            return {k: 0.0}, {col[k]: (0.0, 0.0)}, k
-        pos, contour, anchors = _stack(parts)
-        sizes = [len(p) for p, _, _ in parts]
-        biggest = max(sizes)
-        if sizes.count(biggest) == 1 and len(parts) > 1:
-            y = anchors[sizes.index(biggest)]  # stay level with the main chain
-        else:
-            y = (anchors[0] + anchors[-1]) / 2
-        pos = {key: v - y for key, v in pos.items()}
-        contour = {c: (lo - y, hi - y) for c, (lo, hi) in contour.items()}
-        pos[k] = 0.0
-        contour[col[k]] = (0.0, 0.0)
-        return pos, contour, k
-
-    pos, _, _ = _stack([subtree(r) for r in keys if r not in has_succ])
-    columns: dict[int, list[Any]] = {}  # every node reaches an output; guard overlaps anyway
-    for k in keys:
-        columns.setdefault(col[k], []).append(k)
-    for members in columns.values():
-        members.sort(key=lambda k: pos[k])
-        for prev, k in zip(members, members[1:], strict=False):
-            pos[k] = max(pos[k], pos[prev] + 1.0)
-    return pos
-
-
 # ===================================================================== matplotlib
 
 
@@ -372,6 +115,7 @@ def draw_graph(
     ax: Axes | None = None,
     scale: float = 0.8,
     edge_labels: dict[tuple[Any, Any], str] | None = None,
+    max_width: float | None = None,
 ) -> Figure:
     """Draw a small directed acyclic graph in layers from left to right, with matplotlib.
 
@@ -389,6 +133,8 @@ def draw_graph(
         edge_labels: text written along some edges, by ``(from_key, to_key)``, in the
             forward colour: the tensor an edge carries (its shape, say) when the graph has
             no value node for it.
+        max_width: the widest figure allowed, in inches; a longer graph wraps into bands
+            (see [`layout`][block4.graph_drawing.layout]). ``None``: one band.
 
     Returns:
         The matplotlib Figure.
@@ -400,7 +146,7 @@ def draw_graph(
 
     from block4.style import context
 
-    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels)
+    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels, max_width=max_width)
     left, right, bottom, top = plan.bounds
     with context():
         given_ax = ax is not None
@@ -461,17 +207,24 @@ def _draw_node(ax: Axes, plan: Layout, n: GraphNode, shrink: float) -> None:
 
 def _draw_edges(ax: Axes, plan: Layout, shrink: float) -> None:
     from matplotlib.patches import FancyArrowPatch
+    from matplotlib.path import Path
 
     line = COLOURS["line"]
     look = dict(arrowstyle="-|>", mutation_scale=9, color=line, lw=1.0, shrinkA=1, shrinkB=1)
     label_look = dict(ha="center", va="bottom", color=COLOURS["forward"])
+    labelled = []
     for a, b, bend, copy in plan.arrows():
         (xa, ya), (xb, yb) = plan.port(a, +1), plan.port(b, -1)
         bent = f"arc3,rad={bend:.3f}"
         ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), connectionstyle=bent, **look))
-        if (a, b) in plan.edge_labels and copy == 0:
+        if copy == 0:
+            labelled.append((a, b))
+    for points in plan.routes.values():
+        ax.add_patch(FancyArrowPatch(path=Path(points), joinstyle="round", **look))
+    for a, b in [*labelled, *plan.routes]:
+        if (a, b) in plan.edge_labels:
             text, size = plan.edge_labels[(a, b)], LABEL_SIZE * shrink
-            ax.text((xa + xb) / 2, (ya + yb) / 2 + 0.05, text, fontsize=size, **label_look)
+            ax.text(*plan.label_anchor(a, b), text, fontsize=size, **label_look)
 
 
 def _fit(ax: Axes, width: float, height: float) -> float:
@@ -494,6 +247,7 @@ def graph_svg(
     title: str | None = None,
     scale: float = 0.8,
     edge_labels: dict[tuple[Any, Any], str] | None = None,
+    max_width: float | None = None,
 ) -> str:
     """The drawing of [`draw_graph`][block4.graph_drawing.draw_graph] as an SVG string.
 
@@ -508,11 +262,12 @@ def graph_svg(
         title: an optional title above the graph.
         scale: inches per layout unit, as for ``draw_graph``.
         edge_labels: text written along some edges, as for ``draw_graph``.
+        max_width: the widest drawing allowed, in inches, as for ``draw_graph``.
 
     Returns:
         A standalone ``<svg>`` element (no XML declaration), ready to put into a page.
     """
-    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels)
+    plan = layout(nodes, edges, scale=scale, edge_labels=edge_labels, max_width=max_width)
     left, right, bottom, top = plan.bounds
     k = scale * 72  # points per layout unit
     head = 0.35 * 72 if title else 0.0
@@ -530,7 +285,7 @@ def graph_svg(
         f'<path class="head" d="M0,0 L8,3 L0,6 z" fill="{COLOURS["line"]}"/></marker></defs>',
     ]
     if title:
-        parts.append(_svg_text(width / 2, head / 2, title, "text", 11, "normal"))
+        parts.append(_svg_text(width / 2, head / 2, title, "text", TITLE_SIZE, "normal"))
     parts += _svg_edges(plan, at, k)
     for n in plan.nodes:
         parts += _svg_node(plan, n, at, k)
@@ -581,20 +336,27 @@ def _svg_node(plan: Layout, n: GraphNode, at: Any, k: float) -> list[str]:
 
 
 def _svg_edges(plan: Layout, at: Any, k: float) -> list[str]:
-    parts = []
+    def path(d: str) -> str:
+        return (
+            f'<path class="edge" d="{d}" fill="none" stroke="{COLOURS["line"]}" '
+            'stroke-width="1" stroke-linejoin="round" marker-end="url(#block4-arrow)"/>'
+        )
+
+    parts, labelled = [], []
     for a, b, bend, copy in plan.arrows():
         (xa, ya), (xb, yb) = plan.port(a, +1), plan.port(b, -1)
         # matplotlib's arc3: the control point sits off the midpoint by bend x the chord
         cx, cy = (xa + xb) / 2 + bend * (yb - ya), (ya + yb) / 2 - bend * (xb - xa)
         (sx, sy), (qx, qy), (ex, ey) = at(xa, ya), at(cx, cy), at(xb, yb)
-        parts.append(
-            f'<path class="edge" d="M{sx:.2f},{sy:.2f} Q{qx:.2f},{qy:.2f} {ex:.2f},{ey:.2f}" '
-            f'fill="none" stroke="{COLOURS["line"]}" stroke-width="1" '
-            'marker-end="url(#block4-arrow)"/>'
-        )
-        if (a, b) in plan.edge_labels and copy == 0:
-            lx, ly = at((xa + xb) / 2, (ya + yb) / 2 + 0.05)
-            parts.append(
-                _svg_text(lx, ly - LABEL_SIZE / 2, plan.edge_labels[(a, b)], "forward", 8, "")
-            )
+        parts.append(path(f"M{sx:.2f},{sy:.2f} Q{qx:.2f},{qy:.2f} {ex:.2f},{ey:.2f}"))
+        if copy == 0:
+            labelled.append((a, b))
+    for points in plan.routes.values():
+        corners = [at(*p) for p in points]
+        parts.append(path("M" + " L".join(f"{px:.2f},{py:.2f}" for px, py in corners)))
+    for a, b in [*labelled, *plan.routes]:
+        if (a, b) in plan.edge_labels:
+            lx, ly = at(*plan.label_anchor(a, b))
+            text = plan.edge_labels[(a, b)]
+            parts.append(_svg_text(lx, ly - LABEL_SIZE / 2, text, "forward", LABEL_SIZE, ""))
     return parts

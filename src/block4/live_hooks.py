@@ -1,7 +1,7 @@
 """MkDocs hook for the live cells: ship the engine into the site, load the cells' script where used.
 
-* Every build copies the real ``block4/autograd.py``, ``block4/graph_drawing.py`` and
-  ``block4/live_cells.py`` from ``src/`` into ``<site>/live/block4/`` (never a copy kept in
+* Every build copies the real ``block4/autograd.py``, ``block4/graph_drawing.py``,
+  ``block4/graph_layout.py`` and ``block4/live_cells.py`` from ``src/`` into ``<site>/live/block4/`` (never a copy kept in
   ``docs/``): the live cells run exactly the code the figures and tests run.
 * A page whose HTML holds a live cell (``class="live-cell"``) or the gate explorer
   (``class="live-explorer"``) gets ``javascripts/live.css`` and ``javascripts/live.js``; no
@@ -24,7 +24,7 @@ mimetypes.add_type("application/wasm", ".wasm")
 
 PACKAGE = Path(__file__).resolve().parent
 #: The modules the live cells import, copied from src/block4 into the site on every build.
-SHIPPED = ("autograd.py", "graph_drawing.py", "live_cells.py")
+SHIPPED = ("autograd.py", "graph_drawing.py", "graph_layout.py", "live_cells.py")
 #: Where the shipped modules land in the site.
 SITE_FOLDER = "live/block4"
 #: Where the vendored runtime lives, in docs/ and in the site.

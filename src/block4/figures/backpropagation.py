@@ -10,10 +10,12 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from block4.autograd import Value, draw, trace
 from block4.figures.registry import FigureContext, figure
+from block4.graph_drawing import COLOURS, layout, value_graph
 from block4.matrix_backprop import (
     MNIST_MLP_SIZES,
     activation_numbers_per_example,
@@ -23,7 +25,12 @@ from block4.matrix_backprop import (
     mlp_params,
     saved_tensor_bytes,
 )
-from block4.style import ROLE, subplots
+from block4.style import ROLE, context, subplots
+
+#: Inches above a graph panel for its title, between two panels, and around the figure.
+TITLE_ROOM, PANEL_GAP, FIGURE_MARGIN = 0.35, 0.25, 0.02
+#: Font size of the keys and captions written under a graph figure (points).
+KEY_SIZE = 9
 
 
 # --8<-- [start:worked_example]
@@ -54,25 +61,35 @@ def backprop_worked_example(ctx: FigureContext, x: float, y: float, z: float):
     ``df_dq_local`` (= z).
     """
     v = worked_example(x, y, z)
-    fig, (ax_f, ax_b) = subplots(2, 1, width=6.0, height=4.9)
-    draw(v["f"], ax=ax_f, show_grad=False, title="forward pass: values flow left to right")
-    draw(v["f"], ax=ax_b, title="backward pass: gradients df/d(node) flow right to left")
-    # The edges keep their forward direction; this arrow shows which way the gradients travel.
-    ax_b.annotate(
-        "",
-        xy=(0.08, -0.04),
-        xytext=(0.92, -0.04),
-        xycoords="axes fraction",
-        arrowprops={"arrowstyle": "-|>", "color": ROLE["backward"], "lw": 1.6},
+    footer = 0.5  # inches under the graphs for the backward arrow and its caption
+    fig, (ax_f, ax_b) = _graph_grid(
+        [
+            (v["f"], "forward pass: values flow left to right", {"show_grad": False}),
+            (v["f"], "backward pass: gradients df/d(node) flow right to left", {}),
+        ],
+        footer=footer,
     )
-    ax_b.text(
+    height = fig.get_size_inches()[1]
+    # The edges keep their forward direction; this arrow shows which way the gradients travel.
+    arrow_y = (footer - 0.12) / height
+    fig.add_artist(
+        FancyArrowPatch(
+            (0.92, arrow_y),
+            (0.08, arrow_y),
+            transform=fig.transFigure,
+            arrowstyle="-|>",
+            mutation_scale=12,
+            color=ROLE["backward"],
+            lw=1.6,
+        )
+    )
+    fig.text(
         0.5,
-        -0.07,
+        FIGURE_MARGIN / height,
         "gradient = local gradient × gradient arriving from the right",
-        transform=ax_b.transAxes,
         ha="center",
-        va="top",
-        fontsize=8,
+        va="bottom",
+        fontsize=KEY_SIZE,
         color=ROLE["backward"],
     )
     # The local gradients of q = x + y, from the engine: backpropagate from q alone.
@@ -107,19 +124,28 @@ def backprop_patterns(ctx: FigureContext, x: float, y: float, incoming: float):
     Numbers: ``x``, ``y``, ``incoming`` and, for ``add``, ``mul`` and ``max``, the gradients
     ``<gate>_dx``, ``<gate>_dy`` and the output ``<gate>_out``.
     """
-    fig, axes = subplots(1, 3, width=8.4, height=2.2)
     numbers: dict[str, float] = {"x": x, "y": y, "incoming": incoming}
     gates = {
         "add": ("add distributes", lambda a, b: a + b),
         "mul": ("multiply switches", lambda a, b: a * b),
         "max": ("max routes", lambda a, b: a.max(b)),
     }
-    for ax, (name, (title, gate)) in zip(axes, gates.items(), strict=True):
+    panels = []
+    for name, (title, gate) in gates.items():
         a, b = Value(x, "x"), Value(y, "y")
         out = gate(a, b)
         out.backward(incoming)  # the gradient arriving from the rest of the network
-        draw(out, ax=ax, title=title)
+        panels.append((out, title, {}))
         numbers |= {f"{name}_out": out.data, f"{name}_dx": a.grad, f"{name}_dy": b.grad}
+    # Without the "grad " prefix three graphs fit side by side at page width; a key says
+    # which number is which.
+    fig, _ = _graph_grid(panels, ncols=3, footer=0.3, fmt="{:.4g}", grad_prefix="")
+    key = (
+        f"each box: value (forward, blue) over gradient (backward, orange); "
+        f"each output receives {incoming:g}"
+    )
+    fig.text(0.5, FIGURE_MARGIN / fig.get_size_inches()[1], key, ha="center", va="bottom",
+             fontsize=KEY_SIZE, color=COLOURS["text"])  # fmt: skip
     return fig, numbers
 
 
@@ -164,12 +190,13 @@ def backprop_sigmoid_gate(
     f_inside = 1 / (1 + (-s_alone).exp())
     f_inside.backward()
     panels = [
-        (f_gate, "(a) the neuron with one sigmoid gate σ"),
-        (f_inside, "(b) inside the gate: σ(s) = 1 / (1 + exp(−s)) from elementary operations"),
+        (f_gate, "(a) the neuron with one sigmoid gate σ", {}),
+        (f_inside, "(b) inside the gate: σ(s) = 1 / (1 + exp(−s)) from elementary operations", {}),
     ]
-    fig, axes = _stacked_panels(panels, fmt="{:.2f}", grad_prefix="")
+    fig, axes = _graph_grid(panels, footer=0.3, fmt="{:.2f}", grad_prefix="")
     key = "each box: value (forward, blue) over gradient ∂f/∂node (backward, orange)"
-    fig.text(0.5, 0.005, key, ha="center", va="bottom", fontsize=9, color="#222222")
+    fig.text(0.5, FIGURE_MARGIN / fig.get_size_inches()[1], key, ha="center", va="bottom",
+             fontsize=KEY_SIZE, color=COLOURS["text"])  # fmt: skip
     numbers: dict[str, float] = dict(w0=w0, x0=x0, w1=w1, x1=x1, w2=w2)
     numbers |= {"s": s, "f": f_gate.data, "local": f_gate.data * (1 - f_gate.data)}
     for leaf in leaves_gate:
@@ -189,24 +216,49 @@ def backprop_sigmoid_gate(
     return fig, numbers
 
 
-def _stacked_panels(panels: list[tuple[Value, str]], fmt: str, grad_prefix: str = "grad "):
-    """Graphs one above the other, each at its natural size (text never outgrows its box)."""
-    sizes = []
-    for root, title in panels:
-        probe = draw(root, fmt=fmt, grad_prefix=grad_prefix, title=title)
-        sizes.append(probe.get_size_inches())
+def _graph_grid(
+    panels: list[tuple[Value, str, dict]], *, ncols: int = 1, footer: float = 0.0, **options
+):
+    """Graphs in a grid of ``ncols`` columns, each drawn at its natural size.
+
+    Every axes is exactly as large as its graph wants to be, so the text keeps the sizes of
+    ``block4.graph_drawing`` (a layout engine would shrink the axes, and the text with them).
+    ``panels`` are ``(root, title, options)``; ``options`` (and the shared ``**options``) go
+    to ``draw`` (``show_grad``, default ``True``; ``fmt``; ``grad_prefix``). ``footer`` inches stay free under
+    the grid for a key. Returns ``(fig, axes)``.
+    """
+    sizes, title_widths = [], []
+    with context():
+        probe = plt.figure()
+        renderer = probe.canvas.get_renderer()
+        for root, title, own in panels:
+            kw = {"show_grad": True} | options | own
+            plan = layout(*value_graph(*trace(root), **kw))
+            left, right, bottom, top = plan.bounds
+            sizes.append(((right - left) * plan.scale, (top - bottom) * plan.scale))
+            text = probe.text(0, 0, title, fontsize=plt.rcParams["axes.titlesize"])
+            title_widths.append(text.get_window_extent(renderer).width / probe.dpi)
         plt.close(probe)
-    width = max(w for w, _ in sizes)
-    heights = [h for _, h in sizes]
-    fig, axes = subplots(
-        len(panels),
-        1,
-        width=width,
-        height=sum(heights) + 0.25,
-        gridspec_kw={"height_ratios": heights},
-    )
-    for ax, (root, title) in zip(axes, panels, strict=True):
-        draw(root, ax=ax, fmt=fmt, grad_prefix=grad_prefix, title=title)
+    nrows = -(-len(panels) // ncols)
+    cells = [(i // ncols, i % ncols) for i in range(len(panels))]
+    col_w = [0.0] * ncols
+    row_h = [0.0] * nrows
+    for (r, c), (w, h), tw in zip(cells, sizes, title_widths, strict=True):
+        col_w[c] = max(col_w[c], w, tw)
+        row_h[r] = max(row_h[r], h + TITLE_ROOM)
+    width = sum(col_w) + PANEL_GAP * (ncols - 1) + 2 * FIGURE_MARGIN
+    height = sum(row_h) + PANEL_GAP * (nrows - 1) + footer + 2 * FIGURE_MARGIN
+    with context():
+        fig = plt.figure(figsize=(width, height))
+    axes = []
+    for (r, c), (w, h) in zip(cells, sizes, strict=True):
+        cell_left = FIGURE_MARGIN + sum(col_w[:c]) + PANEL_GAP * c
+        cell_top = FIGURE_MARGIN + sum(row_h[:r]) + PANEL_GAP * r + TITLE_ROOM
+        x0 = cell_left + (col_w[c] - w) / 2
+        y0 = height - cell_top - h - (row_h[r] - TITLE_ROOM - h) / 2
+        axes.append(fig.add_axes((x0 / width, y0 / height, w / width, h / height)))
+    for ax, (root, title, own) in zip(axes, panels, strict=True):
+        draw(root, ax=ax, title=title, **({"show_grad": True} | options | own))
     return fig, axes
 
 

@@ -15,7 +15,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from block4.figures.registry import FigureContext, figure
-from block4.graph_drawing import GraphNode, draw_graph
+from block4.graph_drawing import PAGE_WIDTH, GraphNode, draw_graph
 
 
 # --8<-- [start:product]
@@ -249,6 +249,9 @@ def graph_matmul_product(ctx: FigureContext):
 def graph_mlp_captured(ctx: FigureContext, p_drop: float):
     """The MNIST-style MLP as torch.fx captures it, traced down to its tensor operations.
 
+    Drawn at page width: the chain wraps into two rows (layer 1, then layer 2), so the text
+    keeps its size.
+
     Numbers: ``n_ops`` (operations in the captured graph), ``n_parameter_tensors``,
     ``n_parameters`` (407,050), ``n_module_nodes`` (nodes of the default, layer-level trace),
     ``hidden`` (512), ``classes`` (10).
@@ -265,7 +268,7 @@ def graph_mlp_captured(ctx: FigureContext, p_drop: float):
     titles["input_1"] = "images"
     titles["output"] = "probabilities"
     nodes, edges, labels = fx_to_graph(gm, batch="N", titles=titles, tensors_on_edges=True)
-    fig = draw_graph(nodes, edges, edge_labels=labels, scale=0.8)
+    fig = draw_graph(nodes, edges, edge_labels=labels, scale=0.8, max_width=PAGE_WIDTH)
     module_level = fx.symbolic_trace(model)
     n_ops = sum(1 for n in nodes if n.kind == "op")
     return fig, {
