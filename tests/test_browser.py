@@ -456,11 +456,6 @@ def format_figure_text_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the committed figures predate the 11-px rule (issue 14, item 3); "
-    "drop this mark once they are redrawn",
-)
 def test_figure_text_is_at_least_11_css_px_on_every_page(browser, site_url: str, built_site):
     rows = []
     for theme in THEMES:

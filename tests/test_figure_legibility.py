@@ -191,11 +191,6 @@ def test_every_figure_has_measurable_text() -> None:
         assert found.font_size > 0 and found.displayed_width_px > 0, svg.name
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the committed figures predate the 11-px rule (issue 14, item 3); "
-    "drop this mark once they are redrawn",
-)
 def test_smallest_figure_text_is_at_least_11_css_px_at_page_width() -> None:
     rows = [smallest_text(svg) for svg in figure_svgs()]
     print("\n" + format_table(rows))
