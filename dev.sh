@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # block4 developer entry point. Two commands do everything (see README.md):
 #   ./dev.sh serve   set up .venv, refresh stale figures, build and serve the site on :8000
-#                    (another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve)
+#                    (another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve); notebooks
+#                    without cached outputs run in the background and their pages fill in
+#                    (BLOCK4_DEFER_NOTEBOOKS=0: run them before serving)
 #   ./dev.sh test    set up .venv (and Chromium for the browser tests), run the whole test suite
 # Other verbs: setup (only install), build (strict build into site/).
 set -euo pipefail
@@ -120,7 +122,7 @@ case "$cmd" in
     check_port_free "$addr"
     python scripts/make_figures.py --jobs auto
     # exec: mkdocs takes this process over, so stopping `./dev.sh serve` (Ctrl+C, kill PID)
-    # stops the server too.
+    # stops the server too, and with it the background notebook run (block4.notebook_runner).
     exec mkdocs serve --dev-addr "$addr" ;;
   test)
     setup
