@@ -14,6 +14,12 @@ TORCH_CPU_PIN=2.13.0   # a CPU build of this release is what CI and the referenc
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
+# Whether every named module is installed. Found, not imported: importing torch alone takes
+# seconds, which every `./dev.sh serve` would wait for before the site.
+installed() {
+  python -c 'import importlib.util, sys; sys.exit(not all(map(importlib.util.find_spec, sys.argv[1:])))' "$@"
+}
+
 # Installs go through uv (from PyPI, into the venv) when it can be had: it installs the whole
 # stack in seconds where pip takes minutes. pip stays the fallback; both read the same PyPI.
 installer() {
@@ -29,7 +35,7 @@ installer() {
 }
 
 install_torch() {
-  if python -c "import torch" >/dev/null 2>&1; then return; fi
+  if installed torch; then return; fi
   local install wheel
   install=$(installer)
   wheel=$(ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-${TORCH_CPU_PIN}*cpu*.whl 2>/dev/null | head -n 1 || true)
@@ -58,7 +64,7 @@ setup() {
   # shellcheck disable=SC1091
   . "$VENV/bin/activate"
   install_torch
-  if ! python -c "import block4, mkdocs, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt "$VENV/.block4-installed" ]; then
+  if ! installed block4 mkdocs pytest || [ pyproject.toml -nt "$VENV/.block4-installed" ]; then
     echo "==> installing block4 with its docs and dev extras"
     # torch is already there: the package's range accepts it, so nothing replaces it.
     $(installer) -q -e ".[docs,dev]"
