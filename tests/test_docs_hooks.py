@@ -343,6 +343,15 @@ def test_serve_shows_uncached_notebooks_at_once_and_fills_them_in_from_the_backg
     for folder in (root / docs_hooks.NOTEBOOK_CACHE).iterdir():  # mkdocs-jupyter evicts none
         assert (folder / "deps.json").is_file()
 
+    error = jobs[1].error_file  # written under another server process: a restart tries again
+    server, _, rest = error.read_text().partition("\n")
+    assert server == str(os.getpid())
+    error.write_text(f"1\n{rest}")
+    fails = serve.build("answers.py", "fails.py", command="serve")["fails.py"]
+    assert fails.startswith('<div class="admonition info block4-notebook-pending"')
+    assert notebook_runner.running()
+    notebook_runner.stop()
+
     (root / "docs" / "notebooks" / "fails.py").write_text(NOTEBOOK_FAILS.replace("raise", "# "))
     serve.build("answers.py", "fails.py", command="serve")
     assert [job.name for job in _jobs()] == ["fails.py"]

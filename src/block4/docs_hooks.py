@@ -229,14 +229,14 @@ def _defer_if_uncached(plugin: Any, page: Any, path: Path, folder: Path) -> None
     plugin.config["execute_ignore"] = [*ignore, glob.escape(str(path))]
 
 
-def _pending_note(job: notebook_runner.Job, error: str | None) -> str:
+def _pending_note(error: str | None) -> str:
     if error is not None:
         return (
             '<div class="admonition failure block4-notebook-failed" role="status">\n'
             '<p class="admonition-title">Running this notebook failed</p>\n'
             f"<p>It is shown without outputs. The error: <code>{html.escape(error)}</code>; "
             "the terminal running the server shows all of it. Save a fix to the notebook or "
-            "to the code it uses, and it runs again.</p>\n</div>\n"
+            "to the code it uses (or restart the server), and it runs again.</p>\n</div>\n"
         )
     return (
         '<div class="admonition info block4-notebook-pending" role="status">\n'
@@ -294,9 +294,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 
 def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
-    deferred = _state.deferred.get(page.file.src_uri)
+    deferred = _state.deferred.get(page.file.src_uri) if _state.deferred else None
     if deferred is not None:
-        html_text = _pending_note(*deferred) + html_text
+        html_text = _pending_note(deferred[1]) + html_text
     return site_render.unwrap_figures(html_text)
 
 

@@ -91,12 +91,13 @@ def job_for(source: Path, cache_dir: Path, plugin_config: Mapping[str, Any]) -> 
 
 
 def failure(job: Job) -> str | None:
-    """The error (one line) running ``job`` gave, if this version of it failed."""
+    """The error (one line) running ``job`` gave, if it failed under this server process (a
+    restarted server tries again)."""
     try:
-        text = job.error_file.read_text(encoding="utf-8").strip()
-    except OSError:
+        server, summary, *_ = job.error_file.read_text(encoding="utf-8").split("\n", 2)
+    except (OSError, ValueError):
         return None
-    return text.splitlines()[0] if text else "unknown error"
+    return (summary or "unknown error") if server == str(os.getpid()) else None
 
 
 def _summary(err: BaseException) -> str:
@@ -202,7 +203,8 @@ def execute(job: Job) -> bool:
         error = traceback.format_exc()
         print(error, file=sys.stderr, flush=True)
         if cache_file.parent.is_dir():
-            _atomic_write(job.error_file, f"{_summary(err)}\n\n{_ANSI.sub('', error)}")
+            text = f"{os.getppid()}\n{_summary(err)}\n\n{_ANSI.sub('', error)}"
+            _atomic_write(job.error_file, text)
         return False
     if not cache_file.parent.is_dir():
         return False  # the notebook or its code changed meanwhile: this version is not shown
