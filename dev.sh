@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # block4 developer entry point. Two commands do everything (see README.md):
 #   ./dev.sh serve   set up .venv, refresh stale figures, build and serve the site on :8000
-#                    (another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve)
+#                    (another address: BLOCK4_ADDR=127.0.0.1:8001 ./dev.sh serve); notebooks
+#                    without cached outputs run in the background and their pages fill in
+#                    (BLOCK4_DEFER_NOTEBOOKS=0: run them before serving)
 #   ./dev.sh test    set up .venv (and Chromium for the browser tests), run the whole test suite
 # Other verbs: setup (only install), build (strict build into site/).
 set -euo pipefail
@@ -11,6 +13,12 @@ VENV=${BLOCK4_VENV:-.venv}
 TORCH_CPU_PIN=2.13.0   # a CPU build of this release is what CI and the reference machine use
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+# Whether every named module is installed. Found, not imported: importing torch alone takes
+# seconds, which every `./dev.sh serve` would wait for before the site.
+installed() {
+  python -c 'import importlib.util, sys; sys.exit(not all(map(importlib.util.find_spec, sys.argv[1:])))' "$@"
+}
 
 # Installs go through uv (from PyPI, into the venv) when it can be had: it installs the whole
 # stack in seconds where pip takes minutes. pip stays the fallback; both read the same PyPI.
@@ -27,7 +35,7 @@ installer() {
 }
 
 install_torch() {
-  if python -c "import torch" >/dev/null 2>&1; then return; fi
+  if installed torch; then return; fi
   local install wheel
   install=$(installer)
   wheel=$(ls "${PIP_FIND_LINKS:-/nonexistent}"/torch-${TORCH_CPU_PIN}*cpu*.whl 2>/dev/null | head -n 1 || true)
@@ -56,7 +64,7 @@ setup() {
   # shellcheck disable=SC1091
   . "$VENV/bin/activate"
   install_torch
-  if ! python -c "import block4, mkdocs, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt "$VENV/.block4-installed" ]; then
+  if ! installed block4 mkdocs pytest || [ pyproject.toml -nt "$VENV/.block4-installed" ]; then
     echo "==> installing block4 with its docs and dev extras"
     # torch is already there: the package's range accepts it, so nothing replaces it.
     $(installer) -q -e ".[docs,dev]"
@@ -123,7 +131,7 @@ case "$cmd" in
     check_port_free "$addr"
     python scripts/make_figures.py --jobs auto
     # exec: mkdocs takes this process over, so stopping `./dev.sh serve` (Ctrl+C, kill PID)
-    # stops the server too.
+    # stops the server too, and with it the background notebook run (block4.notebook_runner).
     exec mkdocs serve --dev-addr "$addr" ;;
   test)
     setup

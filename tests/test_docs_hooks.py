@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from mkdocs.exceptions import PluginError
 from test_pipeline import make_project
 
-from block4 import docs_hooks, pipeline
+from block4 import docs_hooks, notebook_runner, pipeline
 
 
 def _entry(name: str, numbers: dict, profile: str = "full") -> dict:
@@ -235,6 +236,157 @@ def test_each_notebook_is_cached_on_its_text_and_the_code_it_uses(
     assert "values.py runs again" not in caplog.text
     assert not Path(first["scales.py"]).exists()  # the cache of the old code is removed
     assert Path(second["values.py"]).is_dir()
+
+
+NOTEBOOK_ANSWERS = """\
+# %% [markdown]
+# # The answer
+
+# %%
+print("The answer is", 6 * 7)
+"""
+
+NOTEBOOK_FAILS = """\
+# %%
+raise ValueError("no answer here")
+"""
+
+
+class _ServeBuild:
+    """One checkout's notebook pages through the hook and the real mkdocs-jupyter plugin."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from mkdocs.config.defaults import MkDocsConfig
+
+        self.root = root
+        self.docs = root / "docs"
+        self.mkdocs = MkDocsConfig()
+        self.mkdocs.load_dict({"site_name": "t", "docs_dir": str(self.docs), "site_dir": "s"})
+        assert self.mkdocs.validate() == ([], [])
+        self.monkeypatch = monkeypatch
+
+    def build(self, *names: str, command: str) -> dict[str, str]:
+        """Render ``names`` as a ``command`` build does; their HTML as the hook leaves it."""
+        from mkdocs.structure.files import File
+        from mkdocs.structure.pages import Page
+        from mkdocs_jupyter.plugin import Plugin
+
+        plugin = Plugin()  # a fresh configuration per build, as mkdocs serve reads it
+        opts = {"include": ["notebooks/*.py"], "execute": True, "allow_errors": False}
+        assert plugin.load_config(opts) == ([], [])
+        config = SimpleNamespace(**{**vars(hook_config(self.root)), "plugins": {}})
+        config.plugins["mkdocs-jupyter"] = plugin
+        self.monkeypatch.delenv("BLOCK4_MKDOCS_COMMAND", raising=False)
+        docs_hooks.on_config(config)
+        docs_hooks.on_pre_build(config)
+        self.monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", command)
+        plugin.on_pre_build(self.mkdocs)
+        pages = {}
+        for name in names:
+            page = Page(None, File(f"notebooks/{name}", str(self.docs), "s", True), self.mkdocs)
+            docs_hooks.on_pre_page(page, config=config, files=None)
+            plugin.on_pre_page(page, self.mkdocs, None)
+            page.render(self.mkdocs, None)
+            pages[name] = docs_hooks.on_page_content(page.content, page, config, None)
+        docs_hooks.on_post_build(config)
+        plugin.on_post_build(self.mkdocs)
+        return pages
+
+
+@pytest.fixture
+def background():
+    """Waits for the background notebook run the hook started; stops it at the end."""
+
+    def wait(timeout: float = 120.0) -> None:
+        end = time.monotonic() + timeout
+        while notebook_runner.running() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not notebook_runner.running(), "the background run did not finish"
+
+    yield wait
+    notebook_runner.stop()
+
+
+def _jobs() -> list:
+    return [job for job, _error in docs_hooks._state.deferred.values()]
+
+
+def test_serve_shows_uncached_notebooks_at_once_and_fills_them_in_from_the_background_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background
+) -> None:
+    root = make_project(tmp_path, with_docs=True)
+    (root / "docs" / "notebooks").mkdir()
+    (root / "docs" / "notebooks" / "answers.py").write_text(NOTEBOOK_ANSWERS)
+    (root / "docs" / "notebooks" / "fails.py").write_text(NOTEBOOK_FAILS)
+    serve = _ServeBuild(root, monkeypatch)
+
+    pages = serve.build("answers.py", "fails.py", command="serve")
+    for html in pages.values():  # shown at once, without outputs, and saying so
+        assert html.startswith('<div class="admonition info block4-notebook-pending"')
+        assert 'class="jp-OutputArea jp-Cell-outputArea"' not in html
+    assert "print(" in pages["answers.py"]  # the code is there
+    jobs = _jobs()
+    assert [job.name for job in jobs] == ["answers.py", "fails.py"]
+    assert notebook_runner.running()  # started after the build, while the site is served
+    background()
+    stamp = root / docs_hooks.NOTEBOOK_STAMP
+    assert stamp.read_text() == "fails.py\n"  # touched after each: the server rebuilds
+
+    pages = serve.build("answers.py", "fails.py", command="serve")
+    answers, fails = pages["answers.py"], pages["fails.py"]
+    assert "block4-notebook" not in answers  # its outputs came from the cache entry it wrote
+    assert "The answer is 42" in answers
+    assert fails.startswith('<div class="admonition failure block4-notebook-failed"')
+    assert "ValueError: no answer here" in fails
+    assert _jobs() == [jobs[1]]  # shown with its error, not run again until it changes
+    assert not notebook_runner.running()
+    for folder in (root / docs_hooks.NOTEBOOK_CACHE).iterdir():  # mkdocs-jupyter evicts none
+        assert (folder / "deps.json").is_file()
+
+    error = jobs[1].error_file  # written under another server process: a restart tries again
+    server, _, rest = error.read_text().partition("\n")
+    assert server == str(os.getpid())
+    error.write_text(f"1\n{rest}")
+    fails = serve.build("answers.py", "fails.py", command="serve")["fails.py"]
+    assert fails.startswith('<div class="admonition info block4-notebook-pending"')
+    assert notebook_runner.running()
+    notebook_runner.stop()
+
+    (root / "docs" / "notebooks" / "fails.py").write_text(NOTEBOOK_FAILS.replace("raise", "# "))
+    serve.build("answers.py", "fails.py", command="serve")
+    assert [job.name for job in _jobs()] == ["fails.py"]
+    assert docs_hooks._state.deferred["notebooks/fails.py"][1] is None  # a new version: pending
+    assert notebook_runner.running()
+
+
+def test_a_strict_build_never_defers_notebooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path, with_docs=True)
+    (root / "docs" / "notebooks").mkdir()
+    (root / "docs" / "notebooks" / "answers.py").write_text(NOTEBOOK_ANSWERS)
+    serve = _ServeBuild(root, monkeypatch)
+    monkeypatch.setenv("BLOCK4_DEFER_NOTEBOOKS", "0")
+    html = serve.build("answers.py", command="serve")["answers.py"]
+    assert "The answer is 42" in html  # serve told not to defer executes before it serves
+    monkeypatch.delenv("BLOCK4_DEFER_NOTEBOOKS")
+    html = serve.build("answers.py", command="build")["answers.py"]
+    assert "The answer is 42" in html and "block4-notebook" not in html  # from the cache
+    assert docs_hooks._state.deferred == {}
+    assert not docs_hooks.defer_notebooks()
+
+
+def test_a_bad_defer_setting_stops_the_build_saying_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", "serve")
+    monkeypatch.setenv("BLOCK4_DEFER_NOTEBOOKS", "yes")
+    with pytest.raises(PluginError, match=r"BLOCK4_DEFER_NOTEBOOKS='yes' is not allowed; use 1"):
+        docs_hooks.defer_notebooks()
+    monkeypatch.setenv("BLOCK4_DEFER_NOTEBOOKS", "1")
+    assert docs_hooks.defer_notebooks()
+    monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", "build")
+    assert not docs_hooks.defer_notebooks()
 
 
 def test_the_hook_is_wired_in_mkdocs_yml() -> None:

@@ -14,6 +14,11 @@ Wired in ``mkdocs.yml`` as ``hooks: [src/block4/docs_hooks.py]``; the rendering 
 * Each companion notebook (mkdocs-jupyter) is cached under a key made of its own text and the
   code signatures of the ``block4`` names it uses, the same function-level analysis as figure
   fingerprints: only notebooks that use changed code run again, and the log says why.
+* ``mkdocs serve`` does not wait for notebooks: one whose outputs are not cached is shown
+  without outputs, under a note that says they are being computed, while
+  :mod:`block4.notebook_runner` executes it in the background; the page fills in (the browser
+  reloads) when it is done. ``BLOCK4_DEFER_NOTEBOOKS=0`` makes ``serve`` execute them before it
+  serves, as ``mkdocs build`` always does.
 
 The package must be importable as this checkout's ``src/block4`` (``pip install -e .`` or
 ``PYTHONPATH=src``); the hook stops the build with that advice when another copy is imported.
@@ -21,7 +26,9 @@ The package must be importable as this checkout's ``src/block4`` (``pip install 
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import html
 import json
 import logging
 import os
@@ -36,7 +43,7 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 
-from block4 import pipeline, site_render
+from block4 import notebook_runner, pipeline, site_render
 
 log = logging.getLogger("mkdocs.hooks.block4")
 
@@ -46,6 +53,11 @@ _COMMAND_ENV = "BLOCK4_MKDOCS_COMMAND"
 
 #: Where executed notebooks are cached, one folder per notebook and code version.
 NOTEBOOK_CACHE = Path(".cache") / "mkdocs-jupyter"
+
+#: Touched by the background notebook run after each notebook; ``mkdocs serve`` watches it.
+NOTEBOOK_STAMP = Path(".cache") / "notebooks-executed" / "stamp"
+
+_DEFER_ENV = "BLOCK4_DEFER_NOTEBOOKS"
 
 
 @dataclass
@@ -58,6 +70,8 @@ class _Build:
     warned: set[tuple[str, str]] = field(default_factory=set)
     sources: pipeline.Sources | None = None
     notebook_dirs: set[Path] = field(default_factory=set)
+    #: notebooks shown without outputs in this build, by page, with their job and any error
+    deferred: dict[str, tuple[notebook_runner.Job, str | None]] = field(default_factory=dict)
 
 
 _state = _Build()
@@ -69,6 +83,19 @@ def on_startup(command: str, dirty: bool) -> None:
 
 def _serving() -> bool:
     return os.environ.get(_COMMAND_ENV) == "serve"
+
+
+def defer_notebooks() -> bool:
+    """Whether this build shows uncached notebooks at once and executes them in the background:
+    ``mkdocs serve`` unless ``BLOCK4_DEFER_NOTEBOOKS=0``; never ``mkdocs build``."""
+    value = os.environ.get(_DEFER_ENV, "1")
+    if value not in ("0", "1"):
+        raise PluginError(
+            f"block4: {_DEFER_ENV}={value!r} is not allowed; use 1 (mkdocs serve shows notebooks "
+            "at once and executes them in the background, the default) or 0 (it executes them "
+            "before serving)"
+        )
+    return _serving() and value == "1"
 
 
 def _check_package(root: Path) -> None:
@@ -100,6 +127,7 @@ def on_pre_build(config: Any) -> None:
     assert project is not None
     _state.warned = set()
     _state.notebook_dirs = set()
+    _state.deferred = {}
     if _serving():
         _refresh_stale(project)
     _state.sources = pipeline.Sources(project)
@@ -183,7 +211,40 @@ def on_pre_page(page: Any, config: Any, files: Any) -> Any:
         pipeline.atomic_write(folder / "deps.json", json.dumps(deps, indent=1).encode())
     plugin.config["cache_dir"] = str(folder)
     _state.notebook_dirs.add(folder)
+    if defer_notebooks():
+        _defer_if_uncached(plugin, page, path, folder)
     return page
+
+
+def _defer_if_uncached(plugin: Any, page: Any, path: Path, folder: Path) -> None:
+    """Serve: a notebook without cached outputs is rendered unexecuted now, run in the
+    background after the build (or shown with its error, if this version of it failed)."""
+    job = notebook_runner.job_for(path, folder, plugin.config)
+    if job is None or Path(job.cache_file).is_file():
+        return
+    _state.deferred[page.file.src_uri] = (job, notebook_runner.failure(job))
+    # The plugin reads this when its own on_pre_page (after this one) handles the page, and
+    # the configuration is read afresh for every build: only this page, only this build.
+    ignore = list(plugin.config.get("execute_ignore") or [])
+    plugin.config["execute_ignore"] = [*ignore, glob.escape(str(path))]
+
+
+def _pending_note(error: str | None) -> str:
+    if error is not None:
+        return (
+            '<div class="admonition failure block4-notebook-failed" role="status">\n'
+            '<p class="admonition-title">Running this notebook failed</p>\n'
+            f"<p>It is shown without outputs. The error: <code>{html.escape(error)}</code>; "
+            "the terminal running the server shows all of it. Save a fix to the notebook or "
+            "to the code it uses (or restart the server), and it runs again.</p>\n</div>\n"
+        )
+    return (
+        '<div class="admonition info block4-notebook-pending" role="status">\n'
+        '<p class="admonition-title">Outputs are being computed</p>\n'
+        "<p>This notebook is shown without its outputs: the server is executing it in the "
+        "background, and this page reloads by itself when they are ready. "
+        "(<code>mkdocs build</code> executes every notebook before it shows it.)</p>\n</div>\n"
+    )
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -233,11 +294,50 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 
 def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
+    deferred = _state.deferred.get(page.file.src_uri) if _state.deferred else None
+    if deferred is not None:
+        html_text = _pending_note(deferred[1]) + html_text
     return site_render.unwrap_figures(html_text)
 
 
+def on_serve(server: Any, config: Any, builder: Any) -> Any:
+    project = _state.project
+    if project is not None and defer_notebooks():
+        stamp = project.root / NOTEBOOK_STAMP
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        server.watch(str(stamp.parent))  # a finished background notebook: rebuild, reload
+    return server
+
+
+def on_shutdown() -> None:
+    notebook_runner.stop()
+
+
+def _run_deferred(project: pipeline.Project) -> None:
+    """After a serve build: execute the notebooks it showed without outputs, in the background."""
+    jobs = [job for job, error in _state.deferred.values() if error is None]
+    started = notebook_runner.ensure(jobs, project.root / NOTEBOOK_STAMP)
+    if started:
+        names = ", ".join(job.name for job in jobs)
+        log.info(
+            "block4: serving now; %d notebook(s) execute in the background and their pages "
+            "fill in when done: %s",
+            len(jobs),
+            names,
+        )
+
+
+@event_priority(100)  # before mkdocs-jupyter's, which empties the cache folder it was given last
 def on_post_build(config: Any) -> None:
     project = _state.project
+    plugin = config.plugins.get("mkdocs-jupyter")
+    if project is not None and plugin is not None and _state.notebook_dirs:
+        # mkdocs-jupyter deletes every *.json in its cache folder that this build did not read:
+        # in the last notebook's folder, its code signatures and an entry the background run
+        # wrote meanwhile. The folders of old versions are removed below instead.
+        plugin.config["cache_dir"] = str(project.root / NOTEBOOK_CACHE)
+    if project is not None and defer_notebooks():
+        _run_deferred(project)
     if project is not None and _state.notebook_dirs:
         # caches of notebook versions this build did not use (older code, removed notebooks)
         for old in (project.root / NOTEBOOK_CACHE).glob("*"):

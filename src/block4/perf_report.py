@@ -309,7 +309,32 @@ def goals_table(results_dir: Path) -> str:
     )
     site = maybe("site_build")
     rows.append(_goal("warm site build", 60, site and site["results"]["warm_s"], "s", where(site)))
+    rows.append(first_start_goal_row(maybe("first_start"), where))
     return _table(rows)
+
+
+def first_start_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, Any]:
+    """Fresh clone to first page of ``./dev.sh serve`` (``benchmarks/first_start.py``), with
+    when every notebook page had its outputs and what the first page took before."""
+    r = data["results"] if data else {}
+    row = _goal(
+        "fresh clone `./dev.sh serve` to first page",
+        r.get("goal_first_page_s", 60),
+        r.get("first_page_s"),
+        "s",
+        where(data),
+    )
+    extra = [
+        f"{label} {r[key]:.3g} s"
+        for key, label in (
+            ("all_notebooks_s", "notebooks filled in at"),
+            ("before_first_page_s", "before (notebooks run first):"),
+        )
+        if r.get(key) is not None
+    ]
+    if extra and r.get("first_page_s") is not None:
+        row["measured"] += f" ({'; '.join(extra)})"
+    return row
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
