@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.figures_from is not None and not args.figures_from.is_dir():
         parser.error(f"--figures-from {args.figures_from}: not a folder")
 
+    commit = subprocess.run(  # what the clones check out
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="block4-first-start-"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
@@ -271,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     results = {
         **summary(runs),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": commit,
         "figures_seeded": args.figures_from is not None,
         "load_average_at_start": load,
         "runs": runs,
