@@ -104,6 +104,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "figure_diff.py",
         "docs_hooks.py",
         "site_render.py",
+        "notebook_runner.py",
         "figures/__init__.py",
         "figures/registry.py",
         "style.py",
