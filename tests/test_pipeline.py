@@ -107,6 +107,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "figure_options.py",
         "docs_hooks.py",
         "site_render.py",
+        "notebook_runner.py",
         "figures/__init__.py",
         "figures/registry.py",
         "style.py",
