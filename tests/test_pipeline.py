@@ -724,6 +724,44 @@ def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
     assert b"#000000" in light and b"#000000" not in dark
 
 
+def test_the_dark_svg_keeps_the_light_layout_and_the_figure_is_drawn_once_per_file() -> None:
+    import re
+
+    fig, axes = style.subplots(1, 2, width=5, height=2)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1000], label="a long legend entry")
+        ax.set_ylabel("a label that constrained layout makes room for")
+        ax.legend()
+    draws = []
+    fig.canvas.mpl_connect("draw_event", lambda event: draws.append(event))
+    light, dark = pipeline.render(fig)
+    # constrained layout ran for the light file only; the dark one re-used its positions
+    assert fig.get_layout_engine() is None
+    assert len(draws) == 3  # light: a layout pass and the drawing; dark: the drawing only
+    clip = re.compile(rb'<clipPath id="[^"]+">\s*<rect ([^/]+)/>')
+    assert clip.findall(light) == clip.findall(dark) != []
+
+
+def test_expected_seconds_adds_the_training_of_results_no_longer_cached(tmp_path: Path) -> None:
+    from block4.results_cache import expected_seconds, holds
+
+    entry = {
+        "wall_time_s": 0.5,
+        "results": [
+            {"key": "ab12" * 4, "reused": True, "seconds": 20.0},
+            {"key": "cd34" * 4, "reused": False, "seconds": 3.0},  # counted in the wall time
+        ],
+    }
+    assert expected_seconds(entry, None) == 20.5  # cache off: everything is computed again
+    assert expected_seconds(entry, tmp_path) == 20.5  # the entry is gone
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "ab" / ("ab12" * 4 + "ff" * 24 + ".npz")).write_bytes(b"")
+    assert holds(tmp_path, "ab12" * 4)
+    assert expected_seconds(entry, tmp_path) == 0.5  # re-used again: the last wall time
+    assert not holds(tmp_path, "../x") and not holds(tmp_path, "")
+    assert expected_seconds({}, tmp_path) == 0.0
+
+
 def test_figures_run_with_a_fixed_cpu_thread_count() -> None:
     import torch
 

@@ -57,12 +57,26 @@ def validate_numbers(name: str, numbers: Any) -> dict[str, bool | int | float | 
     return clean
 
 
+def _freeze_layout(fig: Any) -> None:
+    """Remove ``fig``'s layout engine: the artists keep their positions, and the next
+    ``savefig`` draws once instead of twice (a layout pass, then the drawing)."""
+    import matplotlib
+
+    with matplotlib.rc_context(
+        {"figure.autolayout": False, "figure.constrained_layout.use": False}
+    ):
+        fig.set_layout_engine(None)
+
+
 def render(fig: Any) -> tuple[bytes, bytes]:
     """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
     style = importlib.import_module(STYLE_MODULE)
     with style.context():
         light = io.BytesIO()
         fig.savefig(light, format="svg", metadata={"Date": None}, facecolor="white")
+        # The light drawing has placed everything: keep that layout for the dark one (the
+        # same text and sizes would give the same positions, at the cost of a second pass).
+        _freeze_layout(fig)
         style.dark_variant(fig)
         dark = io.BytesIO()
         fig.savefig(dark, format="svg", metadata={"Date": None}, transparent=True)

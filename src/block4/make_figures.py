@@ -58,6 +58,7 @@ from block4.pipeline import (
     prune_orphans,
     refresh_command,
 )
+from block4.results_cache import RESULTS_DIR, expected_seconds
 
 __all__ = [
     "ACCELERATORS",
@@ -394,9 +395,11 @@ def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
     """Make ``todo``: in this process, or in ``--jobs`` worker processes."""
     os.environ[_PLAN_ENV] = json.dumps({"profile": request.profile, "figures": todo})
     entries = {name: request.status[name].entry or {} for name, _ in todo}
-    # ETA: times of runs with this profile; to order parallel work, those of any profile
-    same_profile = {n: e for n, e in entries.items() if e.get("profile") == request.profile}
-    estimates = {n: float(e.get("wall_time_s", 0)) for n, e in same_profile.items()}
+    # Expected seconds: the last wall time plus the training of results no longer cached.
+    # ETA: runs with this profile; to order parallel work (longest first), any profile.
+    cache_dir = request.project.root / RESULTS_DIR if request.args.cache else None
+    expected = {n: expected_seconds(e, cache_dir) for n, e in entries.items() if "wall_time_s" in e}
+    estimates = {n: t for n, t in expected.items() if entries[n].get("profile") == request.profile}
     workers = min(request.jobs, len(todo))
     progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
     jobs = _contexts(request, todo, workers)
@@ -408,10 +411,8 @@ def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
         f"making {len(todo)} figures in {workers} parallel processes ({request.profile} profile)",
         file=sys.stderr,
     )
-    known = {n: float(e["wall_time_s"]) for n, e in entries.items() if "wall_time_s" in e}
-    hints = known | estimates
     return run_in_parallel(
-        request.project, jobs, workers, progress, hints, cache=request.args.cache
+        request.project, jobs, workers, progress, expected, cache=request.args.cache
     )
 
 

@@ -508,10 +508,10 @@ def run_figure(
     sources = sources or Sources(project)
     deps = dependencies(project, info, sources=sources)  # the sources as they are now
     fp = _fingerprint_of(info, ctx.profile, ctx.seed, deps)
-    from block4.results_cache import ResultsCache
+    from block4.results_cache import RESULTS_DIR, ResultsCache
 
     results = ResultsCache(
-        project.root / ".cache" / "results",
+        project.root / RESULTS_DIR,
         sources,
         device=device_name(ctx),
         enabled=cache,

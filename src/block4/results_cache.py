@@ -158,6 +158,32 @@ def _unpack(path: Path) -> tuple[Any, list[Any], dict[str, Any]] | None:
         return None
 
 
+#: Where the results cache lives, relative to the repository root.
+RESULTS_DIR = Path(".cache") / "results"
+
+
+def holds(directory: Path, short_key: str) -> bool:
+    """Whether ``directory`` holds an entry whose key starts with ``short_key`` (the 16 hex
+    digits a manifest records): the figure that recorded it will re-use it."""
+    if len(short_key) < 2 or not all(c in "0123456789abcdef" for c in short_key):
+        return False
+    return any((directory / short_key[:2]).glob(f"{short_key}*.npz"))
+
+
+def expected_seconds(entry: dict[str, Any], directory: Path | None) -> float:
+    """How long re-making the figure of manifest ``entry`` should take: its last wall time,
+    plus the compute time of every result it re-used that ``directory`` no longer holds
+    (``None``: the cache is off). A figure last made from the cache in 0.1 s may need
+    minutes of training."""
+    seconds = float(entry.get("wall_time_s", 0.0))
+    for result in entry.get("results", []):
+        if result.get("reused") and (
+            directory is None or not holds(directory, str(result.get("key")))
+        ):
+            seconds += float(result.get("seconds", 0.0))
+    return seconds
+
+
 @dataclass
 class ResultsCache:
     """The results of ``ctx.compute`` calls, on disk (see the module docs).
