@@ -15,7 +15,7 @@ import pytest
 from mkdocs.exceptions import PluginError
 from test_pipeline import make_project
 
-from block4 import docs_hooks, notebook_runner, pipeline
+from block4 import docs_hooks, notebook_runner, pipeline, serve_loop
 
 
 def _entry(name: str, numbers: dict, profile: str = "full") -> dict:
@@ -478,11 +478,12 @@ def test_serve_remakes_stale_figures_before_a_build_and_says_why(
             docs_hooks.on_pre_build(config)
     finally:
         os.environ.pop("BLOCK4_MKDOCS_COMMAND", None)
-    assert "re-making figure line_plot (changed: block4.helper:SCALE)" in caplog.text
+        serve_loop.close_all()
+    assert "re-making figure line_plot (changed: block4.helper:SCALE; smoke profile)" in caplog.text
     assert "re-making figure other_plot" not in caplog.text
     status = docs_hooks._state.status
     assert status["line_plot"].fresh
-    assert status["line_plot"].entry["profile"] == "quick"
+    assert status["line_plot"].entry["profile"] == "smoke"  # the profile it was made with
     assert status["line_plot"].entry["numbers"]["slope"] == 4.0
     assert status["other_plot"].entry["profile"] == "smoke"  # fresh figures are not re-made
 
@@ -498,9 +499,12 @@ def test_serve_keeps_serving_when_a_figure_fails(
     config = hook_config(root)
     monkeypatch.setenv("BLOCK4_MKDOCS_COMMAND", "serve")
     docs_hooks.on_config(config)
-    with caplog.at_level(logging.WARNING, logger="mkdocs"):
-        docs_hooks.on_pre_build(config)
-    assert "block4: re-making figures failed (exit 1): ['line_plot']" in caplog.text
+    try:
+        with caplog.at_level(logging.WARNING, logger="mkdocs"):
+            docs_hooks.on_pre_build(config)
+    finally:
+        serve_loop.close_all()
+    assert "block4: re-making figures failed: line_plot" in caplog.text
     assert docs_hooks._state.status["line_plot"].state == "stale"  # the old figure is shown
 
 

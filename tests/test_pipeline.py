@@ -108,6 +108,8 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "docs_hooks.py",
         "site_render.py",
         "notebook_runner.py",
+        "serve_loop.py",
+        "warm_figures.py",
         "figures/__init__.py",
         "figures/registry.py",
         "style.py",

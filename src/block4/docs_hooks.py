@@ -34,8 +34,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 
-from block4 import notebook_runner, pipeline, site_render
+from block4 import notebook_runner, pipeline, serve_loop, site_render
 
 log = logging.getLogger("mkdocs.hooks.block4")
 
@@ -138,23 +136,13 @@ def on_pre_build(config: Any) -> None:
 
 
 def _refresh_stale(project: pipeline.Project) -> None:
-    """``mkdocs serve``: re-make the stale figures, saying which and why."""
-    try:
-        stale = [s for s in pipeline.stale_figures(project) if s.state != "orphan"]
-    except pipeline.PipelineError as err:
-        log.warning("block4 figures: %s", err)
-        return
-    if not stale:
-        return
-    for st in stale:
-        log.info("block4: re-making figure %s (%s)", st.name, st.reason)
-    names = [s.name for s in stale]
-    script = project.root / "scripts" / "make_figures.py"
-    cmd = [sys.executable, str(script), "--only", *names, "--profile", "quick"]
-    cmd += ["--out-dir", str(project.out_dir), "--no-progress", "--jobs", "auto"]
-    proc = subprocess.run(cmd, cwd=project.root, check=False)
-    if proc.returncode != 0:
-        log.warning("block4: re-making figures failed (exit %s): %s", proc.returncode, names)
+    """``mkdocs serve``: re-make the stale figures (each at the profile it was made with, in
+    the warm helper process), saying which and why."""
+    loop = serve_loop.current()
+    if loop is not None and loop.project.root == project.root:
+        loop.remake()
+    else:
+        serve_loop.remake_stale(project, serve_loop.warm_for(project.root))
 
 
 # -- notebooks --------------------------------------------------------------------------------
@@ -302,6 +290,9 @@ def on_page_content(html_text: str, page: Any, config: Any, files: Any) -> str:
 
 def on_serve(server: Any, config: Any, builder: Any) -> Any:
     project = _state.project
+    if project is not None:
+        # a re-drawn figure is shown at once, the full rebuild follows (see serve_loop)
+        serve_loop.install(server, project, Path(config.docs_dir), Path(config.config_file_path))
     if project is not None and defer_notebooks():
         stamp = project.root / NOTEBOOK_STAMP
         stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +302,7 @@ def on_serve(server: Any, config: Any, builder: Any) -> Any:
 
 def on_shutdown() -> None:
     notebook_runner.stop()
+    serve_loop.close_all()
 
 
 def _run_deferred(project: pipeline.Project) -> None:

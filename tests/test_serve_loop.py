@@ -1,0 +1,189 @@
+"""The author's loop under ``mkdocs serve``: re-drawn figures shown at once, the full rebuild
+after them; the warm figure process and its fallback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_pipeline import make_project
+
+from block4 import pipeline, serve_loop
+from block4.warm_figures import WarmFigures
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", NO_MKDOCS_2_WARNING="1")
+    env["PYTHONPATH"] = str(root / "src")
+    env.pop("BLOCK4_FIGURES_PLAN", None)
+    env.pop("BLOCK4_MKDOCS_COMMAND", None)
+    return env
+
+
+def _make(root: Path, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "scripts/make_figures.py", *args],
+        cwd=root, env=_env(root), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_scan_and_changed_see_edits_additions_and_removals(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("A = 1\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "b.py").write_text("B = 1\n")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "b.pyc").write_bytes(b"x")
+    before = serve_loop.scan([tmp_path])
+    assert sorted(Path(p).name for p in before) == ["a.py", "b.py"]  # caches left out
+    assert serve_loop.changed(before, serve_loop.scan([tmp_path])) == set()
+    (tmp_path / "pkg" / "b.py").write_text("B = 22\n")
+    (tmp_path / "a.py").unlink()
+    (tmp_path / "c.md").write_text("new")
+    assert {Path(p).name for p in serve_loop.changed(before, serve_loop.scan([tmp_path]))} == {
+        "a.py",
+        "b.py",
+        "c.md",
+    }
+
+
+@pytest.mark.slow
+def test_the_warm_process_runs_the_command_line_and_falls_back_without_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "repo")
+    for name, value in _env(root).items():
+        monkeypatch.setenv(name, value)
+    warm = WarmFigures(root)
+    warm.start()
+    try:
+        assert warm.warm
+        assert warm.run(["--only", "line_plot", "--profile", "smoke", "--no-progress"]) == 0
+        entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
+        assert (
+            entry["profile"] == "smoke" and (root / "docs" / "figures" / "line_plot.svg").is_file()
+        )
+        # the child imports the code as it is now: an edit between two runs is seen
+        (root / "src" / "block4" / "helper.py").write_text("SCALE = 3.0\n")
+        assert warm.run(["--only", "line_plot", "--profile", "smoke", "--no-progress"]) == 0
+        entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
+        assert entry["numbers"]["slope"] == 3.0
+        assert warm.run(["--only", "no_such_figure"]) == 2  # the command's own exit status
+        assert warm.warm
+    finally:
+        warm.close()
+    assert not warm.warm
+    monkeypatch.delattr(os, "fork")  # e.g. Windows: a new process per run, same result
+    plain = WarmFigures(root)
+    plain.start()
+    assert not plain.warm
+    (root / "src" / "block4" / "helper.py").write_text("SCALE = 5.0\n")
+    assert plain.run(["--only", "line_plot", "--profile", "smoke", "--no-progress"]) == 0
+    entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
+    assert entry["numbers"]["slope"] == 5.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read()
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def _wait_for(condition, timeout: float, what: str, log: Path):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; server log:\n{log.read_text()[-4000:]}")
+
+
+@pytest.mark.slow
+def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_new_numbers(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path / "repo", with_docs=True)
+    _make(root, "--profile", "smoke")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mkdocs", "serve", "-a", f"127.0.0.1:{port}"],
+            cwd=root, env=_env(root), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait_for(lambda: _get(base), 120, "the first page", log)
+        before = _get(base + "figures/line_plot.svg")
+        other = _get(base + "figures/other_plot.svg")
+        demo = root / "src" / "block4" / "figures" / "demo.py"
+        # a plotting-only edit: the axis label
+        demo.write_text(demo.read_text().replace('"x (units)"', '"x (metres)"'))
+        shown = _wait_for(
+            lambda: (svg := _get(base + "figures/line_plot.svg")) != before and svg,
+            120, "the re-drawn figure", log,
+        )  # fmt: skip
+        assert b"metres" in shown
+        text = log.read_text()
+        assert (
+            "re-making figure line_plot (changed: block4.figures.demo:line_plot; smoke profile)"
+            in text
+        )
+        assert "showing the re-drawn line_plot now; the full rebuild follows" in text
+        assert "re-making figure other_plot" not in text
+        assert _get(base + "figures/other_plot.svg") == other
+        # the full build follows, without re-making anything again
+        _wait_for(
+            lambda: "Documentation built" in log.read_text().split("showing the re-drawn")[-1],
+            120,
+            "the full rebuild",
+            log,
+        )
+        assert log.read_text().count("re-making figure line_plot") == 1
+        # numbers change (the page quotes the slope): no short cut, the page is rebuilt with them
+        (root / "src" / "block4" / "helper.py").write_text("SCALE = 4.0\n")
+        page = _wait_for(
+            lambda: (html := _get(base)) and b"The slope is 4" in html and html, 180,
+            "the page with the new number", log,
+        )  # fmt: skip
+        assert b"The slope is 4" in page
+        assert "the figures' numbers changed; the pages are rebuilt with them" in log.read_text()
+        entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
+        assert entry["profile"] == "smoke" and entry["numbers"]["slope"] == 4.0
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
+    # Ctrl+C ends the server and its warm figure process
+    time.sleep(0.5)
+    left = subprocess.run(
+        ["pgrep", "-f", "warm_figures.py --serve"], capture_output=True, text=True
+    )
+    assert str(root) not in _cmdlines(left.stdout.split())
+
+
+def _cmdlines(pids: list[str]) -> str:
+    """The working folders of the processes ``pids`` (those still there)."""
+    lines = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            lines.append(Path(f"/proc/{pid}/cwd").resolve().as_posix())
+    return "\n".join(lines)
