@@ -479,11 +479,11 @@ def test_serve_remakes_stale_figures_before_a_build_and_says_why(
     finally:
         os.environ.pop("BLOCK4_MKDOCS_COMMAND", None)
         serve_loop.close_all()
-    assert "re-making figure line_plot (changed: block4.helper:SCALE; smoke profile)" in caplog.text
+    assert "re-making figure line_plot (changed: block4.helper:SCALE; quick profile)" in caplog.text
     assert "re-making figure other_plot" not in caplog.text
     status = docs_hooks._state.status
     assert status["line_plot"].fresh
-    assert status["line_plot"].entry["profile"] == "smoke"  # the profile it was made with
+    assert status["line_plot"].entry["profile"] == "quick"  # smoke is never kept
     assert status["line_plot"].entry["numbers"]["slope"] == 4.0
     assert status["other_plot"].entry["profile"] == "smoke"  # fresh figures are not re-made
 

@@ -174,6 +174,21 @@ def test_a_better_profile_remakes_and_a_worse_one_keeps(made: Path) -> None:
     assert listing[0].split()[:5] == ["NAME", "CHAPTER", "STATUS", "PROFILE", "DEVICE"]
     assert listing[1].split()[:5] == ["line_plot", "demo", "fresh", "quick", "cpu"]
     assert listing[2].split()[:5] == ["other_plot", "demo2", "fresh", "quick", "cpu"]
+    # without --profile a stale figure keeps its profile: a published (full) one stays full
+    run(made, "--profile", "full", "--only", "other_plot")
+    (made / "src" / "block4" / "figures" / "demo2.py").write_text(
+        (made / "src" / "block4" / "figures" / "demo2.py")
+        .read_text()
+        .replace('"other"', '"other!"')
+    )
+    proc = run(made, "--check")
+    assert "stale: other_plot (changed: block4.figures.demo2:other_plot)" in proc.stdout
+    assert "refresh with: python scripts/make_figures.py --only other_plot\n" in proc.stdout
+    proc = run(made)
+    assert "figure 1/1: other_plot (demo2, full)" in proc.stderr
+    assert "(full profile) into" in proc.stderr
+    assert manifest(made)["figures"]["other_plot"]["profile"] == "full"
+    assert manifest(made)["figures"]["other_plot"]["numbers"] == {"end": 0.125}
 
 
 # -- freshness --------------------------------------------------------------------------------

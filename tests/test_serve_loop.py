@@ -121,7 +121,7 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
     tmp_path: Path,
 ) -> None:
     root = make_project(tmp_path / "repo", with_docs=True)
-    _make(root, "--profile", "smoke")
+    _make(root, "--profile", "quick")
     port = _free_port()
     base = f"http://127.0.0.1:{port}/"
     log = tmp_path / "serve.log"
@@ -145,7 +145,7 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
         assert b"metres" in shown
         text = log.read_text()
         assert (
-            "re-making figure line_plot (changed: block4.figures.demo:line_plot; smoke profile)"
+            "re-making figure line_plot (changed: block4.figures.demo:line_plot; quick profile)"
             in text
         )
         assert "showing the re-drawn line_plot now; the full rebuild follows" in text
@@ -168,7 +168,7 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
         assert b"The slope is 4" in page
         assert "the figures' numbers changed; the pages are rebuilt with them" in log.read_text()
         entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
-        assert entry["profile"] == "smoke" and entry["numbers"]["slope"] == 4.0
+        assert entry["profile"] == "quick" and entry["numbers"]["slope"] == 4.0
     finally:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)

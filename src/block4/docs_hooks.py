@@ -9,7 +9,7 @@ Wired in ``mkdocs.yml`` as ``hooks: [src/block4/docs_hooks.py]``; the rendering 
   key stops the build; code is left alone.
 * A page that shows a stale or missing figure (or quotes its numbers) logs a warning naming
   the figure, why it is stale and the command that refreshes it, so ``mkdocs build --strict``
-  fails. ``mkdocs serve`` re-makes the stale figures (quick profile, one process per core)
+  fails. ``mkdocs serve`` re-makes the stale figures (each at the profile it was made with)
   before each build and says which, and which function changed.
 * Each companion notebook (mkdocs-jupyter) is cached under a key made of its own text and the
   code signatures of the ``block4`` names it uses, the same function-level analysis as figure

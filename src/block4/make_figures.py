@@ -91,13 +91,15 @@ freshness:
   code of the figure's function and of every block4 function, class and constant it uses,
   its parameters, profile and seed) still matches the code. A run makes only stale or
   missing figures, plus figures made with a worse profile than --profile (default quick) or
-  another --seed; --force re-makes everything selected. Results a figure computes with ctx.compute are cached in .cache/results, so a
+  another --seed; --force re-makes everything selected. Without --profile a figure is re-made
+  at the profile it was made with (new figures: quick), so refreshing published figures keeps
+  them full. Results a figure computes with ctx.compute are cached in .cache/results, so a
   plotting-only change re-plots without training (--no-cache computes afresh).
   `mkdocs build --strict` refuses a page that shows a stale figure. Interrupt any time: a
   re-run resumes.
 
 examples:
-  {COMMAND}                          # make stale/missing figures (quick profile)
+  {COMMAND}                          # make stale/missing figures (each keeps its profile)
   {COMMAND} --list                   # name, chapter, status, profile, device of every figure
   {COMMAND} --check                  # exit 1 and name every stale figure (used by CI)
   {COMMAND} --only activation_functions --force
@@ -136,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         choices=list(PROFILES),
         default=None,
-        help="how much compute each figure gets (default: quick); see 'profiles' below",
+        help="how much compute each figure gets (default: the profile it was made with; "
+        "quick for new figures); see 'profiles' below",
     )
     p.add_argument("--only", nargs="+", metavar="NAME", help="make only these figures")
     mode = p.add_mutually_exclusive_group()
@@ -311,18 +314,28 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
     return Request(args, project, figures, status, selected, devices, num_nodes, jobs)
 
 
-def plan(request: Request) -> list[tuple[str, int]]:
-    """The figures to make, in order, with their seeds.
+#: One figure to make: its name, seed and profile.
+Planned = tuple[str, int, str]
+
+
+def plan(request: Request) -> list[Planned]:
+    """The figures to make, in order, with their seeds and profiles.
 
     A figure is made when it is stale or missing, made with a worse profile than asked, or
-    with another seed than ``--seed``; ``--force`` makes every selected figure. The extra
+    with another seed than ``--seed``; ``--force`` makes every selected figure. Without
+    ``--profile`` each keeps the profile it was made with (a new figure, or one made with
+    ``smoke``, gets ``quick``), as each keeps its seed without ``--seed``. The extra
     processes Lightning's DDP launcher starts follow the plan of rank 0 exactly.
     """
     args, status = request.args, request.status
     plan_env = os.environ.get(_PLAN_ENV)
     if plan_env:  # a process started by Lightning's DDP launcher: do what rank 0 does
         recorded = json.loads(plan_env)
-        return [(name, seed) for name, seed in recorded["figures"] if name in request.figures]
+        return [
+            (name, seed, profile)
+            for name, seed, profile in recorded["figures"]
+            if name in request.figures
+        ]
     force = args.force
     if not force and external_world_size() > 1:
         # srun/torchrun start every rank at once; a rank that starts late would see the
@@ -341,7 +354,9 @@ def plan(request: Request) -> list[tuple[str, int]]:
         reseed = args.seed is not None and entry.get("seed") != args.seed
         if force or not st.fresh or upgrade or reseed:
             seed = args.seed if args.seed is not None else entry.get("seed", 0)
-            todo.append((name, int(seed)))
+            # without --profile a figure keeps the profile it was made with (new ones: quick)
+            kept = made_with if made_with in PROFILE_RANK and not upgrade else request.profile
+            todo.append((name, int(seed), args.profile or kept))
     return todo
 
 
@@ -368,14 +383,14 @@ def _check(request: Request) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _contexts(request: Request, todo: list[tuple[str, int]], workers: int) -> list:
+def _contexts(request: Request, todo: list[Planned], workers: int) -> list:
     args = request.args
     progress_bar = sys.stderr.isatty() if args.progress is None else args.progress
     return [
         (
             request.figures[name],
             FigureContext(
-                profile=request.profile,
+                profile=profile,
                 seed=seed,
                 accelerator=args.accelerator,
                 # a parallel worker is one process: "auto" must not start DDP on many GPUs
@@ -387,19 +402,28 @@ def _contexts(request: Request, todo: list[tuple[str, int]], workers: int) -> li
                 name=name,
             ),
         )
-        for name, seed in todo
+        for name, seed, profile in todo
     ]
 
 
-def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
+def profiles_text(todo: Sequence[Planned]) -> str:
+    """``full profile`` or, for a run that keeps several, ``full and quick profiles``."""
+    profiles = sorted({p for _, _, p in todo}, key=lambda p: -PROFILE_RANK.get(p, 0))
+    if len(profiles) == 1:
+        return f"{profiles[0]} profile"
+    return f"{', '.join(profiles[:-1])} and {profiles[-1]} profiles"
+
+
+def _run(request: Request, todo: list[Planned]) -> Outcome:
     """Make ``todo``: in this process, or in ``--jobs`` worker processes."""
-    os.environ[_PLAN_ENV] = json.dumps({"profile": request.profile, "figures": todo})
-    entries = {name: request.status[name].entry or {} for name, _ in todo}
+    os.environ[_PLAN_ENV] = json.dumps({"figures": todo})
+    entries = {name: request.status[name].entry or {} for name, _, _ in todo}
+    planned = {name: profile for name, _, profile in todo}
     # Expected seconds: the last wall time plus the training of results no longer cached.
     # ETA: runs with this profile; to order parallel work (longest first), any profile.
     cache_dir = request.project.root / RESULTS_DIR if request.args.cache else None
     expected = {n: expected_seconds(e, cache_dir) for n, e in entries.items() if "wall_time_s" in e}
-    estimates = {n: t for n, t in expected.items() if entries[n].get("profile") == request.profile}
+    estimates = {n: t for n, t in expected.items() if entries[n].get("profile") == planned[n]}
     workers = min(request.jobs, len(todo))
     progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
     jobs = _contexts(request, todo, workers)
@@ -408,7 +432,7 @@ def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
             request.project, jobs, progress, write=is_rank_zero(), cache=request.args.cache
         )
     print(
-        f"making {len(todo)} figures in {workers} parallel processes ({request.profile} profile)",
+        f"making {len(todo)} figures in {workers} parallel processes ({profiles_text(todo)})",
         file=sys.stderr,
     )
     return run_in_parallel(
@@ -416,14 +440,16 @@ def _run(request: Request, todo: list[tuple[str, int]]) -> Outcome:
     )
 
 
-def _report(request: Request, outcome: Outcome, seconds: float, workers: int) -> int:
+def _report(
+    request: Request, todo: list[Planned], outcome: Outcome, seconds: float, workers: int
+) -> int:
     """The last lines of a run and its exit status (the single place failures are summed up)."""
-    project, profile = request.project, request.profile
+    project, profile = request.project, request.args.profile
     if outcome.interrupted is not None:
         print(interruption_line(project, outcome), file=sys.stderr)
         return outcome.interrupt_status
     print(
-        f"made {len(outcome.made)} figure(s) in {clock(seconds)} ({profile} profile"
+        f"made {len(outcome.made)} figure(s) in {clock(seconds)} ({profiles_text(todo)}"
         f"{f', {workers} processes' if workers > 1 else ''}) into "
         f"{project.relative(project.out_dir)}",
         file=sys.stderr,
@@ -493,4 +519,5 @@ def _main(request: Request) -> int:
             if outcome.interrupted is not None
             else int(bool(outcome.failed))
         )
-    return _report(request, outcome, time.perf_counter() - start, min(request.jobs, len(todo)))
+    workers = min(request.jobs, len(todo))
+    return _report(request, todo, outcome, time.perf_counter() - start, workers)

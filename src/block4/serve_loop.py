@@ -69,26 +69,33 @@ def remake_stale(
     stale: list[pipeline.FigureStatus] | None = None,
 ) -> list[str]:
     """Re-make every stale or missing figure (``stale``: these, already found), each at the
-    profile it was made with (new ones: quick), saying which and why; the names of those
-    that failed."""
+    profile it was made with (new ones and ``smoke`` ones: quick, as ``make_figures.py``
+    does without ``--profile``), saying which and why; the names of those that failed."""
     if stale is None:
         try:
             stale = [s for s in pipeline.stale_figures(project) if s.state != "orphan"]
         except pipeline.PipelineError as err:
             log.warning("block4 figures: %s", err)
             return []
-    by_profile: dict[str, list[str]] = {}
     for st in stale:
-        profile = (st.entry or {}).get("profile") or "quick"
+        made = (st.entry or {}).get("profile")
+        rank = pipeline.PROFILE_RANK
+        profile = made if rank.get(made, -1) >= rank["quick"] else "quick"
         log.info("block4: re-making figure %s (%s; %s profile)", st.name, st.reason, profile)
-        by_profile.setdefault(profile, []).append(st.name)
-    failed: list[str] = []
-    for profile, names in by_profile.items():
-        args = ["--only", *names, "--profile", profile, "--out-dir", str(project.out_dir)]
-        if warm.run([*args, "--no-progress", "--jobs", "auto"]) != 0:
-            log.warning("block4: re-making figures failed: %s", ", ".join(names))
-            failed += names
-    return failed
+    if not stale:
+        return []
+    names = [st.name for st in stale]
+    # no --profile: each figure is re-made at the profile it was made with
+    args = ["--only", *names, "--out-dir", str(project.out_dir), "--no-progress", "--jobs", "auto"]
+    if warm.run(args) == 0:
+        return []
+    log.warning("block4: re-making figures failed: %s", ", ".join(names))
+    entries = pipeline.load_manifest(project)["figures"]
+    return [
+        st.name
+        for st in stale
+        if (entries.get(st.name) or {}).get("fingerprint") == (st.entry or {}).get("fingerprint")
+    ]
 
 
 @dataclass
