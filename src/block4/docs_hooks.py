@@ -292,7 +292,9 @@ def on_serve(server: Any, config: Any, builder: Any) -> Any:
     project = _state.project
     if project is not None:
         # a re-drawn figure is shown at once, the full rebuild follows (see serve_loop)
-        serve_loop.install(server, project, Path(config.docs_dir), Path(config.config_file_path))
+        config_file = Path(config.config_file_path) if config.config_file_path else None
+        also = [project.root / NOTEBOOK_STAMP]
+        serve_loop.install(server, project, Path(config.docs_dir), config_file, also)
     if project is not None and defer_notebooks():
         stamp = project.root / NOTEBOOK_STAMP
         stamp.parent.mkdir(parents=True, exist_ok=True)

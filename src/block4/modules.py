@@ -263,17 +263,22 @@ class ProbabilisticModule(pl.LightningModule):
             return
         # A finite loss can still give an infinite gradient: freeze such members before the
         # step moves them, and roll their BatchNorm statistics back to before this batch.
+        params, norms = self._stacked_parts()
         with torch.no_grad():
-            grads = [
-                p.grad.reshape(self.members, -1)
-                for p in self.body.parameters()
-                if p.grad is not None
-            ]
+            grads = [p.grad.reshape(self.members, -1) for p in params if p.grad is not None]
             if grads:  # a NaN/inf anywhere makes the member's sum NaN/inf
                 self._freeze(~torch.isfinite(torch.cat(grads, dim=1).sum(1)))
-            for module in self.body.modules():
-                if isinstance(module, StackedBatchNorm):
-                    module.restore_members(self.member_active)
+            for module in norms:
+                module.restore_members(self.member_active)
+
+    def _stacked_parts(self) -> tuple[list[torch.nn.Parameter], list[StackedBatchNorm]]:
+        """The body's parameters and stacked BatchNorm layers (looked up once, not per step)."""
+        parts = getattr(self, "_stacked_parts_cache", None)
+        if parts is None or parts[0] is not self.body:
+            norms = [m for m in self.body.modules() if isinstance(m, StackedBatchNorm)]
+            parts = (self.body, list(self.body.parameters()), norms)
+            self._stacked_parts_cache = parts
+        return parts[1], parts[2]
 
     def _reduce(self, stats: torch.Tensor) -> torch.Tensor:
         if self.trainer.world_size > 1:

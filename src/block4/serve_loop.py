@@ -25,7 +25,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,16 @@ from typing import Any
 from block4 import pipeline
 from block4.warm_figures import WarmFigures
 
-__all__ = ["DEFER_S", "EditLoop", "close_all", "current", "install", "remake_stale", "warm_for"]
+__all__ = [
+    "DEFER_S",
+    "QUIET_S",
+    "EditLoop",
+    "close_all",
+    "current",
+    "install",
+    "remake_stale",
+    "warm_for",
+]
 
 log = logging.getLogger("mkdocs.hooks.block4")
 
@@ -98,11 +107,16 @@ def remake_stale(
     ]
 
 
+#: Seconds after a write of its own in which the loop ignores a rebuild with nothing new.
+QUIET_S = 2.0
+
+
 @dataclass
 class EditLoop:
     """Decides, before each rebuild of ``mkdocs serve``, whether re-drawn figures can be shown
-    at once (see the module). ``site_dir`` is the folder the server serves; touching
-    ``stamp`` (in a folder the server watches) asks it for the deferred full build."""
+    at once (see the module). ``site_dir`` is the folder the server serves; ``watched`` are
+    the files whose changes the server rebuilds for, ``stamp`` among them: touching it asks
+    for the deferred full build."""
 
     project: pipeline.Project
     docs_dir: Path
@@ -111,8 +125,8 @@ class EditLoop:
     stamp: Path
     warm: WarmFigures
     seen: Snapshot = field(default_factory=dict)
-    full_due: float | None = None
-    own_writes: bool = False
+    #: until then, a rebuild with nothing new was asked for by files this loop wrote itself
+    quiet_until: float = 0.0
 
     def snapshot(self) -> None:
         self.seen = scan(self.watched)
@@ -130,20 +144,18 @@ class EditLoop:
     def before_build(self) -> bool:
         """True when this rebuild is handled without a full build."""
         new = changed(self.seen, scan(self.watched))
-        waiting = self.full_due is not None and time.monotonic() < self.full_due
-        if not new and (self.own_writes or waiting):
-            self.own_writes = False  # a rebuild asked for by files this loop wrote itself
+        if not new and time.monotonic() < self.quiet_until:
             return True
         src = self.project.root / "src"
         if new and all(_is_python_under(name, src) for name in new) and self.show_redrawn():
             self.snapshot()  # the edit and the figures just written
-            self.full_due = time.monotonic() + DEFER_S
+            self.quiet_until = time.monotonic() + DEFER_S
             timer = threading.Timer(DEFER_S, self._ask_for_full_build)
             timer.daemon = True
             timer.start()
             return True
         self.snapshot()  # what the full build reads (figures re-made above included)
-        self.full_due, self.own_writes = None, False
+        self.quiet_until = 0.0
         return False
 
     def remake(self) -> list[str]:
@@ -153,7 +165,7 @@ class EditLoop:
         written = scan([self.project.out_dir])
         if changed(before, written):
             self.seen.update(written)
-            self.own_writes = True
+            self.quiet_until = time.monotonic() + QUIET_S
         return failed
 
     def show_redrawn(self) -> bool:
@@ -214,15 +226,24 @@ def current() -> EditLoop | None:
     return _LOOP[-1] if _LOOP else None
 
 
-def install(server: Any, project: pipeline.Project, docs_dir: Path, config_file: Path) -> EditLoop:
-    """Wrap ``server``'s builder in an :class:`EditLoop` (once per server)."""
+def install(
+    server: Any,
+    project: pipeline.Project,
+    docs_dir: Path,
+    config_file: Path | None,
+    also: Sequence[Path] = (),
+) -> EditLoop:
+    """Wrap ``server``'s builder in an :class:`EditLoop` (once per server). ``also``: other
+    files the server rebuilds for (a stamp of the background notebook run, say)."""
     root = project.root
+    stamp = root / ".cache" / "serve" / "rebuild"
+    watched = [root / "src", Path(docs_dir).resolve(), stamp, *map(Path, also)]
     loop = EditLoop(
         project=project,
         docs_dir=Path(docs_dir).resolve(),
         site_dir=Path(server.root),
-        watched=[root / "src", Path(docs_dir).resolve(), Path(config_file)],
-        stamp=root / ".cache" / "serve" / "rebuild",
+        watched=watched + ([Path(config_file)] if config_file else []),
+        stamp=stamp,
         warm=warm_for(root),
     )
     loop.snapshot()

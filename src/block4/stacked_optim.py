@@ -54,7 +54,7 @@ class _StackedOptimizer(torch.optim.Optimizer):
         """The parameters with gradients, and their gradients with frozen members zeroed."""
         params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
-        if self.active is not None and params:
+        if self.active is not None and params and not bool(self.active.all()):
             zero = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
             grads = [torch.where(self._view(self.active, g), g, zero) for g in grads]
         return params, grads
