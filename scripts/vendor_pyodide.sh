@@ -13,7 +13,8 @@
 #
 # Only the core is kept: the loader (pyodide.mjs), the runtime (pyodide.asm.mjs and .wasm), the
 # standard library (python_stdlib.zip) and the package index the loader reads at start-up
-# (pyodide-lock.json). No Python package beyond the standard library is needed.
+# (pyodide-lock.json). No Python package beyond the standard library is needed. Made here, not
+# downloaded: snapshot.bin.gz, the started interpreter (see make_snapshot below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,20 @@ INTEGRITY=sha512-0YvXxEhfEdpLfb/XkM2BFAeMROq0iMUX2bzzH9pOttyMcWkwq+HbE5uyuGD82LN
 DEST=docs/javascripts/vendor/pyodide
 FILES=(pyodide.mjs pyodide.asm.mjs pyodide.asm.wasm python_stdlib.zip pyodide-lock.json package.json)
 
+# A memory snapshot of the started interpreter (scripts/pyodide_snapshot.mjs, run with Node):
+# the live cells restore it instead of starting Python, seconds faster. Without Node there is
+# none, and the cells start Python the ordinary way.
+make_snapshot() {
+  if ! command -v node >/dev/null 2>&1; then
+    echo "node is not installed: no start-up snapshot (live cells start Python more slowly)" >&2
+    return 0
+  fi
+  node scripts/pyodide_snapshot.mjs "$DEST" ||
+    echo "could not make the start-up snapshot (live cells start Python more slowly)" >&2
+}
+
 if [ "${1:-}" != "--force" ] && [ -f "$DEST/VERSION" ] && grep -q "^pyodide $VERSION\$" "$DEST/VERSION"; then
+  [ -f "$DEST/snapshot.bin.gz" ] || make_snapshot
   echo "Pyodide $VERSION is already in $DEST"
   exit 0
 fi
@@ -45,6 +59,7 @@ tar -xzf "$TMP"/pyodide-"$VERSION".tgz -C "$TMP"
 rm -rf "$DEST"
 mkdir -p "$DEST"
 for f in "${FILES[@]}"; do cp "$TMP/package/$f" "$DEST/"; done
+make_snapshot
 # Written last: its presence tells the site build that the runtime is complete.
 printf 'pyodide %s\nnpm tarball %s\nlicence MPL-2.0 (https://github.com/pyodide/pyodide)\n' \
   "$VERSION" "$INTEGRITY" >"$DEST/VERSION"

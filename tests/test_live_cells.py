@@ -251,7 +251,9 @@ def run_cell_in(page, cell, code: str | None = None, timeout_s: float = 60.0) ->
 
 
 @pytest.mark.slow
-def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(browser, live_url: str):
+def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(
+    browser, live_url: str, live_site: Path
+):
     with open_page(browser, live_url + "backpropagation/") as (page, network):
         before_requests, before_bytes = network.mark()
         assert not any("pyodide" in u or "/live/block4/" in u for u in network.requests)
@@ -280,6 +282,8 @@ def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(browser, liv
             "performance.getEntriesByType('measure').filter(m => m.name.startsWith('block4-live'))"
             ".map(m => `${m.name.slice(13)} ${Math.round(m.duration)} ms`).join(', ')"
         )
+        has_snapshot = (live_site / "javascripts/vendor/pyodide/snapshot.bin.gz").is_file()
+        assert ("start Python (snapshot)" in phases) == has_snapshot
         load = contention()
         print(
             f"\nlive cell: page load {before_bytes / 1e3:.0f} kB; first Run {first_s:.2f} s "
@@ -376,6 +380,29 @@ def test_the_gate_explorer_answers_the_three_questions(browser, live_url: str):
         page.wait_for_function("b => b.dataset.x === '-10'", arg=box.element_handle())
         assert box.locator("td.live-passed").get_attribute("data-value") == "0"
         assert network.offsite == [] and network.console_errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("snapshot", ["missing", "not gzip", "another build"])
+def test_without_a_usable_snapshot_python_starts_the_ordinary_way(
+    browser, live_url: str, snapshot: str
+):
+    import gzip
+
+    body = {"not gzip": b"\x00" * 64, "another build": gzip.compress(os.urandom(4096))}
+    with open_page(browser, live_url + "backpropagation/") as (page, network):
+        if snapshot == "missing":
+            page.route("**/snapshot.bin.gz", lambda route: route.fulfill(status=404))
+        else:
+            page.route("**/snapshot.bin.gz", lambda route: route.fulfill(body=body[snapshot]))
+        cell = page.locator(".live-cell").first
+        run_cell_in(page, cell)
+        assert expected_worked_example_line() in cell.locator(".live-printed").inner_text()
+        phases = page.evaluate(
+            "performance.getEntriesByType('measure').map(m => m.name).join(', ')"
+        )
+        assert "block4-live: start Python" in phases and "(snapshot)" not in phases
+        assert network.offsite == []
 
 
 @pytest.mark.slow
