@@ -20,6 +20,7 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,6 +404,24 @@ def test_without_a_usable_snapshot_python_starts_the_ordinary_way(
         )
         assert "block4-live: start Python" in phases and "(snapshot)" not in phases
         assert network.offsite == []
+
+
+@pytest.mark.slow
+def test_the_live_cell_benchmark_writes_its_timings(live_site: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "live_cells.py"), "--site", str(live_site)]
+        + ["--runs", "1", "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "live_cells.json").read_text())["results"]
+    for case in ("snapshot", "no_snapshot"):
+        assert results[case]["first_run_s"] > 0 and results[case]["later_run_ms"] >= 0
+        assert results[case]["page_kb"] > 0
+    # the snapshot is fetched on the first Run only: the page itself weighs the same
+    assert results["snapshot"]["page_kb"] == results["no_snapshot"]["page_kb"]
+    assert "start Python (snapshot)" in results["snapshot"]["phases_ms"]
+    assert "start Python" in results["no_snapshot"]["phases_ms"]
 
 
 @pytest.mark.slow

@@ -303,6 +303,7 @@ def goals_table(results_dir: Path) -> str:
     no_change = quick and quick["results"].get("no_change_run_s")
     rows.append(_goal("no-change make_figures.py run", 0.3, no_change, "s", where(quick)))
     rows.append(edit_loop_goal_row(maybe("edit_loop"), where))
+    rows += live_cell_goal_rows(maybe("live_cells"), where)
     site = maybe("site_build")
     rows.append(_goal("warm site build", 60, site and site["results"]["warm_s"], "s", where(site)))
     rows.append(first_start_goal_row(maybe("first_start"), where))
@@ -333,6 +334,33 @@ def edit_loop_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, Any
     if extra and row["measured"] != "not measured":
         row["measured"] += f" ({'; '.join(extra)})"
     return row
+
+
+def live_cell_goal_rows(data: dict[str, Any] | None, where: Any) -> list[dict[str, Any]]:
+    """The live cells' first Run and later Runs in Chromium (``benchmarks/live_cells.py``),
+    with the first Run without the start-up snapshot and the bytes it loads."""
+    r = data["results"] if data else {}
+    snap, plain = r.get("snapshot") or {}, r.get("no_snapshot") or {}
+    first = _goal(
+        "live cell: first Run on a page (local server)",
+        r.get("goal_first_run_s", 4),
+        snap.get("first_run_s"),
+        "s",
+        where(data),
+    )
+    if snap.get("first_run_s") is not None:
+        extra = [f"loads {snap['first_run_mb']:.3g} MB"]
+        if plain.get("first_run_s") is not None:
+            extra.append(f"without the start-up snapshot {plain['first_run_s']:.3g} s")
+        first["measured"] += f" ({'; '.join(extra)})"
+    later = _goal(
+        "live cell: later Runs",
+        r.get("goal_later_run_ms", 200),
+        snap.get("later_run_ms"),
+        "ms",
+        where(data),
+    )
+    return [first, later]
 
 
 def first_start_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, Any]:

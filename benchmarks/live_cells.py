@@ -1,0 +1,113 @@
+"""The live cells in a real browser: seconds from pressing Run to the output, and bytes.
+
+Usage::
+
+    python benchmarks/live_cells.py                 # the built site in site/ (mkdocs build first)
+    python benchmarks/live_cells.py --site DIR --runs 5
+
+Serves the built site from a local server and drives Debian's Chromium (Playwright). Each
+first Run is in a fresh browser context (an empty cache, as for a new reader) on the
+Backpropagation page: with the start-up snapshot (``scripts/pyodide_snapshot.mjs``) and with
+the snapshot withheld (Python started the ordinary way). Records the median first Run, how
+its time splits (load the loader, start Python, import block4), the later Runs of the same
+page, the bytes the page loads before any Run and the bytes the first Run loads. Writes
+``live_cells.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import ROOT, write_result  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests"))
+from _helpers import chromium_browser, serve_directory  # noqa: E402
+
+PAGE = "backpropagation/"
+PHASES = "performance.getEntriesByType('measure').filter(m => m.name.startsWith('block4-live'))"
+
+
+def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, Any]:
+    """One reader's first Run (and ``later`` more) on a fresh page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        sizes: list[int] = []
+        page.on("response", lambda r: sizes.append(int(r.headers.get("content-length") or 0)))
+        if not snapshot:
+            page.route("**/snapshot.bin.gz", lambda route: route.fulfill(status=404))
+        page.goto(url + PAGE, wait_until="networkidle")
+        before = sum(sizes)
+        cell = page.locator(".live-cell").first
+        handle = cell.element_handle()
+        start = time.perf_counter()
+        cell.locator("button.live-run").click()
+        page.wait_for_function("c => Number(c.dataset.runs || 0) > 0", arg=handle, timeout=120_000)
+        seconds = time.perf_counter() - start
+        loaded = sum(sizes) - before
+        phases = page.evaluate(f"{PHASES}.map(m => [m.name.slice(13), m.duration])")
+        later_ms = []
+        for k in range(later):
+            cell.locator("button.live-run").click()
+            page.wait_for_function(
+                "([c, n]) => Number(c.dataset.runs || 0) > n", arg=[handle, k + 1]
+            )
+            later_ms.append(float(cell.get_attribute("data-last-run-ms")))
+        return {
+            "first_run_s": seconds,
+            "phases_ms": {name: round(ms) for name, ms in phases},
+            "page_bytes": before,
+            "first_run_bytes": loaded,
+            "later_runs_ms": later_ms,
+        }
+    finally:
+        context.close()
+
+
+def measure(site: Path, runs: int) -> dict[str, Any]:
+    if not (site / "javascripts" / "vendor" / "pyodide" / "VERSION").is_file():
+        raise SystemExit(f"{site} has no Python runtime: run scripts/vendor_pyodide.sh, build")
+    results: dict[str, Any] = {"goal_first_run_s": 4.0, "goal_later_run_ms": 200.0}
+    with serve_directory(site) as url, chromium_browser() as browser:
+        first_run(browser, url, True, 0)  # the server's and the browser's own warm-up
+        for snapshot in (True, False):
+            samples = [first_run(browser, url, snapshot, 5) for _ in range(runs)]
+            key = "snapshot" if snapshot else "no_snapshot"
+            results[key] = {
+                "first_run_s": round(statistics.median(s["first_run_s"] for s in samples), 2),
+                "first_runs_s": [round(s["first_run_s"], 2) for s in samples],
+                "phases_ms": samples[len(samples) // 2]["phases_ms"],
+                "first_run_mb": round(samples[-1]["first_run_bytes"] / 1e6, 2),
+                "page_kb": round(samples[-1]["page_bytes"] / 1e3),
+                "later_run_ms": statistics.median(ms for s in samples for ms in s["later_runs_ms"]),
+            }
+    results["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--site", type=Path, default=ROOT / "site", help="a built site")
+    parser.add_argument("--runs", type=int, default=3, help="first Runs per case (median)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    results = measure(args.site, args.runs)
+    path = write_result("live_cells", results, args.out_dir)
+    snap, plain = results["snapshot"], results["no_snapshot"]
+    print(
+        f"first Run {snap['first_run_s']} s with the snapshot, {plain['first_run_s']} s "
+        f"without; later Runs {snap['later_run_ms']} ms; first Run loads "
+        f"{snap['first_run_mb']} MB ({plain['first_run_mb']} MB without) -> {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
