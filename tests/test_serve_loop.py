@@ -15,26 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_docs_hooks import _env, _make
 from test_pipeline import make_project
 
 from block4 import pipeline, serve_loop
 from block4.warm_figures import WarmFigures
-
-
-def _env(root: Path) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", NO_MKDOCS_2_WARNING="1")
-    env["PYTHONPATH"] = str(root / "src")
-    env.pop("BLOCK4_FIGURES_PLAN", None)
-    env.pop("BLOCK4_MKDOCS_COMMAND", None)
-    return env
-
-
-def _make(root: Path, *args: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "scripts/make_figures.py", *args],
-        cwd=root, env=_env(root), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_scan_and_changed_see_edits_additions_and_removals(tmp_path: Path) -> None:

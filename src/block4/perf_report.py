@@ -323,16 +323,19 @@ def edit_loop_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, Any
         "s",
         where(data),
     )
-    extra = [
-        f"{label} {value:.3g} s"
-        for value, label in (
-            (serve.get("full_rebuild_done_s"), "full rebuild done at"),
-            (cli.get("edit_to_fresh_s"), "`make_figures.py` alone:"),
-        )
-        if value is not None
-    ]
-    if extra and row["measured"] != "not measured":
-        row["measured"] += f" ({'; '.join(extra)})"
+    return _with_context(
+        row,
+        ("full rebuild done at", serve.get("full_rebuild_done_s"), "s"),
+        ("`make_figures.py` alone:", cli.get("edit_to_fresh_s"), "s"),
+    )
+
+
+def _with_context(row: dict[str, Any], *extras: tuple[str, float | None, str]) -> dict[str, Any]:
+    """``row`` with ``(label value unit; ...)`` after its measurement, for the ``extras``
+    that were measured (nothing when the row itself was not)."""
+    shown = [f"{label} {value:.3g} {unit}" for label, value, unit in extras if value is not None]
+    if shown and row["measured"] != "not measured":
+        row["measured"] += f" ({'; '.join(shown)})"
     return row
 
 
@@ -348,11 +351,11 @@ def live_cell_goal_rows(data: dict[str, Any] | None, where: Any) -> list[dict[st
         "s",
         where(data),
     )
-    if snap.get("first_run_s") is not None:
-        extra = [f"loads {snap['first_run_mb']:.3g} MB"]
-        if plain.get("first_run_s") is not None:
-            extra.append(f"without the start-up snapshot {plain['first_run_s']:.3g} s")
-        first["measured"] += f" ({'; '.join(extra)})"
+    _with_context(
+        first,
+        ("loads", snap.get("first_run_mb"), "MB"),
+        ("without the start-up snapshot", plain.get("first_run_s"), "s"),
+    )
     later = _goal(
         "live cell: later Runs",
         r.get("goal_later_run_ms", 200),
@@ -374,17 +377,11 @@ def first_start_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, A
         "s",
         where(data),
     )
-    extra = [
-        f"{label} {r[key]:.3g} s"
-        for key, label in (
-            ("all_notebooks_s", "notebooks filled in at"),
-            ("before_first_page_s", "before (notebooks run first):"),
-        )
-        if r.get(key) is not None
-    ]
-    if extra and r.get("first_page_s") is not None:
-        row["measured"] += f" ({'; '.join(extra)})"
-    return row
+    return _with_context(
+        row,
+        ("notebooks filled in at", r.get("all_notebooks_s"), "s"),
+        ("before (notebooks run first):", r.get("before_first_page_s"), "s"),
+    )
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
