@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,6 +76,45 @@ def test_the_warm_process_runs_the_command_line_and_falls_back_without_fork(
     assert plain.run(["--only", "line_plot", "--profile", "smoke", "--no-progress"]) == 0
     entry = pipeline.load_manifest(pipeline.Project(root))["figures"]["line_plot"]
     assert entry["numbers"]["slope"] == 5.0
+
+
+@pytest.mark.slow
+def test_closing_the_warm_process_stops_a_figure_it_is_making_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "repo")
+    for name, value in _env(root).items():
+        monkeypatch.setenv(name, value)
+    _make(root, "--profile", "smoke")
+    figures = root / "docs" / "figures"
+    before = {p.name: p.read_bytes() for p in figures.iterdir()}
+    demo = root / "src" / "block4" / "figures" / "demo.py"
+    demo.write_text(
+        demo.read_text().replace(
+            "    fig, ax = subplots(",
+            "    import time\n    time.sleep(120)\n    fig, ax = subplots(",
+            1,
+        )
+    )
+    warm = WarmFigures(root)
+    warm.start()
+    assert warm.run(["--only", "other_plot", "--force", "--profile", "smoke"]) == 0  # warm now
+    before["manifest.json"] = (figures / "manifest.json").read_bytes()
+    before["other_plot.svg"] = (figures / "other_plot.svg").read_bytes()
+    before["other_plot.dark.svg"] = (figures / "other_plot.dark.svg").read_bytes()
+    result: list[int] = []
+    runner = threading.Thread(
+        target=lambda: result.append(warm.run(["--only", "line_plot", "--profile", "smoke"]))
+    )
+    runner.start()
+    time.sleep(3.0)  # the child is asleep inside the figure
+    start = time.monotonic()
+    warm.close()
+    runner.join(timeout=30)
+    assert result == [128 + signal.SIGTERM]  # stopped, not run again in a new process
+    assert time.monotonic() - start < 15
+    time.sleep(1.0)  # the child unwinds
+    assert {p.name: p.read_bytes() for p in figures.iterdir()} == before  # nothing half-written
 
 
 def _free_port() -> int:

@@ -29,6 +29,9 @@ from pathlib import Path
 
 __all__ = ["PRELOAD", "WarmFigures"]
 
+#: Seconds ``close`` waits at each step (input closed, SIGTERM) before the next.
+_CLOSE_GRACE_S = 5.0
+
 #: What the helper imports once: the libraries every figure needs, none of ``block4``.
 PRELOAD = ("numpy", "matplotlib", "matplotlib.pyplot", "torch", "pytorch_lightning")
 
@@ -47,6 +50,7 @@ class WarmFigures:
         self.script = self.root / "scripts" / "make_figures.py"
         self._proc: subprocess.Popen[str] | None = None
         self._ready = False
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -72,7 +76,7 @@ class WarmFigures:
             )
         except OSError:
             self._proc = None
-        self._ready = False
+        self._ready = self._closed = False
 
     def run(self, args: Sequence[str]) -> int:
         """``scripts/make_figures.py ARGS`` in this checkout; its exit status."""
@@ -81,6 +85,8 @@ class WarmFigures:
                 try:
                     return self._request(list(args))
                 except (OSError, ValueError, RuntimeError):
+                    if self._closed:  # ended by `close` while this ran: stopped, not failed
+                        return 128 + signal.SIGTERM
                     self.close()  # a broken helper: from now on, new processes
             cmd = [self.python, str(self.script), *args]
             return subprocess.run(cmd, cwd=self.root, check=False).returncode
@@ -104,18 +110,25 @@ class WarmFigures:
         return int(self._reply()["rc"])
 
     def close(self) -> None:
-        """End the helper (closing its input ends it; a stuck one is killed)."""
+        """End the helper: closing its input ends an idle one. One still making a figure gets
+        SIGTERM with its child (they share a process group), which stops the figure as
+        ``make_figures.py`` stops on a signal (no half-written file); then SIGKILL."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._closed = True
         with contextlib.suppress(OSError, ValueError):
             if proc.stdin is not None:
                 proc.stdin.close()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=_CLOSE_GRACE_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         if proc.stdout is not None:
             proc.stdout.close()
 
