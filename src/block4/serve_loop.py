@@ -1,6 +1,6 @@
 """``mkdocs serve``'s edit loop: a figure re-drawn after an edit is on the page in seconds.
 
-MkDocs rebuilds the whole site after every change (for this site about ten seconds, most of
+MkDocs rebuilds the whole site after every change (for this site about 15 s, most of
 it the API reference and the search index) and the browsers reload only after that. After an
 edit of the package that leaves the figures' numbers as they were, a plotting change, only
 the pictures differ. :class:`EditLoop` wraps the server's builder:
