@@ -42,13 +42,19 @@ def test_scan_and_changed_see_edits_additions_and_removals(tmp_path: Path) -> No
     }
 
 
-@pytest.mark.slow
-def test_the_warm_process_runs_the_command_line_and_falls_back_without_fork(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A miniature checkout, with this process's environment set as for its own tools."""
     root = make_project(tmp_path / "repo")
     for name, value in _env(root).items():
         monkeypatch.setenv(name, value)
+    return root
+
+
+@pytest.mark.slow
+def test_the_warm_process_runs_the_command_line_and_falls_back_without_fork(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     warm = WarmFigures(root)
     warm.start()
     try:
@@ -79,12 +85,7 @@ def test_the_warm_process_runs_the_command_line_and_falls_back_without_fork(
 
 
 @pytest.mark.slow
-def test_closing_the_warm_process_stops_a_figure_it_is_making_cleanly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_project(tmp_path / "repo")
-    for name, value in _env(root).items():
-        monkeypatch.setenv(name, value)
+def test_closing_the_warm_process_stops_a_figure_it_is_making_cleanly(root: Path) -> None:
     _make(root, "--profile", "smoke")
     figures = root / "docs" / "figures"
     before = {p.name: p.read_bytes() for p in figures.iterdir()}
