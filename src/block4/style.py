@@ -9,6 +9,7 @@ both a white and a near-black background.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -96,6 +97,12 @@ def _decade(value: float, _position: object = None) -> str:
         return ""
     exponent = round(math.log10(value))
     return {0: "1", 1: "10"}.get(exponent, "10" + str(exponent).translate(_SUPERSCRIPT))
+
+
+def rate_ticks(ax: Any, rates: Sequence[float]) -> None:
+    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
+    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def log_decade_labels(*axes: Any, axis: str = "y") -> None:

@@ -43,6 +43,7 @@ from block4.modules import Classifier
 from block4.stacked import member_values
 
 __all__ = [
+    "comparison_seeds",
     "ACTIVATION_LABELS",
     "MemberDataModule",
     "MemberRuns",
@@ -65,6 +66,8 @@ __all__ = [
 class RunContext(Protocol):
     """What the helpers need from a figure's context (a `FigureContext` has all of it)."""
 
+    seed: int  # the figure's base seed
+
     def pick(self, *, smoke: Any, quick: Any, full: Any) -> Any:
         """The value for the current profile."""
         ...  # pragma: no cover
@@ -72,6 +75,12 @@ class RunContext(Protocol):
     def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keyword arguments of a ``Trainer`` that honour the context, ``overrides`` winning."""
         ...  # pragma: no cover
+
+
+def comparison_seeds(ctx: RunContext, full: int = 5, quick: int = 2) -> list[int]:
+    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5), counted
+    from the figure's base seed."""
+    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
 
 
 def trainer(ctx: RunContext, **overrides: Any) -> pl.Trainer:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from matplotlib.ticker import NullFormatter
 
 from block4.callbacks import DeadUnitTracker
 from block4.data import DigitsDataModule
@@ -25,28 +24,19 @@ from block4.style import (
     PALETTE,
     ROLE,
     log_decade_labels,
+    rate_ticks,
     subplots,
     wide_bottom_row,
 )
 from block4.training import (
     ACTIVATION_LABELS,
+    comparison_seeds,
     digits,
     mean_band,
     put_summary,
     steps_per_epoch,
     train_members,
 )
-
-
-def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
-    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
-    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
-    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5)."""
-    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
 
 
 class ScaledDigits(DigitsDataModule):
@@ -226,7 +216,7 @@ def relu_vs_tanh(
     reached the target at ``lr``) and the settings.
     """
     epochs = ctx.pick(smoke=1, quick=4, full=7)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     lrs = sorted(set(ctx.pick(smoke=[lr], quick=lrs, full=lrs)) | {lr})
     inputs = {"std": 1.0, "raw": input_scale}
     data = ctx.compute(
@@ -257,7 +247,7 @@ def relu_vs_tanh(
     axes[0, 0].set_ylabel(f"training error (log), lr {lr:g}")
     means = _speedup_panel(ax_speed, data, lrs, target, titles, band=len(seeds) > 1)
     log_decade_labels(*axes[0])
-    _rate_ticks(ax_speed, lrs)
+    rate_ticks(ax_speed, lrs)
     ax_speed.axhline(1.0, color=ROLE["truth"], linestyle=":", linewidth=1)
     ax_speed.axvline(lr, color=ROLE["truth"], linewidth=0.8, alpha=0.5)
     ax_speed.set(
@@ -406,7 +396,7 @@ def dead_relus(
     loss became NaN), ``seeds``, ``epochs``, ``dead_max`` (largest mean over the sweep).
     """
     epochs = ctx.pick(smoke=1, quick=3, full=5)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     lrs = sorted(
         set(ctx.pick(smoke=[lr_normal, lr_high], quick=lrs, full=lrs)) | {lr_normal, lr_high}
     )
@@ -433,7 +423,7 @@ def dead_relus(
         ylabel="dead fraction / error",
         ylim=(-0.02, 1.0),
     )
-    _rate_ticks(ax_lr, lrs)
+    rate_ticks(ax_lr, lrs)
     ax_lr.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     numbers["dead_max"] = max(means)
     return fig, numbers

@@ -22,6 +22,7 @@ from block4.style import ACTIVATION_COLORS, ROLE, log_decade_labels, subplots, w
 from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,
+    comparison_seeds,
     digits,
     geometric_band,
     layer_grad_norms,
@@ -34,11 +35,6 @@ from block4.training import (
 def _key(x: float) -> str:
     """``-10.0 -> "m10"``, ``0.0 -> "0"``, ``10.0 -> "10"``: manifest-friendly key parts."""
     return ("m" if x < 0 else "") + f"{abs(x):g}".replace(".", "p")
-
-
-def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
-    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5)."""
-    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
 
 
 @figure(
@@ -184,7 +180,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
     ``lr``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=2, full=5)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     data = ctx.compute(
         activation_gradient_flow_runs, activations=list(DEEP_ACTIVATIONS), inits=list(inits),
         seeds=seeds, epochs=epochs, depth=depth, width=width, lr=lr,

@@ -9,39 +9,27 @@ return plain data. The residual figures of the chapter live in :mod:`block4.figu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullFormatter
 
 from block4.callbacks import ActivationStats, GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
 from block4.modules import Classifier
-from block4.style import PALETTE, ROLE, log_decade_labels, subplots
+from block4.style import PALETTE, ROLE, log_decade_labels, rate_ticks, subplots
 from block4.training import (
     ACTIVATION_LABELS,
     activation_and_derivative,
+    comparison_seeds,
     digits,
     geometric_band,
     put_summary,
     steps_per_epoch,
     train_members,
 )
-
-
-def _rate_ticks(ax: Any, rates: Sequence[float]) -> None:
-    """Learning rates on a log x axis, labelled with their values (``0.003``)."""
-    ax.set_xticks(list(rates), [f"{r:g}" for r in rates])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
-    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5)."""
-    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
 
 
 def _band_note(seeds: list[int]) -> str:
@@ -145,7 +133,7 @@ def bn_preactivations(
     ``slope_at_saturation``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=3, full=6)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     limit = 6.0
     data = ctx.compute(
         bn_preactivations_runs, seeds=seeds, epochs=epochs, saturation=saturation, limit=limit,
@@ -286,7 +274,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
     members of the whole sweep), ``n_lrs``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=2, full=4)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     lrs = ctx.pick(smoke=[0.01, 1.0], quick=[0.01, 0.1, 1.0, 3.0], full=lrs)
     data = ctx.compute(
         bn_learning_rates_runs, lrs=lrs, seeds=seeds, epochs=epochs, depth=depth, width=width
@@ -332,7 +320,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
         ylabel="final training loss (cross-entropy)",
         ylim=(0, top + 0.5),
     )
-    _rate_ticks(ax, lrs)
+    rate_ticks(ax, lrs)
     ax.plot([], [], "x", color=ROLE["truth"], mew=2, label="a seed's loss became NaN")
     fig.legend(loc="outside upper center", ncol=2, title=_band_note(seeds))
     return fig, numbers
@@ -459,7 +447,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     shifts), ``epochs``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=3)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     # One ReLU body with BN and hidden biases for every network of this figure.
     hparams: dict[str, Any] = {
         "depth": depth,

@@ -17,6 +17,7 @@ from block4.callbacks import GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
 from block4.style import PALETTE, ROLE, log_decade_labels, subplots
 from block4.training import (
+    comparison_seeds,
     digits,
     geometric_band,
     layer_grad_norms,
@@ -49,11 +50,6 @@ def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
 
 
 # --8<-- [end:chain_gradient]
-
-
-def _seeds(ctx: FigureContext, full: int = 5, quick: int = 2) -> list[int]:
-    """The seeds of a multi-seed comparison: 1 (smoke), ``quick``, ``full`` (>= 5)."""
-    return [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=quick, full=full))]
 
 
 def _band_note(seeds: list[int]) -> str:
@@ -206,7 +202,7 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
     mean over seeds, with ``_min``, ``_max``), ``epochs``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=2, full=3)
-    seeds = _seeds(ctx)
+    seeds = comparison_seeds(ctx)
     depths = ctx.pick(smoke=[2, 20], quick=depths, full=depths)
     show_depth = show_depth if show_depth in depths else max(depths)
     data = ctx.compute(
