@@ -726,22 +726,105 @@ def test_render_gives_a_recoloured_dark_svg_deterministically() -> None:
     assert b"#000000" in light and b"#000000" not in dark
 
 
-def test_the_dark_svg_keeps_the_light_layout_and_the_figure_is_drawn_once_per_file() -> None:
+def _drawn(fig) -> list:
+    draws: list = []
+    fig.canvas.mpl_connect("draw_event", lambda event: draws.append(event))
+    return draws
+
+
+def _painted(svg: bytes) -> list[tuple[str, str, str]]:
+    """``(element, fill, stroke)`` of every text and path as a browser paints it: a missing
+    fill is inherited from the root element (SVG's default: black)."""
     import re
 
+    root = re.search(rb"<svg ([^>]*)>", svg).group(1)
+    default = re.search(rb"fill: (#[0-9a-f]{6})", root)
+    default_fill = default.group(1).decode() if default else "#000000"
+    out = []
+    for tag, attrs in re.findall(rb"<(text|path|use)\b([^>]*?)/?>", svg):
+        css = (
+            dict(
+                part.split(":", 1)
+                for part in re.findall(rb'style="([^"]*)"', attrs)[0].decode().split(";")
+                if ":" in part
+            )
+            if b"style=" in attrs
+            else {}
+        )
+        css = {k.strip(): v.strip() for k, v in css.items()}
+        if tag != b"path" or b" id=" not in attrs:  # definitions are painted where used
+            out.append((tag.decode(), css.get("fill", default_fill), css.get("stroke", "none")))
+    return out
+
+
+def _example_figure():
     fig, axes = style.subplots(1, 2, width=5, height=2)
     for ax in axes:
         ax.plot([0, 1], [0, 1000], label="a long legend entry")
+        ax.plot([0, 1], [1000, 0], "o-", color="black", label="black line, black markers")
+        ax.bar([0.2, 0.6], [300, 600], width=0.2, alpha=0.6, label="bars with alpha, no edge")
+        ax.fill_between([0, 1], [100, 200], [300, 500], color=style.PALETTE[1], alpha=0.2)
+        ax.text(0.5, 800, "#ffffff stays text", bbox={"facecolor": "white", "edgecolor": "0.5"})
         ax.set_ylabel("a label that constrained layout makes room for")
         ax.legend()
-    draws = []
-    fig.canvas.mpl_connect("draw_event", lambda event: draws.append(event))
+    return fig
+
+
+def test_the_dark_svg_is_the_light_one_recoloured_without_a_second_drawing(monkeypatch) -> None:
+    import re
+
+    fig = _example_figure()
+    draws = _drawn(fig)
     light, dark = pipeline.render(fig)
-    # constrained layout ran for the light file only; the dark one re-used its positions
-    assert fig.get_layout_engine() is None
-    assert len(draws) == 3  # light: a layout pass and the drawing; dark: the drawing only
-    clip = re.compile(rb'<clipPath id="[^"]+">\s*<rect ([^/]+)/>')
-    assert clip.findall(light) == clip.findall(dark) != []
+    assert len(draws) == 2  # the light file: a layout pass and the drawing; the dark: none
+    # the same drawing: identical geometry, colours mapped, the text content untouched
+    assert re.sub(rb"#[0-9a-f]{6}|fill: none", b"", dark).count(b"<path") == light.count(b"<path")
+    assert b"#ffffff stays text" in dark and b"#000000" not in dark
+    assert re.findall(rb'id="block4-background-\d+">\s*<path [^>]*style="fill: none"', dark)
+    # ...and painted exactly as recolouring the artists and drawing again paints it
+    monkeypatch.setattr(style, "recolourable", lambda fig: False)
+    again = _example_figure()
+    redrawn = _drawn(again)
+    _, slow = pipeline.render(again)
+    assert len(redrawn) == 3  # the fallback: light (layout pass + drawing), dark (drawing)
+    # (the same up to rounding: the recoloured file starts from the 8-bit light colours)
+    assert len(_painted(dark)) == len(_painted(slow))
+    for fast_one, slow_one in zip(_painted(dark), _painted(slow), strict=True):
+        assert fast_one[0] == slow_one[0]
+        for a, b in zip(fast_one[1:], slow_one[1:], strict=True):
+            assert a == b or max(abs(int(a[i : i + 2], 16) - int(b[i : i + 2], 16))
+                                 for i in (1, 3, 5)) <= 2, (fast_one, slow_one)  # fmt: skip
+    assert ("text", style.DARK_FOREGROUND, "none") in _painted(dark)  # black text -> light grey
+
+
+def test_the_dark_svg_of_colour_mapped_or_rasterized_data_is_drawn_again() -> None:
+    import re
+
+    for draw in (
+        lambda ax: ax.scatter([0, 1, 2], [0, 1, 0], c=[0.0, 0.5, 1.0], cmap="Greys"),
+        lambda ax: ax.plot(range(50), ".", color="black", rasterized=True),
+    ):
+        fig, axes = style.subplots(1, 2, width=5, height=2)
+        for ax in axes:
+            draw(ax)
+            ax.set_ylabel("a label that constrained layout makes room for")
+        assert not style.recolourable(fig)
+        draws = _drawn(fig)
+        light, dark = pipeline.render(fig)
+        # constrained layout ran for the light file only; the dark one re-used its positions
+        assert fig.get_layout_engine() is None
+        assert len(draws) == 3  # light: a layout pass and the drawing; dark: the drawing only
+        clip = re.compile(rb'<clipPath id="[^"]+">\s*<rect ([^/]+)/>')
+        assert clip.findall(light) == clip.findall(dark) != []
+
+
+def test_recolouring_artists_leaves_invisible_edges_invisible() -> None:
+    fig, ax = style.subplots()
+    bars = ax.bar([0, 1], [1, 2], alpha=0.5)  # no edge: it must not appear on the dark page
+    style.dark_variant(fig)
+    for bar in bars:
+        assert bar.get_edgecolor()[3] == 0
+        assert bar.get_facecolor()[:3] != (0.0, 0.4470588235294118, 0.6980392156862745)
 
 
 def test_expected_seconds_adds_the_training_of_results_no_longer_cached(tmp_path: Path) -> None:

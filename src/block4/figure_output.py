@@ -69,11 +69,21 @@ def _freeze_layout(fig: Any) -> None:
 
 
 def render(fig: Any) -> tuple[bytes, bytes]:
-    """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure)."""
+    """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure).
+
+    The dark SVG is the light one recoloured (`block4.style.dark_svg`: one drawing for
+    both); a figure with colour-mapped data is recoloured as artists and drawn again, in
+    the light drawing's layout.
+    """
     style = importlib.import_module(STYLE_MODULE)
     with style.context():
+        recolour = style.recolourable(fig)
+        if recolour:
+            style.mark_backgrounds(fig)
         light = io.BytesIO()
         fig.savefig(light, format="svg", metadata={"Date": None}, facecolor="white")
+        if recolour:
+            return light.getvalue(), style.dark_svg(light.getvalue())
         # The light drawing has placed everything: keep that layout for the dark one (the
         # same text and sizes would give the same positions, at the cost of a second pass).
         _freeze_layout(fig)

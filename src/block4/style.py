@@ -9,6 +9,7 @@ both a white and a near-black background.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -178,6 +179,85 @@ def _dark_array(colours: Any) -> Any:
     return np.array([dark_colour(tuple(row)) for row in arr], dtype=float)
 
 
+#: ``gid`` prefix of the figure's and the axes' background patches in the light SVG, so
+#: :func:`dark_svg` can make them transparent.
+BACKGROUND_GID = "block4-background"
+
+_STYLE_ATTRIBUTE = re.compile(rb'(style|fill|stroke)="([^"]*)"')
+_HEX_COLOUR = re.compile(rb"#[0-9a-fA-F]{6}\b")
+_SVG_ROOT = re.compile(rb"<svg ")
+_BACKGROUND_FILL = re.compile(
+    rb'(<g id="'
+    + BACKGROUND_GID.encode()
+    + rb'-\d+">\s*<path\b[^>]*?style="[^"]*?)fill: #[0-9a-fA-F]{6}'
+)
+
+
+def recolourable(fig: Any) -> bool:
+    """Whether :func:`dark_svg` can derive ``fig``'s dark SVG from its light one.
+
+    Not when a colour-mapped collection (``scatter(c=...)``, ``pcolormesh``, contours) holds
+    data colours, which :func:`dark_variant` keeps but a recolouring of the file would
+    change, nor when an artist is ``rasterized`` (its pixels are an embedded image that only
+    a second drawing recolours).
+    """
+    from matplotlib.collections import Collection
+    from matplotlib.image import AxesImage, FigureImage
+
+    for artist in fig.findobj():
+        if isinstance(artist, Collection) and artist.get_array() is not None:
+            return False
+        if artist.get_rasterized() and not isinstance(artist, (AxesImage, FigureImage)):
+            return False
+    return True
+
+
+def mark_backgrounds(fig: Any) -> None:
+    """Name the figure's and every axes' background patch (``gid``) for :func:`dark_svg`."""
+    patches = [fig.patch] + [ax.patch for ax in fig.get_axes()]
+    for i, patch in enumerate(patches):
+        if patch.get_gid() is None:
+            patch.set_gid(f"{BACKGROUND_GID}-{i}")
+
+
+def dark_svg(light: bytes) -> bytes:
+    """The dark SVG of a light one drawn after :func:`mark_backgrounds`, without drawing again.
+
+    Every colour in a ``style``/``fill``/``stroke`` attribute goes through
+    :func:`dark_colour` (exactly what :func:`dark_variant` does to the artists) and the
+    backgrounds become transparent, as ``savefig(transparent=True)`` makes them. Text
+    content is never touched. Only for figures that are :func:`recolourable`.
+    """
+    cache: dict[bytes, bytes] = {}
+
+    def colour(match: re.Match[bytes]) -> bytes:
+        key = match.group(0)
+        if key not in cache:
+            cache[key] = _hex(dark_colour(key.decode())).encode()
+        return cache[key]
+
+    def attribute(match: re.Match[bytes]) -> bytes:
+        name, value = match.group(1), match.group(2)
+        return name + b'="' + _HEX_COLOUR.sub(colour, value) + b'"'
+
+    transparent = _BACKGROUND_FILL.sub(rb"\1fill: none", light)
+    recoloured = _STYLE_ATTRIBUTE.sub(attribute, transparent)
+    # Matplotlib leaves out black fills (black is SVG's default); on the root element the
+    # dark counterpart becomes the default that every element without a fill inherits.
+    default_fill = b'<svg style="fill: ' + _hex(dark_colour("#000000")).encode() + b'" '
+    return _SVG_ROOT.sub(default_fill, recoloured, count=1)
+
+
+def _recolour_patch(patch: Any) -> None:
+    """Map a patch's face and edge colours; an invisible one (alpha 0, e.g. ``"none"``) is left
+    alone: set again on a patch with an ``alpha`` it would take that alpha and appear."""
+    for get, put in ((patch.get_facecolor, patch.set_facecolor),
+                     (patch.get_edgecolor, patch.set_edgecolor)):  # fmt: skip
+        colour = get()
+        if matplotlib.colors.to_rgba(colour)[3] > 0:
+            put(dark_colour(colour))
+
+
 def dark_variant(fig: Any) -> None:
     """Recolour ``fig`` in place for a dark page (text, spines, ticks, grid, legend, black lines).
 
@@ -226,20 +306,20 @@ def dark_variant(fig: Any) -> None:
             box = artist.get_bbox_patch()
             if box is not None and id(box) not in seen:
                 seen.add(id(box))
-                box.set_facecolor(dark_colour(box.get_facecolor()))
-                box.set_edgecolor(dark_colour(box.get_edgecolor()))
+                _recolour_patch(box)
             arrow = getattr(artist, "arrow_patch", None)
             if arrow is not None and id(arrow) not in seen:
                 seen.add(id(arrow))
-                arrow.set_facecolor(dark_colour(arrow.get_facecolor()))
-                arrow.set_edgecolor(dark_colour(arrow.get_edgecolor()))
+                _recolour_patch(arrow)
         elif isinstance(artist, Line2D):
+            # read the marker colours first: "auto" ones follow the line's colour, which
+            # would otherwise be mapped twice
+            face, edge = artist.get_markerfacecolor(), artist.get_markeredgecolor()
             artist.set_color(dark_colour(artist.get_color()))
-            artist.set_markerfacecolor(dark_colour(artist.get_markerfacecolor()))
-            artist.set_markeredgecolor(dark_colour(artist.get_markeredgecolor()))
+            artist.set_markerfacecolor(dark_colour(face))
+            artist.set_markeredgecolor(dark_colour(edge))
         elif isinstance(artist, Patch):
-            artist.set_facecolor(dark_colour(artist.get_facecolor()))
-            artist.set_edgecolor(dark_colour(artist.get_edgecolor()))
+            _recolour_patch(artist)
         elif isinstance(artist, Collection):
             if artist.get_array() is None:  # colour-mapped data keeps its colour map
                 artist.set_facecolor(_dark_array(artist.get_facecolor()))
