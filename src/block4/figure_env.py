@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import platform
 import sys
@@ -46,6 +47,11 @@ FIGURE_THREADS = _figure_threads(os.environ.get("BLOCK4_FIGURE_THREADS", "1"))
 
 def versions() -> dict[str, str]:
     """Versions of Python and of the libraries that shape a figure's numbers and files."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:  # installed packages do not change under a running process
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
