@@ -37,6 +37,7 @@ from block4.figure_options import (
 from block4.figure_runs import (
     Outcome,
     Progress,
+    WorkerPool,
     clock,
     external_world_size,
     interruption_line,
@@ -256,6 +257,7 @@ class Request:
     devices: int | str
     num_nodes: int
     jobs: int
+    pool: WorkerPool | None = None  # the workers of --force --jobs N, started while planning
 
     @property
     def profile(self) -> str:
@@ -307,11 +309,20 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
             f"unknown figure {', '.join(map(repr, unknown))}; allowed: "
             + (", ".join(sorted(figures)) or "(no figures are defined)")
         )
-    status = figure_status(project, figures=figures, sources=sources)
+    selected = list(args.only) if args.only else list(figures)
+    # --force re-makes every selected figure: the workers can import torch and Lightning
+    # while the sources are analysed below
+    early = args.force and not (args.list or args.check) and is_rank_zero()
+    pool = WorkerPool(min(jobs, len(selected))) if early and min(jobs, len(selected)) > 1 else None
+    try:
+        status = figure_status(project, figures=figures, sources=sources)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     if args.check or args.list:
         status = _as_asked(status, args.profile, args.seed)
-    selected = list(args.only) if args.only else list(figures)
-    return Request(args, project, figures, status, selected, devices, num_nodes, jobs)
+    return Request(args, project, figures, status, selected, devices, num_nodes, jobs, pool)
 
 
 #: One figure to make: its name, seed and profile.
@@ -436,7 +447,13 @@ def _run(request: Request, todo: list[Planned]) -> Outcome:
         file=sys.stderr,
     )
     return run_in_parallel(
-        request.project, jobs, workers, progress, expected, cache=request.args.cache
+        request.project,
+        jobs,
+        workers,
+        progress,
+        expected,
+        cache=request.args.cache,
+        pool=request.pool,
     )
 
 
@@ -481,7 +498,11 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
         request = parse(argv, Path(root or Path.cwd()))
     except PipelineError as err:
         return _usage_error(err)
-    status = _main(request)
+    try:
+        status = _main(request)
+    finally:
+        if request.pool is not None:
+            request.pool.close()
     if request.args.compare is not None and is_rank_zero():
         # after making what was stale: what the change did, against git revision REV
         status = max(status, compare.run(request.args, request.project))
