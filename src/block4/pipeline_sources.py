@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from block4.code_closure import TOP_LEVEL, WHOLE, ModuleSymbols, Unit, module_symbols, references
@@ -194,6 +195,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+#: sha256 of package files by (path, size, mtime in ns), for every Sources of this process.
+_FILE_DIGESTS: dict[tuple[Path, int, int], bytes] = {}
+#: Code indexes read by this process, by (index file, package key).
+_INDEXES: dict[tuple[Path, str], tuple[dict, dict]] = {}
+
+
 class Sources:
     """Reads, parses and hashes the package's source files once per process, and resolves
     what a piece of code depends on (see :mod:`block4.code_closure`)."""
@@ -203,6 +210,7 @@ class Sources:
         self._bytes: dict[Path, bytes] = {}
         self._trees: dict[Path, ast.Module] = {}
         self._symbols: dict[str, ModuleSymbols | None] = {}
+        self._files: dict[str, Path | None] = {}
         self._unit_digests: dict[Unit, str] = {}
         self._unit_deps: dict[Unit, tuple[frozenset[Unit], frozenset[Path]]] = {}
         self._data_files: dict[str, list[Path]] | None = None
@@ -218,9 +226,19 @@ class Sources:
         """sha256 over every file of the package: the code index is valid for exactly these."""
         h = hashlib.sha256(f"{_INDEX_FORMAT}\0{self.project.src}".encode())
         for path in sorted(self.project.package_dir.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                if not S_ISREG(stat.st_mode):
+                    continue
+                # a file's digest is re-used while its size and modification time (in ns)
+                # stay the same: a new Sources per figure does not hash the package again
+                key = (path, stat.st_size, stat.st_mtime_ns)
+                if key not in _FILE_DIGESTS:
+                    _FILE_DIGESTS[key] = hashlib.sha256(self.read(path)).digest()
                 h.update(path.relative_to(self.project.src).as_posix().encode() + b"\0")
-                h.update(hashlib.sha256(self.read(path)).digest())
+                h.update(_FILE_DIGESTS[key])
         return h.hexdigest()
 
     def _load_index(self) -> None:
@@ -229,6 +247,12 @@ class Sources:
         if self._index_key is not None:
             return
         self._index_key = self._package_key()
+        known = _INDEXES.get((self.index_path, self._index_key))
+        if known is not None:  # read by an earlier Sources of this process
+            self._unit_digests.update(known[0])
+            self._unit_deps.update(known[1])
+            self._indexed = set(self._unit_deps)
+            return
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
             if data["key"] != self._index_key:
@@ -240,6 +264,10 @@ class Sources:
                 deps_units = frozenset(Unit(*d.split(":", 1)) for d in deps)
                 self._unit_deps[unit] = deps_units, frozenset(src / f for f in files)
             self._indexed = set(self._unit_deps)
+            _INDEXES[(self.index_path, self._index_key)] = (
+                dict(self._unit_digests),
+                dict(self._unit_deps),
+            )
 
     def save_index(self) -> None:
         """Keep the analysis of this run for the next one (best effort: a read-only checkout
@@ -277,6 +305,11 @@ class Sources:
 
     def module_file(self, module: str) -> Path | None:
         """The file of ``module`` (``block4.x.y``) under ``src``, or None."""
+        if module not in self._files:
+            self._files[module] = self._find_module_file(module)
+        return self._files[module]
+
+    def _find_module_file(self, module: str) -> Path | None:
         parts = module.split(".")
         if not parts or parts[0] != PACKAGE or not all(p.isidentifier() for p in parts):
             return None
