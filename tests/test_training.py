@@ -58,7 +58,9 @@ def test_trainer_honours_the_context_and_the_overrides():
 def test_digits_is_sized_by_the_profile():
     assert len(digits(SMOKE, seed=0).tensors("train")[1]) == 256
     quick = FigureContext(profile="quick", accelerator="cpu", devices=1)
-    assert len(digits(quick, seed=0).tensors("train")[1]) == 1079
+    assert len(digits(quick, seed=0).tensors("train")[1]) == 512
+    full = FigureContext(profile="full", accelerator="cpu", devices=1)
+    assert len(digits(full, seed=0).tensors("train")[1]) == 1079
     assert steps_per_epoch(digits(SMOKE, seed=0)) == 4
     assert steps_per_epoch(digits(SMOKE, seed=0, batch_size=100)) == 3
 

@@ -301,20 +301,21 @@ def parse(argv: Sequence[str] | None, root: Path) -> Request:
     if args.out_dir is not None:
         check_out_dir(args.out_dir, make=not (args.list or args.check))
     project = Project(root, out_dir=args.out_dir.resolve() if args.out_dir else None)
-    sources = Sources(project)
-    figures = discover(project, sources=sources)
-    unknown = [n for n in args.only or () if n not in figures]
-    if unknown:
-        raise UsageError(
-            f"unknown figure {', '.join(map(repr, unknown))}; allowed: "
-            + (", ".join(sorted(figures)) or "(no figures are defined)")
-        )
-    selected = list(args.only) if args.only else list(figures)
     # --force re-makes every selected figure: the workers can import torch and Lightning
-    # while the sources are analysed below
-    early = args.force and not (args.list or args.check) and is_rank_zero()
-    pool = WorkerPool(min(jobs, len(selected))) if early and min(jobs, len(selected)) > 1 else None
+    # while the sources are read and analysed below
+    workers = min(jobs, len(args.only)) if args.only else jobs
+    early = args.force and workers > 1 and not (args.list or args.check) and is_rank_zero()
+    pool = WorkerPool(workers) if early else None
     try:
+        sources = Sources(project)
+        figures = discover(project, sources=sources)
+        unknown = [n for n in args.only or () if n not in figures]
+        if unknown:
+            raise UsageError(
+                f"unknown figure {', '.join(map(repr, unknown))}; allowed: "
+                + (", ".join(sorted(figures)) or "(no figures are defined)")
+            )
+        selected = list(args.only) if args.only else list(figures)
         status = figure_status(project, figures=figures, sources=sources)
     except BaseException:
         if pool is not None:

@@ -261,7 +261,7 @@ def synthetic_runs(ctx: RunContext, n_seeds: int, grid: int = 400) -> dict[str, 
     sigmas on the grid (``"grid"``) and on the test points (``"test"``).
     """
     n = ctx.pick(smoke=400, quick=1500, full=1500)
-    steps = ctx.pick(smoke=20, quick=300, full=400)  # full-batch Adam steps
+    steps = ctx.pick(smoke=20, quick=80, full=400)  # full-batch Adam steps
     seeds = [ctx.seed + k for k in range(n_seeds)]
     sets = []
     for s in seeds:
@@ -302,7 +302,7 @@ def diabetes_runs(ctx: RunContext, n_splits: int) -> dict[str, Any]:
     scored on the split's test patients. Targets are standardised per split; ``target_std``
     converts back to progression units.
     """
-    epochs = ctx.pick(smoke=1, quick=16, full=24)  # of 5 passes (25 steps) each
+    epochs = ctx.pick(smoke=1, quick=3, full=24)  # of 5 passes (25 steps) each
     splits = [ctx.seed + k for k in range(n_splits)]
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {"train": [], "val": [], "test": []}
     target_std = []
@@ -361,7 +361,7 @@ def count_runs(ctx: RunContext, n_seeds: int, grid: int = 300) -> dict[str, Any]
     ``[E, ...]`` parameters on the grid and the test points (Poisson: ``"rate"``).
     """
     n = ctx.pick(smoke=400, quick=2000, full=2000)
-    epochs = ctx.pick(smoke=1, quick=6, full=10)  # of 10 passes (40 steps) each
+    epochs = ctx.pick(smoke=1, quick=2, full=10)  # of 10 passes (40 steps) each
     _check_members(n_seeds)
     seeds = [ctx.seed + k for k in range(n_seeds)]
     x, y, x_test, y_test = _one_feature_data(ctx, make_counts, n, seeds)
@@ -407,7 +407,7 @@ def mixture_runs(ctx: RunContext, n_seeds: int, x_probe: float, grid: int = 160)
     """A 3-component mixture density head and a sigma(x) Gaussian head on the inverse-sine
     data, per seed; parameters on a grid, at ``x_probe`` and on the test points."""
     n = ctx.pick(smoke=400, quick=2000, full=2000)
-    epochs = ctx.pick(smoke=1, quick=10, full=15)  # of 10 passes (40 steps) each
+    epochs = ctx.pick(smoke=1, quick=2, full=15)  # of 10 passes (40 steps) each
     _check_members(n_seeds)
     seeds = [ctx.seed + k for k in range(n_seeds)]
     x, y, x_test, y_test = _one_feature_data(ctx, make_inverse_sine, n, seeds)

@@ -215,13 +215,13 @@ def relu_vs_tanh(
     (over the sweep, of the per-learning-rate means); ``reached_<act>_<inputs>`` (seeds that
     reached the target at ``lr``) and the settings.
     """
-    epochs = ctx.pick(smoke=1, quick=4, full=7)
+    epochs = ctx.pick(smoke=1, quick=2, full=7)
     seeds = comparison_seeds(ctx)
     lrs = sorted(set(ctx.pick(smoke=[lr], quick=lrs, full=lrs)) | {lr})
     inputs = {"std": 1.0, "raw": input_scale}
     data = ctx.compute(
         relu_vs_tanh_runs, input_scales=inputs, lrs=lrs, seeds=seeds, epochs=epochs,
-        curve_every=ctx.pick(smoke=1, quick=4, full=4), depth=depth, width=width,
+        curve_every=ctx.pick(smoke=1, quick=2, full=4), depth=depth, width=width,
     )  # fmt: skip
     numbers: dict[str, Any] = {
         "epochs": epochs,
@@ -395,7 +395,7 @@ def dead_relus(
     seeds that finished, with spread), ``diverged_normal`` / ``diverged_high`` (seeds whose
     loss became NaN), ``seeds``, ``epochs``, ``dead_max`` (largest mean over the sweep).
     """
-    epochs = ctx.pick(smoke=1, quick=3, full=5)
+    epochs = ctx.pick(smoke=1, quick=2, full=5)
     seeds = comparison_seeds(ctx)
     lrs = sorted(
         set(ctx.pick(smoke=[lr_normal, lr_high], quick=lrs, full=lrs)) | {lr_normal, lr_high}

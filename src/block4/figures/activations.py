@@ -179,7 +179,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
     = final training error (mean; also ``_sd``); plus ``epochs``, ``depth``, ``width``,
     ``lr``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=2, full=5)
+    epochs = ctx.pick(smoke=1, quick=1, full=5)
     seeds = comparison_seeds(ctx)
     data = ctx.compute(
         activation_gradient_flow_runs, activations=list(DEEP_ACTIVATIONS), inits=list(inits),

@@ -46,7 +46,7 @@ class _TestMetrics(pl.Callback):
 def digits_runs(ctx: FigureContext, n_seeds: int, n_bins: int) -> dict[str, Any]:
     """Digits MLPs (2 hidden layers of 64, Adam) from ``n_seeds`` seeds, trained as one stack
     (each member its own initial weights and batch order); test metrics every epoch."""
-    epochs = ctx.pick(smoke=2, quick=25, full=40)
+    epochs = ctx.pick(smoke=2, quick=6, full=40)
     data = DigitsDataModule(batch_size=64, seed=ctx.seed)
     data.setup()
     x, y = (t.cpu() for t in data.tensors("train"))

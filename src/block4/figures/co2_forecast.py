@@ -76,7 +76,7 @@ def co2_runs(
     for name, degree in (("linear", 1), ("quadratic", 2)):
         mean, sigma = _trend_fit(x_all[train], y_s, torch.cat([x_all, x_grid]), degree)
         out[name] = {"mean": mean * y_std + y_mean, "sigma": sigma * y_std}
-    steps = ctx.pick(smoke=10, quick=300, full=400)
+    steps = ctx.pick(smoke=10, quick=60, full=400)
     total = n_ensembles * members
     model = gaussian_members(
         total, ctx.seed, heteroscedastic=True, in_features=3, depth=2, width=32, lr=1e-2
@@ -132,7 +132,7 @@ def _take(dist: D.Distribution, index: torch.Tensor) -> D.Distribution:
         "horizon": 2007.0,
         "level": 0.9,
         "members": 5,
-        "n_ensembles": {"smoke": 1, "quick": 2, "full": 5},
+        "n_ensembles": {"smoke": 1, "quick": 1, "full": 5},
     },
 )
 def co2_forecast(

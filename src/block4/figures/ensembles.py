@@ -37,7 +37,7 @@ def ensemble_runs(ctx: FigureContext, n_ensembles: int, members: int) -> dict[st
     ensemble ``j``. Returns each member's mean and sigma on a grid and on the test points
     of every region (`REGIONS`)."""
     n = ctx.pick(smoke=200, quick=600, full=600)
-    steps = ctx.pick(smoke=20, quick=300, full=460)  # full-batch Adam steps
+    steps = ctx.pick(smoke=20, quick=60, full=460)  # full-batch Adam steps
     total = n_ensembles * members
     x, y = make_gap_data(n, ctx.seed)
     model = gaussian_members(
@@ -50,7 +50,7 @@ def ensemble_runs(ctx: FigureContext, n_ensembles: int, members: int) -> dict[st
     out: dict[str, Any] = {"x_train": x[:, 0], "y_train": y, "grid": grid, "members": members}
     out["grid_pred"] = _mean_sigma(model, grid[:, None])
     for region, ranges in REGIONS.items():
-        xt, yt = make_gap_data(ctx.pick(smoke=200, quick=1000, full=2000), ctx.seed + 1, ranges)
+        xt, yt = make_gap_data(ctx.pick(smoke=200, quick=600, full=2000), ctx.seed + 1, ranges)
         out[region] = {"x": xt[:, 0], "y": yt, **_mean_sigma(model, xt)}
     out["diverged"] = [k for k, ok in enumerate(model.member_active.tolist()) if not ok]
     return out
@@ -114,7 +114,7 @@ def _shade_regions(ax: Any) -> None:
 @figure(
     "deep_ensemble",
     chapter="probabilistic-heads",
-    params={"members": 5, "level": 0.9, "n_ensembles": {"smoke": 1, "quick": 2, "full": 5}},
+    params={"members": 5, "level": 0.9, "n_ensembles": {"smoke": 1, "quick": 1, "full": 5}},
 )
 def deep_ensemble(ctx: FigureContext, members: int, level: float, n_ensembles: dict[str, int]):
     """A single heteroscedastic network vs a deep ensemble, on data with a gap.

@@ -132,7 +132,7 @@ def bn_preactivations(
     per-layer standard deviation), ``error_<no_bn|bn>`` (final training error);
     ``slope_at_saturation``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=3, full=6)
+    epochs = ctx.pick(smoke=1, quick=1, full=6)
     seeds = comparison_seeds(ctx)
     limit = 6.0
     data = ctx.compute(
@@ -273,7 +273,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
     ``diverged_*`` (learning rates with a diverged seed), ``diverged_runs_*`` (diverged
     members of the whole sweep), ``n_lrs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=2, full=4)
+    epochs = ctx.pick(smoke=1, quick=1, full=4)
     seeds = comparison_seeds(ctx)
     lrs = ctx.pick(smoke=[0.01, 1.0], quick=[0.01, 0.1, 1.0, 3.0], full=lrs)
     data = ctx.compute(

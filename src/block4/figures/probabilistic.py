@@ -134,7 +134,7 @@ def heteroscedastic_regression(ctx: FigureContext, bulk: list[float], n_seeds: d
 @figure(
     "diabetes_nll",
     chapter="probabilistic-heads",
-    params={"n_splits": {"smoke": 2, "quick": 4, "full": 10}},
+    params={"n_splits": {"smoke": 2, "quick": 2, "full": 10}},
     group="trained-models",
 )
 def diabetes_nll(ctx: FigureContext, n_splits: dict[str, int]):
@@ -439,7 +439,7 @@ def _cases(ctx: FigureContext, n_seeds: dict[str, int], n_splits: dict[str, int]
         "levels": [0.5, 0.8, 0.9, 0.95],
         "bins": 10,
         "n_seeds": {"smoke": 2, "quick": 2, "full": 5},
-        "n_splits": {"smoke": 2, "quick": 4, "full": 10},
+        "n_splits": {"smoke": 2, "quick": 2, "full": 10},
         "x_probe": 0.5,
     },
     group="trained-models",  # after the figures whose runs it reuses: one computation

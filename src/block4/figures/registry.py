@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-#: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is the
-#: CPU default (all figures within minutes on two cores), ``full`` is publication quality
-#: (minutes on a few CPU cores with ``--jobs``).
+#: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is a
+#: preview of every figure (about 15 s on two cores), ``full`` is what the site publishes
+#: (about a minute on two cores with ``--jobs 2``).
 PROFILES: dict[str, str] = {
     "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
-    "quick": "all figures in a few minutes on 2 CPU cores; the default on a CPU",
-    "full": "publication quality (more epochs, several seeds, error bands); a few minutes "
-    "with --jobs on a few CPU cores",
+    "quick": "a preview: one seed, short runs, half the digits; all figures in about 15 s "
+    "with --jobs 2 on 2 CPU cores; the default for new figures",
+    "full": "the published figures: full data and training, at least 5 seeds where runs are "
+    "compared, error bands; about a minute with --jobs 2 on 2 CPU cores",
 }
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")

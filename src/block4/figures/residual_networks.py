@@ -107,7 +107,7 @@ class StackedConvClassifier(pl.LightningModule):
 
 def digit_images(ctx: FigureContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The standardised digits training images as ``[N, 1, 8, 8]`` and their labels."""
-    data = DigitsDataModule(n_train=ctx.pick(smoke=128, quick=None, full=None))
+    data = DigitsDataModule(n_train=ctx.pick(smoke=128, quick=512, full=None))
     data.setup()
     x, y = data.tensors("train")
     return x.reshape(-1, 1, 8, 8), y
@@ -215,8 +215,8 @@ def resnet_degradation(
     geometric mean over seeds), ``deepest``, ``shallowest``, ``seeds``, ``epochs``,
     ``blocks_<depth>``, ``width``, ``lr``, ``batch_size``.
     """
-    seeds = [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=2, full=5))]
-    epochs = ctx.pick(smoke=1, quick=5, full=6)
+    seeds = [ctx.seed + i for i in range(ctx.pick(smoke=1, quick=1, full=5))]
+    epochs = ctx.pick(smoke=1, quick=1, full=6)
     depths = ctx.pick(smoke=[4, 6], quick=depths, full=depths)
     width = ctx.pick(smoke=4, quick=width, full=width)
     data = ctx.compute(

@@ -201,9 +201,9 @@ def residual_depth(ctx: FigureContext, depths: list, width: int, lr: float, show
     ``ratio_<family>_<arch>_<depth>`` (first/last layer gradient norm at init, geometric
     mean over seeds, with ``_min``, ``_max``), ``epochs``, ``seeds``.
     """
-    epochs = ctx.pick(smoke=1, quick=2, full=3)
+    epochs = ctx.pick(smoke=1, quick=1, full=3)
     seeds = comparison_seeds(ctx)
-    depths = ctx.pick(smoke=[2, 20], quick=depths, full=depths)
+    depths = ctx.pick(smoke=[2, 20], quick=[2, 10, 30], full=depths)
     show_depth = show_depth if show_depth in depths else max(depths)
     data = ctx.compute(
         residual_depth_runs, depths=depths, seeds=seeds, epochs=epochs, width=width, lr=lr
