@@ -431,11 +431,15 @@ def _run(request: Request, todo: list[Planned]) -> Outcome:
     os.environ[_PLAN_ENV] = json.dumps({"figures": todo})
     entries = {name: request.status[name].entry or {} for name, _, _ in todo}
     planned = {name: profile for name, _, profile in todo}
-    # Expected seconds: the last wall time plus the training of results no longer cached.
-    # ETA: runs with this profile; to order parallel work (longest first), any profile.
+    # ETA: the last wall time plus the training of results no longer cached, for runs with
+    # this profile. Order of parallel work (longest first): as if nothing were cached, since
+    # a changed figure may well miss its old results; any profile.
     cache_dir = request.project.root / RESULTS_DIR if request.args.cache else None
-    expected = {n: expected_seconds(e, cache_dir) for n, e in entries.items() if "wall_time_s" in e}
-    estimates = {n: t for n, t in expected.items() if entries[n].get("profile") == planned[n]}
+    made = {n: e for n, e in entries.items() if "wall_time_s" in e}
+    expected = {n: expected_seconds(e, None) for n, e in made.items()}
+    estimates = {
+        n: expected_seconds(e, cache_dir) for n, e in made.items() if e.get("profile") == planned[n]
+    }
     workers = min(request.jobs, len(todo))
     progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
     jobs = _contexts(request, todo, workers)
