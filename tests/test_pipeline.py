@@ -500,6 +500,20 @@ def test_the_code_index_makes_a_no_change_check_parse_nothing(project: pipeline.
     assert pipeline.figure_status(project)["line_plot"].reason == "changed: block4.helper:SCALE"
 
 
+def test_the_code_index_keeps_the_figure_declarations_until_a_file_changes(
+    project: pipeline.Project,
+) -> None:
+    read = pipeline.discover(project)
+    pipeline.figure_status(project)  # saves the index, declarations included
+    again = pipeline.Sources(project)
+    assert pipeline.discover(project, sources=again) == read
+    assert again._trees == {}  # nothing was parsed
+    _edit(project.figures_dir / "demo.py", '"n": 5', '"n": 7')
+    edited = pipeline.discover(project, sources=pipeline.Sources(project))
+    assert edited["line_plot"].params == {"n": 7, "label": "a line"}
+    assert edited["other_plot"] == read["other_plot"]
+
+
 # -- fingerprints -----------------------------------------------------------------------------
 
 

@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,7 @@ PACKAGE = "block4"
 STYLE_MODULE = "block4.style"
 
 # Bumped when the code index's layout or the analysis behind it changes.
-_INDEX_FORMAT = 1
+_INDEX_FORMAT = 2
 
 #: The module of :class:`~block4.figures.registry.FigureContext`, which every figure gets.
 CONTEXT_MODULE = "block4.figures.registry"
@@ -195,8 +197,10 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-#: sha256 of package files by (path, size, mtime in ns), for every Sources of this process.
+#: sha256 of package files by (path, size, mtime in ns), for every Sources of this process;
+#: kept only for files unmodified for `_SETTLED_NS`.
 _FILE_DIGESTS: dict[tuple[Path, int, int], bytes] = {}
+_SETTLED_NS = 2_000_000_000
 #: Code indexes read by this process, by (index file, package key).
 _INDEXES: dict[tuple[Path, str], tuple[dict, dict]] = {}
 
@@ -216,6 +220,9 @@ class Sources:
         self._data_files: dict[str, list[Path]] | None = None
         self._index_key: str | None = None
         self._indexed: set[Unit] = set()
+        # the @figure declarations of the package as stored in the index (see `discover`)
+        self._figures: list[list[Any]] | None = None
+        self._figures_indexed = False
 
     @property
     def index_path(self) -> Path:
@@ -233,12 +240,17 @@ class Sources:
                 if not S_ISREG(stat.st_mode):
                     continue
                 # a file's digest is re-used while its size and modification time (in ns)
-                # stay the same: a new Sources per figure does not hash the package again
+                # stay the same: a new Sources per figure does not hash the package again.
+                # Only for files last modified a while ago: a clock tick is coarser than a
+                # nanosecond, so two quick edits of the same size could share a time.
                 key = (path, stat.st_size, stat.st_mtime_ns)
-                if key not in _FILE_DIGESTS:
-                    _FILE_DIGESTS[key] = hashlib.sha256(self.read(path)).digest()
+                digest = _FILE_DIGESTS.get(key)
+                if digest is None:
+                    digest = hashlib.sha256(self.read(path)).digest()
+                    if time.time_ns() - stat.st_mtime_ns > _SETTLED_NS:
+                        _FILE_DIGESTS[key] = digest
                 h.update(path.relative_to(self.project.src).as_posix().encode() + b"\0")
-                h.update(_FILE_DIGESTS[key])
+                h.update(digest)
         return h.hexdigest()
 
     def _load_index(self) -> None:
@@ -251,7 +263,9 @@ class Sources:
         if known is not None:  # read by an earlier Sources of this process
             self._unit_digests.update(known[0])
             self._unit_deps.update(known[1])
+            self._figures = known[2]
             self._indexed = set(self._unit_deps)
+            self._figures_indexed = self._figures is not None
             return
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
@@ -263,16 +277,24 @@ class Sources:
                 self._unit_digests[unit] = digest
                 deps_units = frozenset(Unit(*d.split(":", 1)) for d in deps)
                 self._unit_deps[unit] = deps_units, frozenset(src / f for f in files)
+            figures = data.get("figures")
+            self._figures = figures if isinstance(figures, list) else None
             self._indexed = set(self._unit_deps)
+            self._figures_indexed = self._figures is not None
             _INDEXES[(self.index_path, self._index_key)] = (
                 dict(self._unit_digests),
                 dict(self._unit_deps),
+                self._figures,
             )
 
     def save_index(self) -> None:
         """Keep the analysis of this run for the next one (best effort: a read-only checkout
         just analyses again)."""
-        if self._index_key is None or set(self._unit_deps) <= self._indexed:
+        if self._index_key is None:
+            return
+        if set(self._unit_deps) <= self._indexed and (
+            self._figures is None or self._figures_indexed
+        ):
             return
         src = self.project.src
         units = {
@@ -283,10 +305,38 @@ class Sources:
             ]
             for unit, (deps, files) in sorted(self._unit_deps.items())
         }
-        text = json.dumps({"key": self._index_key, "units": units}, sort_keys=True)
+        data: dict[str, Any] = {"key": self._index_key, "units": units}
+        if self._figures is not None:
+            data["figures"] = self._figures
         with contextlib.suppress(OSError):
-            atomic_write(self.index_path, text.encode())
+            atomic_write(self.index_path, json.dumps(data, sort_keys=True).encode())
         self._indexed = set(self._unit_deps)
+        self._figures_indexed = self._figures is not None
+
+    def indexed_figures(self) -> list[FigureInfo] | None:
+        """The ``@figure`` declarations the index holds for exactly these files, or None."""
+        self._load_index()
+        if self._figures is None:
+            return None
+        src = self.project.src
+        with contextlib.suppress(ValueError, TypeError, SyntaxError):
+            return [
+                FigureInfo(name, chapter, ast.literal_eval(params), module, function,
+                           src / path, line, group)
+                for name, chapter, params, module, function, path, line, group in self._figures
+            ]  # fmt: skip
+        return None
+
+    def remember_figures(self, figures: Iterable[FigureInfo]) -> None:
+        """Keep the declarations `discover` read, for the index (see `save_index`)."""
+        self._load_index()
+        src = self.project.src
+        self._figures = [
+            [f.name, f.chapter, repr(f.params), f.module, f.function,
+             f.path.relative_to(src).as_posix(), f.line, f.group]
+            for f in figures
+        ]  # fmt: skip
+        self._figures_indexed = False
 
     def read(self, path: Path) -> bytes:
         if path not in self._bytes:
@@ -460,6 +510,9 @@ def _literal(node: ast.AST, what: str, where: str) -> Any:
         ) from None
 
 
+_INDENTED_DECORATOR = re.compile(rb"^[ \t]+@", re.MULTILINE)
+
+
 def _is_figure_decorator(node: ast.AST) -> bool:
     if not isinstance(node, ast.Call):
         return False
@@ -505,13 +558,19 @@ def discover(project: Project, *, sources: Sources | None = None) -> dict[str, F
     found: dict[str, FigureInfo] = {}
     if not project.figures_dir.is_dir():
         return found
+    indexed = sources.indexed_figures()  # the package has not changed since they were read
+    if indexed is not None:
+        return {info.name: info for info in indexed}
     for path in sorted(project.figures_dir.glob("*.py")):
         module = f"{PACKAGE}.figures.{path.stem}" if path.stem != "__init__" else ""
         if not module:
             continue
         tree = sources.tree(path)
         top_level = {id(node) for node in tree.body}
-        for node in ast.walk(tree):
+        # @figure decorates top-level functions; the whole tree is searched only when an
+        # indented decorator line may be one elsewhere (then it is an error, named below)
+        nested = _INDENTED_DECORATOR.search(sources.read(path)) is not None
+        for node in ast.walk(tree) if nested else tree.body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for dec in node.decorator_list:
@@ -542,4 +601,5 @@ def discover(project: Project, *, sources: Sources | None = None) -> dict[str, F
                     line=node.lineno,
                     group=mark.group,
                 )
+    sources.remember_figures(found.values())
     return found
