@@ -3,7 +3,8 @@
 Digits (8x8, 10 classes), an MLP of depth 20 and width 32 (Kaiming init), batch 64, Adam.
 For each E in ``--members`` we train ``Classifier(members=E)`` for a few epochs in one
 Trainer (each member its own data order, `MemberBatches`) and report the median seconds of
-one epoch divided by E: the cost of one *member-epoch*. The baseline is the plainest
+one epoch divided by E: the cost of one *member-epoch* (median of ``--repeats`` runs, with the
+spread of the ratio). The baseline is the plainest
 PyTorch loop there is, one network at a time over the same in-memory batches (its cost per
 member-epoch does not depend on E, so it is measured once, over a few members). E=1 is the
 ordinary single-network module, the one the course used before stacking.
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (first = warm-up)")
     parser.add_argument("--plain-members", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="measurements of every E (median, spread)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
@@ -106,21 +110,31 @@ def _run(args: argparse.Namespace) -> Path:
     data.setup("fit")
     x, y = data.train_dataloader().x, data.train_dataloader().y
 
+    # Each repeat measures every E once, each stacked run right next to its own plain
+    # baseline (both see the same load on a shared machine); a row reports the median over
+    # the repeats and the spread of the ratio.
+    runs: dict[int, list[tuple[float, float]]] = {m: [] for m in args.members}
+    for repeat in range(args.repeats):
+        for members in args.members:
+            plain = statistics.median(plain_member_epochs(x, y, args.plain_members, args.epochs))
+            epoch = statistics.median(stacked_epochs(x, y, members, args.epochs))
+            runs[members].append((plain, epoch))
+            print(f"repeat {repeat + 1}, E = {members}: {epoch / members / plain:.3f}x", flush=True)
     rows, plains = [], []
-    for members in args.members:
-        # the baseline is measured right next to each stacked run, so that both see the same
-        # load on a shared machine
-        plain = statistics.median(plain_member_epochs(x, y, args.plain_members, args.epochs))
-        epoch = statistics.median(stacked_epochs(x, y, members, args.epochs))
-        per_member = epoch / members
+    for members, pairs in runs.items():
+        ratios = [epoch / members / plain for plain, epoch in pairs]
+        plain = statistics.median(p for p, _ in pairs)
+        epoch = statistics.median(e for _, e in pairs)
         plains.append(plain)
         rows.append(
             {
                 "members": members,
                 "stacked_s_per_epoch": round(epoch, 4),
-                "stacked_s_per_member_epoch": round(per_member, 5),
+                "stacked_s_per_member_epoch": round(epoch / members, 5),
                 "plain_s_per_member_epoch": round(plain, 5),
-                "ratio_to_plain": round(per_member / plain, 3),
+                "ratio_to_plain": round(statistics.median(ratios), 3),
+                "ratio_min": round(min(ratios), 3),
+                "ratio_max": round(max(ratios), 3),
             }
         )
         print(rows[-1], flush=True)
@@ -133,6 +147,7 @@ def _run(args: argparse.Namespace) -> Path:
         },
         "threads": torch.get_num_threads(),
         "epochs_per_run": args.epochs,
+        "repeats": args.repeats,
         "plain_s_per_member_epoch": round(plain, 5),
         "rows": rows,
     }

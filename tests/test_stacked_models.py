@@ -129,9 +129,17 @@ def test_stacked_optimisers_refuse_bad_learning_rates_and_shapes():
         StackedAdam(stacked.parameters(), member_lr=[0.1, 0.1, 0.1])
 
 
-@pytest.mark.parametrize("kind", ["sgd", "nesterov", "adam", "adamw"])
-def test_stacked_optimisers_match_torch_member_by_member(kind):
-    lrs = [0.05, 0.2, 0.01]
+@pytest.mark.parametrize(
+    ("kind", "lrs"),
+    [
+        ("sgd", [0.05, 0.2, 0.01]),
+        ("nesterov", [0.05, 0.2, 0.01]),
+        ("adam", [0.05, 0.2, 0.01]),
+        ("adamw", [0.05, 0.2, 0.01]),
+        ("adam", [0.05, 0.05, 0.05]),  # one learning rate: the multi-tensor update
+    ],
+)
+def test_stacked_optimisers_match_torch_member_by_member(kind, lrs):
     stacked = mlp(4, 3, depth=2, width=5, norm="batch", members=3, seed=0)
     singles = [stacked.member(k) for k in range(3)]
     wd = 0.01

@@ -174,10 +174,14 @@ class StackedAdam(_StackedOptimizer):
         step = float(states[0]["step"])
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        step_size = self._per_member([-lr / bias_correction1 for lr in lrs], params)
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, bias_correction2_sqrt)
         torch._foreach_add_(denom, group["eps"])
-        update = torch._foreach_mul(exp_avgs, step_size)
-        torch._foreach_div_(update, denom)
-        torch._foreach_add_(params, update)
+        if len(set(lrs)) == 1 and (self.active is None or bool(self.active.all())):
+            # one learning rate, every member moving: PyTorch's multi-tensor Adam update
+            torch._foreach_addcdiv_(params, exp_avgs, denom, value=-lrs[0] / bias_correction1)
+            return
+        # param + (step * exp_avg) / denom, as addcdiv computes it, with a step per member
+        # (0 for a frozen one)
+        step_size = self._per_member([-lr / bias_correction1 for lr in lrs], params)
+        torch._foreach_addcdiv_(params, torch._foreach_mul(exp_avgs, step_size), denom)
