@@ -109,16 +109,17 @@ def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_figures_benchmark_records_a_run_cut_short_by_its_time_limit(tmp_path: Path) -> None:
-    # activation_functions takes well under a second, relu_vs_tanh about ten (quick profile)
+    # activation_functions takes well under a second, resnet_degradation well over ten
+    # (full profile)
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "figures.py"),
             "--profile",
-            "quick",
+            "full",
             "--only",
             "activation_functions",
-            "relu_vs_tanh",
+            "resnet_degradation",
             "--time-limit",
             "9",
             "--out-dir",
@@ -130,7 +131,7 @@ def test_figures_benchmark_records_a_run_cut_short_by_its_time_limit(tmp_path: P
     )
     assert proc.returncode == 0, proc.stderr
     assert "incomplete run: stopped by its 9 s time limit" in proc.stdout
-    results = json.loads((tmp_path / "figures_quick.json").read_text())["results"]
+    results = json.loads((tmp_path / "figures_full.json").read_text())["results"]
     assert results["complete"] is False and results["of_figures"] == 2
     assert results["figures_made"] == len(results["figures"]) <= 1
     assert [r["name"] for r in results["figures"]] in ([], ["activation_functions"])
