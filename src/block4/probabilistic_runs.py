@@ -261,7 +261,7 @@ def synthetic_runs(ctx: RunContext, n_seeds: int, grid: int = 400) -> dict[str, 
     sigmas on the grid (``"grid"``) and on the test points (``"test"``).
     """
     n = ctx.pick(smoke=400, quick=1500, full=1500)
-    steps = ctx.pick(smoke=20, quick=80, full=400)  # full-batch Adam steps
+    steps = ctx.pick(smoke=20, quick=100, full=400)  # full-batch Adam steps
     seeds = [ctx.seed + k for k in range(n_seeds)]
     sets = []
     for s in seeds:
@@ -360,7 +360,7 @@ def count_runs(ctx: RunContext, n_seeds: int, grid: int = 300) -> dict[str, Any]
     Returns the grid on ``[0, 5]`` with the true rate, training/test data and, per model,
     ``[E, ...]`` parameters on the grid and the test points (Poisson: ``"rate"``).
     """
-    n = ctx.pick(smoke=400, quick=2000, full=2000)
+    n = ctx.pick(smoke=400, quick=1000, full=2000)
     epochs = ctx.pick(smoke=1, quick=2, full=10)  # of 10 passes (40 steps) each
     _check_members(n_seeds)
     seeds = [ctx.seed + k for k in range(n_seeds)]
@@ -406,7 +406,7 @@ def _mixture_params(model: ProbabilisticRegressor, x: Tensor) -> dict[str, Tenso
 def mixture_runs(ctx: RunContext, n_seeds: int, x_probe: float, grid: int = 160) -> dict[str, Any]:
     """A 3-component mixture density head and a sigma(x) Gaussian head on the inverse-sine
     data, per seed; parameters on a grid, at ``x_probe`` and on the test points."""
-    n = ctx.pick(smoke=400, quick=2000, full=2000)
+    n = ctx.pick(smoke=400, quick=1000, full=2000)
     epochs = ctx.pick(smoke=1, quick=2, full=15)  # of 10 passes (40 steps) each
     _check_members(n_seeds)
     seeds = [ctx.seed + k for k in range(n_seeds)]

@@ -36,7 +36,7 @@ def ensemble_runs(ctx: FigureContext, n_ensembles: int, members: int) -> dict[st
     as one stack, all on the same gap data; member ``j * members + k`` is member ``k`` of
     ensemble ``j``. Returns each member's mean and sigma on a grid and on the test points
     of every region (`REGIONS`)."""
-    n = ctx.pick(smoke=200, quick=600, full=600)
+    n = ctx.pick(smoke=200, quick=300, full=600)
     steps = ctx.pick(smoke=20, quick=60, full=460)  # full-batch Adam steps
     total = n_ensembles * members
     x, y = make_gap_data(n, ctx.seed)
@@ -50,7 +50,7 @@ def ensemble_runs(ctx: FigureContext, n_ensembles: int, members: int) -> dict[st
     out: dict[str, Any] = {"x_train": x[:, 0], "y_train": y, "grid": grid, "members": members}
     out["grid_pred"] = _mean_sigma(model, grid[:, None])
     for region, ranges in REGIONS.items():
-        xt, yt = make_gap_data(ctx.pick(smoke=200, quick=600, full=2000), ctx.seed + 1, ranges)
+        xt, yt = make_gap_data(ctx.pick(smoke=200, quick=300, full=2000), ctx.seed + 1, ranges)
         out[region] = {"x": xt[:, 0], "y": yt, **_mean_sigma(model, xt)}
     out["diverged"] = [k for k, ok in enumerate(model.member_active.tolist()) if not ok]
     return out

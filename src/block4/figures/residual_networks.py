@@ -107,7 +107,7 @@ class StackedConvClassifier(pl.LightningModule):
 
 def digit_images(ctx: FigureContext) -> tuple[torch.Tensor, torch.Tensor]:
     """The standardised digits training images as ``[N, 1, 8, 8]`` and their labels."""
-    data = DigitsDataModule(n_train=ctx.pick(smoke=128, quick=512, full=None))
+    data = DigitsDataModule(n_train=ctx.pick(smoke=128, quick=256, full=None))
     data.setup()
     x, y = data.tensors("train")
     return x.reshape(-1, 1, 8, 8), y
