@@ -440,3 +440,29 @@ def test_blood_pressure_defaults_to_the_models_dtype():
     torch.testing.assert_close(age, exact.float(), rtol=0, atol=0)  # integers: exact
     with pytest.raises(ValueError, match="dtype must be a floating dtype .* got torch.int64"):
         load_blood_pressure(torch.int64)
+
+
+def test_the_bundled_tables_are_read_as_scikit_learn_reads_them_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_diabetes, load_digits
+
+    from block4.data.bundled import sklearn_table
+
+    digits, table = load_digits(), sklearn_table("digits.csv.gz", delimiter=",")
+    assert np.array_equal(table[:, :-1], digits.data)
+    assert np.array_equal(table[:, -1].astype(int), digits.target)
+    raw = load_diabetes(scaled=False)
+    assert np.array_equal(sklearn_table("diabetes_data_raw.csv.gz"), raw.data)
+    assert np.array_equal(sklearn_table("diabetes_target.csv.gz"), raw.target)
+    with pytest.raises(FileNotFoundError, match=r"no_such\.csv\.gz was not found"):
+        sklearn_table("no_such.csv.gz")
+    code = (
+        "import sys; from block4.data import DigitsDataModule, DiabetesDataModule; "
+        "DigitsDataModule().setup(); DiabetesDataModule().setup(); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
