@@ -27,7 +27,15 @@ import ast
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["TOP_LEVEL", "WHOLE", "ModuleSymbols", "Unit", "module_symbols", "references"]
+__all__ = [
+    "TOP_LEVEL",
+    "WHOLE",
+    "ModuleSymbols",
+    "Unit",
+    "code_signature",
+    "module_symbols",
+    "references",
+]
 
 #: The name of the unit made of a module's top-level statements other than definitions.
 TOP_LEVEL = "<top level>"
@@ -300,3 +308,47 @@ def references(
             found.add(named)
     found.discard(unit)
     return found, strings
+
+
+class _Mark(str):
+    """A structural token of :func:`code_signature` (never confused with a string constant)."""
+
+
+def code_signature(tree: ast.Module) -> str:
+    """A canonical text of a module's code: its AST without docstrings and positions.
+
+    Editing a comment, a docstring or the layout of a module leaves its signature (and so
+    every figure that depends on it) unchanged; changing any statement or value changes it.
+    A body that is only a docstring counts as ``pass``. The tree is not modified.
+    """
+    docstrings: dict[int, bool] = {}  # id of a docstring statement -> it is the whole body
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstrings[id(first)] = len(node.body) == 1
+    parts: list[str] = []
+    stack: list[object] = [tree]
+    while stack:  # an explicit stack: deep expressions do not hit the recursion limit
+        item = stack.pop()
+        if isinstance(item, _Mark):
+            parts.append(item)
+        elif isinstance(item, ast.AST):
+            if id(item) in docstrings:
+                if docstrings[id(item)]:
+                    parts.append("Pass")
+                continue
+            parts.append(type(item).__name__)
+            for name, value in reversed(list(ast.iter_fields(item))):
+                stack.extend((value, _Mark(f".{name}")))
+        elif isinstance(item, list):
+            parts.append("[")
+            stack.append(_Mark("]"))
+            stack.extend(reversed(item))
+        else:
+            parts.append(repr(item))
+    return "\x00".join(parts)

@@ -6,8 +6,8 @@ module, torch or Lightning, so listing and checking figures stays fast.
 * :class:`Project`: where the package and the generated figures of a checkout live.
 * :func:`discover`: every ``@figure`` of ``block4/figures/*.py``, read from the source (the
   single source of truth about which figures exist).
-* :func:`code_signature`: the canonical text of a piece of code (docstrings, comments and
-  layout left out), the unit every fingerprint is built from.
+* `block4.code_closure.code_signature` (re-exported here): the canonical text of a piece of
+  code (docstrings, comments and layout left out), the unit every fingerprint is built from.
 * :class:`Sources`: reads, parses and hashes the package's files once per process and
   resolves what a module depends on.
 
@@ -30,7 +30,15 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
-from block4.code_closure import TOP_LEVEL, WHOLE, ModuleSymbols, Unit, module_symbols, references
+from block4.code_closure import (
+    TOP_LEVEL,
+    WHOLE,
+    ModuleSymbols,
+    Unit,
+    code_signature,
+    module_symbols,
+    references,
+)
 from block4.figures.registry import FigureMark, figure_mark_of
 
 __all__ = [
@@ -133,50 +141,6 @@ class FigureInfo:
     path: Path
     line: int
     group: str | None = None
-
-
-class _Mark(str):
-    """A structural token of :func:`code_signature` (never confused with a string constant)."""
-
-
-def code_signature(tree: ast.Module) -> str:
-    """A canonical text of a module's code: its AST without docstrings and positions.
-
-    Editing a comment, a docstring or the layout of a module leaves its signature (and so
-    every figure that depends on it) unchanged; changing any statement or value changes it.
-    A body that is only a docstring counts as ``pass``. The tree is not modified.
-    """
-    docstrings: dict[int, bool] = {}  # id of a docstring statement -> it is the whole body
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            first = node.body[0] if node.body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                docstrings[id(first)] = len(node.body) == 1
-    parts: list[str] = []
-    stack: list[object] = [tree]
-    while stack:  # an explicit stack: deep expressions do not hit the recursion limit
-        item = stack.pop()
-        if isinstance(item, _Mark):
-            parts.append(item)
-        elif isinstance(item, ast.AST):
-            if id(item) in docstrings:
-                if docstrings[id(item)]:
-                    parts.append("Pass")
-                continue
-            parts.append(type(item).__name__)
-            for name, value in reversed(list(ast.iter_fields(item))):
-                stack.extend((value, _Mark(f".{name}")))
-        elif isinstance(item, list):
-            parts.append("[")
-            stack.append(_Mark("]"))
-            stack.extend(reversed(item))
-        else:
-            parts.append(repr(item))
-    return "\x00".join(parts)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
