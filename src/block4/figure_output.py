@@ -72,8 +72,8 @@ def render(fig: Any) -> tuple[bytes, bytes]:
     """The light and the dark SVG of ``fig`` (deterministic bytes for the same figure).
 
     The dark SVG is the light one recoloured (`block4.style.dark_svg`: one drawing for
-    both); a figure with colour-mapped data is recoloured as artists and drawn again, in
-    the light drawing's layout.
+    both); a figure with colour-mapped or rasterized data (see `block4.style.recolourable`)
+    is recoloured as artists and drawn again, in the light drawing's layout.
     """
     style = importlib.import_module(STYLE_MODULE)
     with style.context():

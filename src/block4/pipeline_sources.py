@@ -165,8 +165,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 #: kept only for files unmodified for `_SETTLED_NS`.
 _FILE_DIGESTS: dict[tuple[Path, int, int], bytes] = {}
 _SETTLED_NS = 2_000_000_000
-#: Code indexes read by this process, by (index file, package key).
-_INDEXES: dict[tuple[Path, str], tuple[dict, dict]] = {}
+#: Code indexes read by this process, by (index file, package key): unit digests, unit
+#: dependencies and the stored @figure declarations (None when the index had none).
+_INDEXES: dict[tuple[Path, str], tuple[dict, dict, list | None]] = {}
 
 
 class Sources:
