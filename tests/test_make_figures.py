@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    root: Path, *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, SCRIPT, *args],
         cwd=root,
-        env=_env(),
+        env={**_env(), **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -314,9 +317,10 @@ def test_two_runs_at_once_both_land_in_the_manifest(repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_jobs_makes_the_same_files_in_parallel_processes(made: Path) -> None:
+@pytest.mark.parametrize("start", ["", "spawn"])  # "": forked from a fork server (Linux)
+def test_jobs_makes_the_same_files_in_parallel_processes(made: Path, start: str) -> None:
     before = snapshot(figures_dir(made))
-    proc = run(made, "--force", "--profile", "smoke", "--jobs", "2")
+    proc = run(made, "--force", "--profile", "smoke", "--jobs", "2", BLOCK4_WORKER_START=start)
     assert proc.returncode == 0, proc.stderr
     assert "making 2 figures in 2 parallel processes (smoke profile)" in proc.stderr
     assert "1/2 done" in proc.stderr and "2/2 done" in proc.stderr and "ETA" in proc.stderr
@@ -395,6 +399,83 @@ def test_parallel_units_keep_groups_together_longest_first() -> None:
     names = [[i.name for i, _ in unit] for unit in units]
     # "new" has no estimate: it starts first; then a+c (17 s), b (15 s), e, d
     assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
+
+
+def test_workers_are_forked_on_linux_and_spawned_elsewhere_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BLOCK4_WORKER_START", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert figure_runs.worker_start_method() == "forkserver"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert figure_runs.worker_start_method() == "spawn"
+    monkeypatch.setenv("BLOCK4_WORKER_START", " spawn ")
+    assert figure_runs.worker_start_method() == "spawn"
+    monkeypatch.setenv("BLOCK4_WORKER_START", "forkserver")
+    assert figure_runs.worker_start_method() == "forkserver"
+    monkeypatch.setenv("BLOCK4_WORKER_START", "fork")
+    with pytest.raises(pipeline.PipelineError) as err:
+        figure_runs.worker_start_method()
+    assert str(err.value) == (
+        "BLOCK4_WORKER_START='fork' is not a way to start workers here; allowed: forkserver, "
+        "spawn (or unset: forkserver on Linux, spawn elsewhere)"
+    )
+
+
+def test_a_bad_worker_start_is_one_line_and_writes_nothing(made: Path) -> None:
+    before = snapshot(figures_dir(made))
+    proc = run(made, "--force", "--jobs", "2", BLOCK4_WORKER_START="threads")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "make_figures.py: error: BLOCK4_WORKER_START='threads' is not a way to start workers "
+        "here; allowed: forkserver, spawn (or unset: forkserver on Linux, spawn elsewhere)"
+    ]
+    assert snapshot(figures_dir(made)) == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="/proc and the default fork server"
+)
+def test_forked_workers_have_the_libraries_and_the_runs_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("BLOCK4_WORKER_START", raising=False)
+    pool = figure_runs.WorkerPool(1)
+    assert pool.start_method == "forkserver"
+    monkeypatch.setenv("BLOCK4_RUN_MARK", "after the server started")
+    try:
+        info = pool.executor.submit(_worker_facts).result(timeout=120)
+    finally:
+        pool.close()
+    assert info["preloaded"] == {"torch": True, "pytorch_lightning": True, "matplotlib": True}
+    assert info["mark"] == "after the server started"
+    assert info["parent"] != os.getpid()  # a child of the fork server, not of this process
+    deadline = time.monotonic() + 5
+    while not _ended(info["parent"]):  # close() ended the fork server too (SIGKILL)
+        assert time.monotonic() < deadline, "the fork server outlived close()"
+        time.sleep(0.02)
+
+
+def _worker_facts() -> dict[str, Any]:
+    """In a worker: what the fork server preloaded (checked before anything imports it)."""
+    import sys as worker_sys
+
+    return {
+        "preloaded": {
+            m: m in worker_sys.modules for m in ("torch", "pytorch_lightning", "matplotlib")
+        },
+        "mark": os.environ.get("BLOCK4_RUN_MARK"),
+        "parent": os.getppid(),
+    }
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie waiting for multiprocessing to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "results_cache.py",
         "pipeline.py",
         "figure_runs.py",
+        "worker_pool.py",
         "make_figures.py",
         "compare.py",
         "figure_diff.py",

@@ -180,6 +180,21 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``: with forked workers, the fork server and its workers."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children(todo.pop()) - found:
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie, waiting to be reaped, does not count)."""
     try:
@@ -249,9 +264,11 @@ def test_a_signal_to_the_parent_stops_every_worker_and_keeps_finished_figures(
     proc = start(repo, "--jobs", "2", SIGNAL_SLOW="1")
     both = lambda: {"slow_sleep", "slow_training"} <= set(marks(repo, "started"))  # noqa: E731
     wait_until(both, 90, "both slow figures to start")
-    workers = children(proc.pid)
+    workers = descendants(proc.pid)  # the workers, their fork server, multiprocessing's helper
     made_in = {pid for pids in marks(repo, "pid").values() for pid in pids}
     assert made_in <= workers and len(made_in) == 2  # both workers are making figures
+    servers = {parent_of(pid) for pid in made_in}
+    assert len(servers) == 1 and servers <= workers - made_in  # forked by one fork server
 
     seconds = stop_and_time(proc, sig, workers)
     _, err = proc.communicate(timeout=30)

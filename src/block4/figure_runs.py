@@ -14,21 +14,17 @@ Stopping:
     not); every finished figure is kept, a figure being made keeps its previous files and
     manifest entry (the three writes of one figure are never split by a held signal), and no
     temporary file is left. The run ends with one line and exit status 128 + the signal
-    (130, 143, 129). Workers also stop when their parent is gone, however it ended
-    (``SIGKILL`` included): on Linux the kernel tells them (``PR_SET_PDEATHSIG``), and a
-    watchdog thread checks the parent every :data:`PARENT_CHECK_S` seconds on any platform.
+    (130, 143, 129). Workers also stop when the run's process is gone, however it ended
+    (``SIGKILL`` included; see :mod:`block4.worker_pool`, which starts them).
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib.util
 import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +40,21 @@ from block4.pipeline import (
     run_figure,
 )
 from block4.stop_signals import (
-    STOP_GRACE_S,
-    STOP_SIGNALS,
-    STOPPED,
     Stopped,
     raising_on_stop_signals,
     signal_name,
     stop_signals_blocked,
-    watch_parent,
+)
+from block4.worker_pool import (
+    RUN_PACKAGES,
+    WORKER_START_ENV,
+    MissingPackages,
+    WorkerPool,
+    failure_message,
+    require_packages,
+    stop_workers,
+    unit_in_worker,
+    worker_start_method,
 )
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "Outcome",
     "Progress",
     "Stopped",
+    "WORKER_START_ENV",
     "WorkerPool",
     "external_world_size",
     "interruption_line",
@@ -72,13 +76,11 @@ __all__ = [
     "run_in_parallel",
     "run_sequentially",
     "signal_name",
+    "worker_start_method",
 ]
 
 #: A light SVG larger than this gets a hint (pages load every figure in two variants).
 LARGE_SVG_BYTES = 400_000
-
-#: What making figures imports (``--list`` and ``--check`` need none of it).
-RUN_PACKAGES = ("numpy", "matplotlib", "torch", "pytorch_lightning")
 
 Job = tuple[FigureInfo, FigureContext]
 
@@ -99,25 +101,6 @@ def external_world_size() -> int:
         if value.isdigit():
             return int(value)
     return 1
-
-
-class MissingPackages(PipelineError):
-    """Making figures needs packages this Python cannot import (it is not the project's)."""
-
-
-def require_packages(packages: Sequence[str] = RUN_PACKAGES) -> None:
-    """Fail once, before any figure starts, when ``packages`` cannot be imported.
-
-    Raises:
-        MissingPackages: naming the missing packages and the environment to activate.
-    """
-    missing = [name for name in packages if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingPackages(
-            f"{', '.join(missing)} cannot be imported by {sys.executable}, and making figures "
-            f"needs {'it' if len(missing) == 1 else 'them'}; activate the project's environment with `source .venv/bin/activate` "
-            "(create it first with `./dev.sh setup`) and run the same command again"
-        )
 
 
 @dataclass
@@ -185,19 +168,6 @@ def report_failure(project: Project, info: FigureInfo, message: str) -> None:
     """One figure failed: name it, where it is defined and why (after its progress line)."""
     where = f"{project.relative(info.path)}:{info.line}"
     print(f"    error in {info.name} ({where}): {message}", file=sys.stderr)
-
-
-def _failure_message(err: BaseException) -> str:
-    """The error as text, with its traceback unless it is a `PipelineError` (a user fix)."""
-    message = str(err)
-    if not isinstance(err, PipelineError):
-        message += "\n" + traceback.format_exc().rstrip()
-    return message
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
 
 
 def clock(seconds: float) -> str:
@@ -310,7 +280,7 @@ def run_sequentially(
                     outcome.failed.append(info.name)
                     if write:
                         progress.finished(info, time.perf_counter() - start, False)
-                        report_failure(project, info, _failure_message(err))
+                        report_failure(project, info, failure_message(err))
                     continue
                 current = None
                 outcome.made.append(info.name)
@@ -331,73 +301,6 @@ def run_sequentially(
 # --------------------------------------------------------------------------------------------
 
 
-def _figure_in_worker(project: Project, info: FigureInfo, ctx: FigureContext, cache: bool) -> tuple:
-    """Make one figure in a worker process: ``(ok, entry or message, seconds)``.
-
-    Errors travel back as text: not every exception a figure may raise can be pickled.
-    """
-    start = time.perf_counter()
-    try:
-        entry = run_figure(project, info, ctx, sources=Sources(project), cache=cache)
-    except Exception as err:
-        return False, _failure_message(err), time.perf_counter() - start
-    return True, entry, time.perf_counter() - start
-
-
-_REPORTS: Any = None  # in a worker process: the queue its results go back through
-_IN_FIGURE = False  # in a worker process: a figure is being made (a stop must unwind it)
-
-
-def _stop_worker(signum: int, _frame: Any) -> None:
-    """A worker's stop-signal handler: unwind the figure being made, else end at once."""
-    STOPPED.append(signum)
-    if len(STOPPED) > 1:
-        return  # already unwinding: let it finish removing its temporary files
-    if _IN_FIGURE:
-        raise Stopped(signum)
-    os._exit(128 + signum)
-
-
-def _skip_teardown() -> None:
-    """End a worker process without tearing down its interpreter.
-
-    Runs at exit, after multiprocessing has flushed the worker's reports and files are all
-    written (atomically): freeing torch, Lightning and matplotlib object by object would
-    only add about 1.5 s to every parallel run.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
-
-
-def _start_worker(reports: Any, parent: int) -> None:
-    """Initialise a worker process (it starts with the stop signals blocked, see
-    `run_in_parallel`): handlers first, then the parent watch, then unblock."""
-    global _REPORTS
-    _REPORTS = reports
-    atexit.register(_skip_teardown)
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _stop_worker)
-    watch_parent(parent)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def _unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
-    """Make the figures of one unit in order, reporting each as soon as it is done."""
-    global _IN_FIGURE
-    for info, ctx in unit:
-        _IN_FIGURE = True
-        try:
-            result = _figure_in_worker(project, info, ctx, cache)
-        except (Stopped, KeyboardInterrupt, SystemExit) as stop:
-            # the figure has unwound: its temporary files are gone, its old files untouched
-            os._exit(128 + getattr(stop, "signum", signal.SIGINT))
-        _IN_FIGURE = False
-        _REPORTS.put((info.name, *result))
-
-
 def parallel_units(jobs: list[Job], estimates: dict[str, float]) -> list[list[Job]]:
     """The units of work of ``--jobs N``, the longest first.
 
@@ -416,25 +319,6 @@ def parallel_units(jobs: list[Job], estimates: dict[str, float]) -> list[list[Jo
         return sum(estimates.get(info.name, unknown) for info, _ in unit)
 
     return sorted(units.values(), key=length, reverse=True)
-
-
-def _stop_workers(executor: Any, signum: int) -> bool:
-    """Pass the stop on to every worker of ``executor``, give them `STOP_GRACE_S` seconds to
-    unwind, kill those still there; end the executor. True when a worker had to be killed."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    for proc in processes:
-        with contextlib.suppress(ProcessLookupError, OSError, ValueError):
-            os.kill(proc.pid, signum if signum in STOP_SIGNALS else signal.SIGTERM)
-    executor.shutdown(wait=False, cancel_futures=True)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for proc in processes:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    killed = [proc for proc in processes if proc.is_alive()]
-    for proc in killed:
-        proc.kill()
-    for proc in killed:
-        proc.join(1.0)
-    return bool(killed)
 
 
 def _remove_temporaries(project: Project, names: Sequence[str]) -> None:
@@ -480,54 +364,6 @@ class _Collector:
             self.report(info.name, False, f"its worker process died: {error!r}", 0.0)
 
 
-class WorkerPool:
-    """The worker processes of ``--jobs N``, started before the figures are planned.
-
-    Each worker imports torch, Lightning and matplotlib (about 5 s) at once, while this
-    process reads the sources and works out what is stale; `run_in_parallel` then hands
-    them the figures. Used by ``--force`` (everything is re-made, so the workers will have
-    work); :meth:`close` stops workers that got none.
-
-    Raises:
-        MissingPackages: this Python cannot make figures.
-    """
-
-    def __init__(self, workers: int) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        require_packages()
-        self.workers = workers
-        # "spawn": a fresh interpreter per worker (no forked torch/OpenMP state, any platform).
-        mp = multiprocessing.get_context("spawn")
-        self.reports = mp.Queue()
-        # Workers start with the stop signals blocked and unblock them once their own
-        # handlers are in place: a stop during start-up is neither lost nor a traceback.
-        with stop_signals_blocked():
-            self.executor = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=mp,
-                initializer=_start_worker,
-                initargs=(self.reports, os.getpid()),
-            )
-            for _ in range(workers):
-                self.executor.submit(_preload)
-
-    def close(self) -> None:
-        """Stop the workers (those still importing, or waiting for figures that never came)."""
-        _stop_workers(self.executor, signal.SIGTERM)
-
-
-def _preload() -> None:
-    """In a worker: import what every figure needs while the parent plans the run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import pytorch_lightning  # noqa: F401
-    import torch  # noqa: F401
-
-
 def run_in_parallel(
     project: Project,
     jobs: list[Job],
@@ -558,13 +394,17 @@ def run_in_parallel(
     before = _entries(project)
     executor = None
     all_ended = 0.0
+    own = pool is None
     with raising_on_stop_signals():
         try:
             pool = pool or WorkerPool(min(workers, len(units)))
             executor, reports = pool.executor, pool.reports
-            with stop_signals_blocked():
+            # Spawned workers inherit this thread's signal mask; forked ones come from the
+            # server (whose imports the first submit waits for: a stop may interrupt that).
+            spawned = pool.start_method == "spawn"
+            with stop_signals_blocked() if spawned else contextlib.nullcontext():
                 futures = {
-                    executor.submit(_unit_in_worker, project, unit, cache): unit for unit in units
+                    executor.submit(unit_in_worker, project, unit, cache): unit for unit in units
                 }
             while collect.pending:
                 try:
@@ -583,7 +423,7 @@ def run_in_parallel(
                             collect.report(name, False, "its worker ended without a result", 0.0)
         except (Stopped, KeyboardInterrupt) as stop:
             signum = getattr(stop, "signum", signal.SIGINT)
-            killed = _stop_workers(executor, signum) if executor is not None else False
+            killed = stop_workers(executor, signum) if executor is not None else False
             running = [info.name for info, _ in jobs if info.name in collect.pending]
             saved = _saved_since(project, before, running)  # done, but not yet reported
             collect.outcome.made.extend(saved)
@@ -592,6 +432,10 @@ def run_in_parallel(
                 _remove_temporaries(project, running)
             collect.outcome.interrupted = ", ".join(running)
             collect.outcome.stop_signal = signum
+            if own and pool is not None:
+                pool.close()
             return collect.outcome
     executor.shutdown(wait=True)
+    if own:
+        pool.close()
     return collect.outcome

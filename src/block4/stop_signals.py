@@ -3,8 +3,9 @@
 SIGINT, SIGTERM and SIGHUP stop a run. Inside :func:`raising_on_stop_signals` the first of
 them raises :class:`Stopped` (not a ``KeyboardInterrupt``, which Lightning turns into
 ``exit(1)``); :func:`holding_stop_signals` delays them until a figure's files and manifest
-entry are all written. A worker process calls :func:`watch_parent` so that it ends when its
-parent is gone, even after a SIGKILL of the parent.
+entry are all written. A worker process calls :func:`watch_parent` (or, when a fork server
+forked it, :func:`watch_process`) so that it ends when the process that started it is gone,
+even after a SIGKILL of that process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "signal_name",
     "stop_signals_blocked",
     "watch_parent",
+    "watch_process",
 ]
 
 #: Seconds the workers of a stopped parallel run get to clean up before they are killed.
@@ -154,3 +156,22 @@ def watch_parent(parent: int) -> None:
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="block4-parent-watch", daemon=True).start()
+
+
+def watch_process(process: Any, *, then: Callable[[], None] | None = None) -> None:
+    """Stop this worker when ``process`` ends: a ``multiprocessing`` process object with a
+    sentinel, such as ``multiprocessing.parent_process()`` in a worker that a fork server
+    forked (its parent id is the server's; the sentinel still follows the process that asked
+    for it). A thread waits on the sentinel, calls ``then`` and stops this process as
+    :func:`watch_parent` does."""
+
+    def watch() -> None:
+        process.join()
+        if then is not None:
+            with contextlib.suppress(Exception):
+                then()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, like any stop
+        time.sleep(5 * STOP_GRACE_S)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="block4-process-watch", daemon=True).start()
