@@ -156,10 +156,11 @@ def _start_worker(reports: Any, parent: int | None, env: dict[str, str] | None) 
     if parent is None:
         import multiprocessing
 
-        server = os.getppid()
-        watch_process(
-            multiprocessing.parent_process(), then=lambda: os.kill(server, signal.SIGKILL)
-        )
+        server, run = os.getppid(), multiprocessing.parent_process()
+        if run is None:  # not started by multiprocessing: watch the parent it has
+            watch_parent(server)
+        else:
+            watch_process(run, then=lambda: os.kill(server, signal.SIGKILL))
     else:
         watch_parent(parent)
     if hasattr(signal, "pthread_sigmask"):
