@@ -84,13 +84,23 @@ def test_stacked_run_equals_separate_runs_with_one_diverging_member(optimizer, l
         for name in want:
             if name.endswith("num_batches_tracked"):
                 continue
+            if diverged[k] >= 0:
+                # one step at learning rate 1e35 leaves weights near 1e34, each the float32
+                # rounding of a gradient summed in another order (batched or not): equal
+                # relative to the tensor's scale, not element by element
+                scale = float(want[name].abs().max())
+                torch.testing.assert_close(
+                    got[name], want[name], atol=1e-5 * scale, rtol=0.0, msg=name
+                )
+                continue
             torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5, msg=name)
             worst_weight = max(worst_weight, float((got[name] - want[name]).abs().max()))
         if diverged[k] >= 0:
             assert all(torch.isfinite(v).all() for v in got.values())
             assert not math.isfinite(stacked_losses[diverged[k]][k])
     print(
-        f"{optimizer}: worst |loss diff| {worst_loss:.2e}, worst |weight diff| {worst_weight:.2e}"
+        f"{optimizer}: worst |loss diff| {worst_loss:.2e}, "
+        f"worst |weight diff| of the members that did not diverge {worst_weight:.2e}"
     )
 
 
