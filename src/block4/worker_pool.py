@@ -3,7 +3,7 @@ once, how each makes its figures and how they are stopped.
 
 On Linux the workers are forked from one server process that imported numpy,
 matplotlib, torch and Lightning once (Python's ``forkserver`` start method, preloading
-:data:`block4.warm_figures.PRELOAD`, never ``block4``: each worker imports this checkout's
+``block4.warm_figures.PRELOAD``, never ``block4``: each worker imports this checkout's
 code afresh). ``--jobs N`` then pays those imports (about 5 s) once instead of once per
 worker, and the server imports while this process plans the run. Elsewhere each worker
 is a fresh interpreter (``spawn``). ``BLOCK4_WORKER_START=spawn`` (or ``forkserver``)
@@ -11,7 +11,7 @@ chooses.
 
 A worker stops when the run's process is gone, however it ended (``SIGKILL`` included): a
 spawned worker is told by the kernel (``PR_SET_PDEATHSIG``, Linux) and checks its parent
-every :data:`block4.stop_signals.PARENT_CHECK_S` seconds; a forked worker, whose parent is
+every ``block4.stop_signals.PARENT_CHECK_S`` seconds; a forked worker, whose parent is
 the server, waits on multiprocessing's sentinel of the run's process, and then ends the
 server too. `WorkerPool.close` ends the server at the end of a run: left alone, it would
 outlive the run by the seconds Python takes to tear down torch and Lightning.
@@ -202,7 +202,7 @@ def stop_workers(executor: Any, signum: int) -> bool:
 
 def worker_start_method() -> str:
     """How the workers of ``--jobs N`` start: ``"forkserver"`` on Linux, else ``"spawn"``;
-    ``BLOCK4_WORKER_START`` overrides (see the module's "Workers").
+    ``BLOCK4_WORKER_START`` overrides (see the module's description).
 
     Raises:
         PipelineError: ``BLOCK4_WORKER_START`` names another method, or one this platform
@@ -227,11 +227,11 @@ class WorkerPool:
     """The worker processes of ``--jobs N``, started before the figures are planned.
 
     Torch, Lightning and matplotlib take about 5 s to import. Forked workers (see the
-    module's "Workers") come from a server that starts importing them at once, while this
+    module's description) come from a server that starts importing them at once, while this
     process reads the sources and works out what is stale; the workers themselves are
-    forked when `run_in_parallel` first asks for :attr:`executor`. Spawned workers start at
+    forked when `run_in_parallel` first asks for ``executor``. Spawned workers start at
     once and each import the libraries. Used by ``--force`` (everything is re-made, so the
-    workers will have work); :meth:`close` ends whatever got none.
+    workers will have work); ``close`` ends whatever got none.
 
     Raises:
         MissingPackages: this Python cannot make figures.
