@@ -170,6 +170,11 @@ def report_failure(project: Project, info: FigureInfo, message: str) -> None:
     print(f"    error in {info.name} ({where}): {message}", file=sys.stderr)
 
 
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
 def clock(seconds: float) -> str:
     """``m:ss``."""
     seconds = max(0, int(round(seconds)))

@@ -92,7 +92,7 @@ def failure_message(err: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Progress
+# In a worker
 # --------------------------------------------------------------------------------------------
 
 
@@ -179,6 +179,11 @@ def unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
             os._exit(128 + getattr(stop, "signum", signal.SIGINT))
         _IN_FIGURE = False
         _REPORTS.put((info.name, *result))
+
+
+# --------------------------------------------------------------------------------------------
+# The pool, from the run's process
+# --------------------------------------------------------------------------------------------
 
 
 def stop_workers(executor: Any, signum: int) -> bool:
