@@ -20,18 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from block4.figure_env import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(dist: str) -> str | None:
@@ -44,7 +36,7 @@ def _version(dist: str) -> str | None:
 def machine_info() -> dict[str, Any]:
     """CPU, core count, GPU (if any) and library versions of this machine."""
     info: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),

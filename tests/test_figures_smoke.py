@@ -34,6 +34,10 @@ def test_figure_runs_through_the_pipeline_in_the_smoke_profile(name: str, tmp_pa
     entry = pipeline.run_figure(PROJECT, info, ctx, write=False, cache=False)  # compute for real
     assert list(tmp_path.iterdir()) == []  # write=False: nothing written
     assert entry["cpu_threads"] == pipeline.FIGURE_THREADS == 1
+    import torch
+
+    assert entry["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert entry["cpu"]["model"]  # the kind of CPU shapes the trained numbers too
     assert entry["fingerprint"] == pipeline.fingerprint(PROJECT, info, "smoke", 0)
     assert (entry["chapter"], entry["function"], entry["params"]) == (
         info.chapter,

@@ -12,12 +12,15 @@ import functools
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from block4.figures.registry import FigureContext
 
 __all__ = [
     "FIGURE_THREADS",
+    "cpu",
+    "cpu_model",
     "device_name",
     "quiet_lightning",
     "reset_torch_globals",
@@ -35,7 +38,7 @@ def _figure_threads(text: str) -> int:
         # read when block4.pipeline is imported, before any command line can report it
         print(
             f"make_figures.py: error: BLOCK4_FIGURE_THREADS={text!r} is not valid; allowed: a "
-            "positive integer (default 1: every figure's numbers the same on every machine)",
+            "positive integer (default 1: a figure's numbers do not depend on the core count)",
             file=sys.stderr,
         )
         raise SystemExit(2)
@@ -68,6 +71,28 @@ def _versions() -> dict[str, str]:  # installed packages do not change under a r
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[key] = metadata.version(dist)
     return versions
+
+
+def cpu() -> dict[str, str | None]:
+    """The CPU a figure ran on: its model, and the vector instructions torch dispatches its
+    kernels to (``AVX2``, ``AVX512``, ...; None while torch is not imported). Trained numbers
+    can differ between CPUs that differ in these, with the same seed and one thread."""
+    torch = sys.modules.get("torch")
+    capability = None
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            capability = str(torch.backends.cpu.get_cpu_capability())
+    return {"model": cpu_model(), "capability": capability}
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (Linux: from ``/proc/cpuinfo``), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def device_name(ctx: FigureContext) -> str:
@@ -121,7 +146,8 @@ def reset_torch_globals() -> None:
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
     # CPU results depend on how reductions are split across threads: a fixed count makes a
-    # figure's numbers the same on every machine (the models here are too small to gain more).
+    # figure's numbers independent of the core count (the models are too small to gain more;
+    # another CPU may still round differently, see `cpu`).
     torch.set_num_threads(FIGURE_THREADS)
 
 
@@ -140,11 +166,13 @@ def quiet_lightning() -> None:
 
 
 def run_record(ctx: FigureContext, seconds: float) -> dict[str, Any]:
-    """Where and with what a figure ran, for its manifest entry: device, CPU threads, the
-    Trainer's settings, library versions, its wall time and the date (UTC)."""
+    """Where and with what a figure ran, for its manifest entry: device, CPU threads and
+    model (see `cpu`), the Trainer's settings, library versions, its wall time and the date
+    (UTC)."""
     return {
         "device": device_name(ctx),
         "cpu_threads": FIGURE_THREADS,
+        "cpu": cpu(),
         "trainer": {
             "accelerator": ctx.accelerator,
             "devices": ctx.devices,
