@@ -141,6 +141,13 @@ def set_parent_death_signal(signum: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signum), 0, 0, 0)
 
 
+def _stop_this_process() -> None:
+    """From a watch thread: stop this process as a signal would, then make sure it ends."""
+    os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, like any stop
+    time.sleep(5 * STOP_GRACE_S)  # a figure's writes and clean-up take far less
+    os._exit(128 + signal.SIGTERM)
+
+
 def watch_parent(parent: int) -> None:
     """Stop this worker when its parent ``parent`` is gone (re-parented workers see a new
     parent id): the kernel's signal on Linux, plus a polling thread on every platform."""
@@ -151,9 +158,7 @@ def watch_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_CHECK_S)
-        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, like any stop
-        time.sleep(5 * STOP_GRACE_S)  # a figure's writes and clean-up take far less
-        os._exit(128 + signal.SIGTERM)
+        _stop_this_process()
 
     threading.Thread(target=watch, name="block4-parent-watch", daemon=True).start()
 
@@ -170,8 +175,6 @@ def watch_process(process: Any, *, then: Callable[[], None] | None = None) -> No
         if then is not None:
             with contextlib.suppress(Exception):
                 then()
-        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, like any stop
-        time.sleep(5 * STOP_GRACE_S)
-        os._exit(128 + signal.SIGTERM)
+        _stop_this_process()
 
     threading.Thread(target=watch, name="block4-process-watch", daemon=True).start()

@@ -310,9 +310,12 @@ def _end_fork_server() -> None:
 
 def _preload() -> None:
     """In a spawned worker: import what every figure needs while the parent plans the run."""
+    import importlib
+
     import matplotlib
 
+    from block4.warm_figures import PRELOAD
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import pytorch_lightning  # noqa: F401
-    import torch  # noqa: F401
+    for name in PRELOAD:
+        importlib.import_module(name)
