@@ -141,3 +141,12 @@ def chromium_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (Linux /proc; a zombie, waiting to be reaped, does not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

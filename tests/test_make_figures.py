@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import alive
 from test_pipeline import ROOT, make_project
 
 from block4 import figure_runs, make_figures, pipeline
@@ -452,7 +453,7 @@ def test_forked_workers_have_the_libraries_and_the_runs_environment(
     assert info["mark"] == "after the server started"
     assert info["parent"] != os.getpid()  # a child of the fork server, not of this process
     deadline = time.monotonic() + 5
-    while not _ended(info["parent"]):  # close() ended the fork server too (SIGKILL)
+    while alive(info["parent"]):  # close() ended the fork server too (SIGKILL)
         assert time.monotonic() < deadline, "the fork server outlived close()"
         time.sleep(0.02)
 
@@ -468,14 +469,6 @@ def _worker_facts() -> dict[str, Any]:
         "mark": os.environ.get("BLOCK4_RUN_MARK"),
         "parent": os.getppid(),
     }
-
-
-def _ended(pid: int) -> bool:
-    """Gone, or a zombie waiting for multiprocessing to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.parametrize(

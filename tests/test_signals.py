@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import MAKE_FIGURES, figures_env, run_make_figures
+from _helpers import MAKE_FIGURES, alive, figures_env, run_make_figures
 from test_pipeline import make_project
 
 FIGURES = '''\
@@ -193,15 +193,6 @@ def descendants(pid: int) -> set[int]:
 
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, waiting to be reaped, does not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
