@@ -10,7 +10,8 @@ first Run is in a fresh browser context (an empty cache, as for a new reader) on
 Backpropagation page: with the start-up snapshot (``scripts/pyodide_snapshot.mjs``) and with
 the snapshot withheld (Python started the ordinary way). Records the median first Run, how
 its time splits (load the loader, start Python, import block4), the later Runs of the same
-page, the bytes the page loads before any Run and the bytes the first Run loads. Writes
+page, the bytes the page loads before any Run (once its formulas are typeset), the runtime
+files it loads before and with the first Run, and the bytes the first Run loads. Writes
 ``live_cells.json``.
 """
 
@@ -31,7 +32,23 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _helpers import chromium_browser, serve_directory  # noqa: E402
 
 PAGE = "backpropagation/"
+# The files of the Python runtime (Pyodide, the start-up snapshot, block4's wheel): none of
+# them may load before the first Run.
+RUNTIME = ("javascripts/vendor/pyodide/", "snapshot.bin", ".whl")
 PHASES = "performance.getEntriesByType('measure').filter(m => m.name.startsWith('block4-live'))"
+
+
+def settle(page: Any, pending: set[Any]) -> None:
+    """Wait until the page is ready to read: formulas typeset, their fonts loaded, and then
+    no request in flight for half a second (the fonts are requested only once KaTeX has
+    typeset, which on a busy machine comes after the first quiet half second)."""
+    page.wait_for_selector("body[data-math-rendered]", state="attached", timeout=60_000)
+    page.evaluate("document.fonts.ready.then(() => document.fonts.size)")
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 0.5:
+        if pending:
+            quiet_since = time.monotonic()
+        page.wait_for_timeout(50)
 
 
 def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, Any]:
@@ -40,11 +57,19 @@ def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, A
     try:
         page = context.new_page()
         sizes: list[int] = []
+        urls: list[str] = []
         page.on("response", lambda r: sizes.append(int(r.headers.get("content-length") or 0)))
+        page.on("request", lambda r: urls.append(r.url.removeprefix(url)))
+        pending: set[Any] = set()  # requests in flight
+        page.on("request", lambda r: pending.add(r))
+        page.on("requestfinished", lambda r: pending.discard(r))
+        page.on("requestfailed", lambda r: pending.discard(r))
         if not snapshot:
             page.route("**/snapshot.bin.gz", lambda route: route.fulfill(status=404))
         page.goto(url + PAGE, wait_until="networkidle")
+        settle(page, pending)
         before = sum(sizes)
+        runtime_before = sorted(u for u in urls if any(part in u for part in RUNTIME))
         cell = page.locator(".live-cell").first
         handle = cell.element_handle()
         start = time.perf_counter()
@@ -52,6 +77,9 @@ def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, A
         page.wait_for_function("c => Number(c.dataset.runs || 0) > 0", arg=handle, timeout=120_000)
         seconds = time.perf_counter() - start
         loaded = sum(sizes) - before
+        runtime_first_run = sum(any(part in u for part in RUNTIME) for u in urls) - len(
+            runtime_before
+        )
         phases = page.evaluate(f"{PHASES}.map(m => [m.name.slice(13), m.duration])")
         later_ms = []
         for k in range(later):
@@ -64,6 +92,8 @@ def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, A
             "first_run_s": seconds,
             "phases_ms": {name: round(ms) for name, ms in phases},
             "page_bytes": before,
+            "runtime_files_before_run": runtime_before,
+            "runtime_files_first_run": runtime_first_run,
             "first_run_bytes": loaded,
             "later_runs_ms": later_ms,
         }
@@ -86,6 +116,10 @@ def measure(site: Path, runs: int) -> dict[str, Any]:
                 "phases_ms": samples[len(samples) // 2]["phases_ms"],
                 "first_run_mb": round(samples[-1]["first_run_bytes"] / 1e6, 2),
                 "page_kb": round(samples[-1]["page_bytes"] / 1e3),
+                "runtime_files_before_run": sorted(
+                    {u for s in samples for u in s["runtime_files_before_run"]}
+                ),
+                "runtime_files_first_run": samples[-1]["runtime_files_first_run"],
                 "later_run_ms": statistics.median(ms for s in samples for ms in s["later_runs_ms"]),
             }
     results["load_average_at_end"] = round(os.getloadavg()[0], 2)
