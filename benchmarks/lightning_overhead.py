@@ -1,7 +1,7 @@
 """What does Lightning cost? The same MLP on digits, trained by a plain loop and by a Trainer.
 
 Both runs use the same initial weights (same seed), the same mini-batches in the same order
-(:class:`block4.data.TensorBatches` with the same seed) and the same Adam settings; the
+(`block4.data.TensorBatches` with the same seed) and the same Adam settings; the
 Trainer has logging, checkpointing, progress bar, model summary and validation off. We
 report the median seconds per epoch over all epochs of several repeats (the first epoch of
 each run is a warm-up and is dropped), their ratio, the per-step overhead in microseconds,
@@ -14,7 +14,7 @@ automatic optimisation around a step with no work in it: the overhead any module
 Lightning run the optimiser pays (ours does).
 
 A second measurement compares where the batches come from: in-memory shuffled slices
-(:class:`~block4.data.TensorBatches`, the datamodules' default) against a default
+(`TensorBatches`, the datamodules' default) against a default
 ``torch.utils.data.DataLoader`` over a ``TensorDataset`` (``num_workers=0``), both with the
 plain loop, both with the Trainer.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Make the figures of the block4 site: ``python scripts/make_figures.py --help``.
 
-A thin wrapper around :func:`block4.make_figures.main`. It puts this checkout's ``src/`` first
+A thin wrapper around `block4.make_figures.main`. It puts this checkout's ``src/`` first
 on ``sys.path``, so the figures are always made from the code next to this script (not from
 another installed copy of block4), and it never imports torch or Lightning unless a figure
 has to be made. It ends every run with an exit status and at most one line of its own:

@@ -2,7 +2,7 @@
 
 A random *program* is a few inputs and a list of instructions; each instruction applies one
 operation to earlier registers (picked at random, so registers are reused and the expression
-is a graph, not a tree). The program runs once on :class:`block4.autograd.Value` and once on
+is a graph, not a tree). The program runs once on `block4.autograd.Value` and once on
 float64 tensors; every register's value and every gradient must agree to 1e-9.
 
 Instructions whose input lies outside the operation's domain (``log`` of a non-positive

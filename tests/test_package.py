@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -35,3 +36,17 @@ def test_code_is_ruff_clean() -> None:
             [sys.executable, "-m", "ruff", *args], cwd=root, capture_output=True, text=True
         )
         assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_docstrings_use_markdown_code_spans_not_sphinx_roles() -> None:
+    """The API reference renders docstrings as Markdown (Google style): a Sphinx role such as
+    ``:func:`name``` would reach the page as it is written."""
+    root = Path(__file__).resolve().parents[1]
+    role = re.compile(r":(?:func|class|data|mod|meth|attr|obj|exc|const|py:\w+):`")
+    found = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted((root / "src" / "block4").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if role.search(line)
+    ]
+    assert found == [], "write `name`, not a Sphinx role:\n" + "\n".join(found)

@@ -1,9 +1,9 @@
 """What a piece of code uses, by name, read from the syntax tree.
 
-The unit of code is a :class:`Unit`: one top-level name of a module (a function, a class with
+The unit of code is a `Unit`: one top-level name of a module (a function, a class with
 its methods, a constant), the module's other top-level statements (``TOP_LEVEL``: they run
-when it is imported), or the whole module (``WHOLE``). :class:`ModuleSymbols` lists the units
-of one module and what its names are bound to by imports; :func:`references` reads the names
+when it is imported), or the whole module (``WHOLE``). `ModuleSymbols` lists the units
+of one module and what its names are bound to by imports; `references` reads the names
 a unit's code uses and resolves each to the unit that defines it:
 
 * a module-level name of the same module (``helper(...)``, ``SCALE``);
@@ -49,7 +49,7 @@ _DYNAMIC = frozenset({"globals", "vars", "locals", "eval", "exec", "__import__"}
 
 @dataclass(frozen=True, order=True)
 class Unit:
-    """A piece of code: ``name`` of ``module`` (or :data:`TOP_LEVEL`, :data:`WHOLE`)."""
+    """A piece of code: ``name`` of ``module`` (or `TOP_LEVEL`, `WHOLE`)."""
 
     module: str
     name: str
@@ -265,7 +265,7 @@ def references(
     Args:
         unit: where the code lives (its module resolves the names).
         nodes: the statements of the unit.
-        symbols_of: the :class:`ModuleSymbols` of a package module (None: no such module).
+        symbols_of: the `ModuleSymbols` of a package module (None: no such module).
         package: the top-level package whose modules count (``"block4"``).
     """
     own = symbols_of(unit.module)
@@ -311,7 +311,7 @@ def references(
 
 
 class _Mark(str):
-    """A structural token of :func:`code_signature` (never confused with a string constant)."""
+    """A structural token of `code_signature` (never confused with a string constant)."""
 
 
 def code_signature(tree: ast.Module) -> str:

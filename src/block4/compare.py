@@ -17,8 +17,8 @@ maps, whatever their keys are (source files such as ``block4/figures/likelihood.
 functions such as ``block4.figures.likelihood:decision_under_cost``): every key whose digest
 differs, appeared or disappeared is named.
 
-The same report from the figure command: :func:`add_arguments` adds ``--compare REV`` and
-``--compare-out DIR`` to an argument parser, :func:`run` writes the report when
+The same report from the figure command: `add_arguments` adds ``--compare REV`` and
+``--compare-out DIR`` to an argument parser, `run` writes the report when
 ``--compare`` was given. Nothing here imports torch or matplotlib.
 """
 

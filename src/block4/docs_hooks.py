@@ -1,7 +1,7 @@
 """MkDocs hooks that keep the site's figures, numbers and notebooks in step with the code.
 
 Wired in ``mkdocs.yml`` as ``hooks: [src/block4/docs_hooks.py]``; the rendering itself is
-:mod:`block4.site_render`, the freshness contract :mod:`block4.pipeline`. On every page:
+`block4.site_render`, the freshness contract `block4.pipeline`. On every page:
 
 * ``![Alt text](figures/NAME.svg "Caption.")`` on a line of its own becomes a ``<figure>``
   with the light and the dark SVG, the caption and a provenance line; ``{{ NAME.key }}`` and
@@ -16,7 +16,7 @@ Wired in ``mkdocs.yml`` as ``hooks: [src/block4/docs_hooks.py]``; the rendering 
   fingerprints: only notebooks that use changed code run again, and the log says why.
 * ``mkdocs serve`` does not wait for notebooks: one whose outputs are not cached is shown
   without outputs, under a note that says they are being computed, while
-  :mod:`block4.notebook_runner` executes it in the background; the page fills in (the browser
+  `block4.notebook_runner` executes it in the background; the page fills in (the browser
   reloads) when it is done. ``BLOCK4_DEFER_NOTEBOOKS=0`` makes ``serve`` execute them before it
   serves, as ``mkdocs build`` always does.
 

@@ -1,10 +1,10 @@
 """Which figures differ from a git revision, and how: the data behind ``block4.compare``.
 
-:func:`compare` reads ``docs/figures/manifest.json`` and the figure files at a git revision
-(with ``git show``: offline, no server) and returns a :class:`Comparison`: for every figure that
+`compare` reads ``docs/figures/manifest.json`` and the figure files at a git revision
+(with ``git show``: offline, no server) and returns a `Comparison`: for every figure that
 differs, the sources whose digest changed, the numbers before -> after, the settings that
 differ and the image bytes on both sides. Rendering it (HTML, Markdown) and the command line
-are in :mod:`block4.compare`. Nothing here imports torch or matplotlib.
+are in `block4.compare`. Nothing here imports torch or matplotlib.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The process a figure runs in: threads, seeds, devices and library versions.
 
-:func:`block4.pipeline.run_figure` resets the process before each figure (figures share a
+`block4.pipeline.run_figure` resets the process before each figure (figures share a
 process, one after another) and records where and with what it ran.
 """
 

@@ -1,7 +1,7 @@
 """The values of the ``make_figures.py`` command line, checked before anything runs.
 
 Each ``parse_*`` function turns one option's text into what Lightning's ``Trainer`` takes, or
-raises :class:`UsageError` with one sentence saying what is allowed.
+raises `UsageError` with one sentence saying what is allowed.
 """
 
 from __future__ import annotations

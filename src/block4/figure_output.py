@@ -1,8 +1,8 @@
 """What a figure returns, checked and rendered: its numbers and its light and dark SVG.
 
-A figure function returns ``(matplotlib Figure, numbers)``. :func:`validate_numbers` checks
+A figure function returns ``(matplotlib Figure, numbers)``. `validate_numbers` checks
 the numbers (a flat dict of JSON values the prose quotes as ``{{ figure.key }}``) and
-:func:`render` writes the Figure as two SVGs, the dark one derived from the same drawing.
+`render` writes the Figure as two SVGs, the dark one derived from the same drawing.
 """
 
 from __future__ import annotations

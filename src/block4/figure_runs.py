@@ -1,21 +1,21 @@
 """Running many figures: one after another, or in a pool of processes, with progress lines.
 
-:func:`run_sequentially` makes figures in this process (the distributed ranks of a DDP run
-all take this path; only rank 0 writes); :func:`run_in_parallel` makes them in worker
+`run_sequentially` makes figures in this process (the distributed ranks of a DDP run
+all take this path; only rank 0 writes); `run_in_parallel` makes them in worker
 processes (``make_figures.py --jobs N``), keeping figures of one ``group`` in one process.
 Both write each figure's files and manifest entry as soon as it is made (through
-:func:`block4.pipeline.run_figure`), so an interrupt or a crash loses at most the figures
-still running, and both report a failure in the same words (:func:`report_failure`).
+`block4.pipeline.run_figure`), so an interrupt or a crash loses at most the figures
+still running, and both report a failure in the same words (`report_failure`).
 
 Stopping:
     SIGINT (Ctrl+C), SIGTERM (a CI cancel, ``kill``) and SIGHUP (a closed terminal) raise
-    :class:`Stopped` in the process that runs the figures. A parallel run passes the stop on
-    to every worker and ends them within :data:`STOP_GRACE_S` seconds (killing those that do
+    `Stopped` in the process that runs the figures. A parallel run passes the stop on
+    to every worker and ends them within `STOP_GRACE_S` seconds (killing those that do
     not); every finished figure is kept, a figure being made keeps its previous files and
     manifest entry (the three writes of one figure are never split by a held signal), and no
     temporary file is left. The run ends with one line and exit status 128 + the signal
     (130, 143, 129). Workers also stop when the run's process is gone, however it ended
-    (``SIGKILL`` included; see :mod:`block4.worker_pool`, which starts them).
+    (``SIGKILL`` included; see `block4.worker_pool`, which starts them).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _saved_since(project: Project, before: dict[str, Any], names: Sequence[str])
 
 
 def size_hint(entry: dict[str, Any]) -> str:
-    """A hint to shrink a figure whose light SVG is over :data:`LARGE_SVG_BYTES`."""
+    """A hint to shrink a figure whose light SVG is over `LARGE_SVG_BYTES`."""
     size = int(entry.get("bytes", {}).get("light", 0))
     if size <= LARGE_SVG_BYTES:
         return ""
@@ -227,7 +227,7 @@ class Progress:
         detail: str = "",
         remaining: Sequence[str] | None = None,
     ) -> None:
-        """A figure ended. Without ``remaining`` the line completes the one of :meth:`begin`;
+        """A figure ended. Without ``remaining`` the line completes the one of `begin`;
         with it (parallel workers finish in any order) the line stands alone."""
         self.done += 1
         if ok:

@@ -1,12 +1,12 @@
 """The command line that makes the figures: ``python scripts/make_figures.py --help``.
 
-:func:`main` parses and checks the arguments (bad input: one line, exit 2, nothing written),
-works out which figures to make (:func:`plan`), makes them one after another or in parallel
-processes (:mod:`block4.figure_runs`) and ends with one report. ``--list``, ``--check`` and a
+`main` parses and checks the arguments (bad input: one line, exit 2, nothing written),
+works out which figures to make (`plan`), makes them one after another or in parallel
+processes (`block4.figure_runs`) and ends with one report. ``--list``, ``--check`` and a
 run with nothing to do never import torch, Lightning or matplotlib.
 
 The freshness contract it relies on (fingerprints, manifest, one figure run) is
-:mod:`block4.pipeline`.
+`block4.pipeline`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Runs the companion notebooks in the background while ``mkdocs serve`` already serves the site.
 
 Executing the six notebooks takes most of a first ``mkdocs serve`` build. So that a fresh
-checkout shows its site at once, the serve build (see :mod:`block4.docs_hooks`) shows a notebook
+checkout shows its site at once, the serve build (see `block4.docs_hooks`) shows a notebook
 whose outputs are not cached yet *without outputs*, under a note saying they are being
 computed, and hands it to this module: one background process executes those notebooks exactly
 as mkdocs-jupyter would (same options, same cache entry), one after the other, and after each
 touches a file the server watches, so the next build takes the outputs from the cache and the
 browser reloads. ``mkdocs build`` never defers: it executes every notebook itself.
 
-The background process belongs to the server: :func:`stop` ends it (the hook calls it when the
+The background process belongs to the server: `stop` ends it (the hook calls it when the
 server stops), and it ends itself within a second when the server process is gone, however it
 ended (Ctrl+C, ``kill``, a crash); the notebook's kernel follows its own parent the same way.
 """

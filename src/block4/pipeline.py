@@ -1,17 +1,17 @@
 """The freshness contract of the figures: fingerprints, the manifest, status, one figure run.
 
-Every figure of the site is a function marked with :func:`block4.figures.registry.figure`.
-:func:`discover` finds them by *reading* the figure modules (so listing and checking never
-import torch or Lightning), :func:`fingerprint` hashes what each depends on, and
-:func:`run_figure` makes one figure and records it in ``docs/figures/manifest.json``. The
+Every figure of the site is a function marked with `block4.figures.registry.figure`.
+`discover` finds them by *reading* the figure modules (so listing and checking never
+import torch or Lightning), `fingerprint` hashes what each depends on, and
+`run_figure` makes one figure and records it in ``docs/figures/manifest.json``. The
 command line that runs many figures (``python scripts/make_figures.py``) is
-:mod:`block4.make_figures`.
+`block4.make_figures`.
 
 Fingerprint:
     sha256 over the pipeline's format version, the figure's name, function, parameters,
     profile and seed, and the code it depends on, **function by function**: the figure's own
     function and the functions, classes (with their methods) and constants of ``block4`` it
-    uses, transitively, by name (:mod:`block4.code_closure`), the top-level code of the
+    uses, transitively, by name (`block4.code_closure`), the top-level code of the
     modules they live in, the figure context and the plot style module. Code counts as its
     syntax tree without docstrings, so comments, docstrings and formatting do not count.
     Where a name cannot be resolved statically (``getattr(module, name)``, a star import,
@@ -292,7 +292,7 @@ _ENTRY_SHAPE: dict[str, tuple[type, ...]] = {
 def entry_problem(entry: Any) -> str:
     """Why a manifest entry cannot be used (empty when it can): a damaged entry (a merge
     gone wrong, a hand edit). Such a figure counts as stale and is shown as never made, so
-    the next run (or :func:`refresh_command`) re-makes it and writes a valid entry."""
+    the next run (or `refresh_command`) re-makes it and writes a valid entry."""
     if not isinstance(entry, dict):
         return f"its manifest entry is a {type(entry).__name__}, not a table"
     bad = [

@@ -1,17 +1,17 @@
 """The figure pipeline's view of the source code: where it lives, what a figure depends on.
 
-Everything here reads files and syntax trees only (:mod:`ast`); nothing imports a figure
+Everything here reads files and syntax trees only (`ast`); nothing imports a figure
 module, torch or Lightning, so listing and checking figures stays fast.
 
-* :class:`Project`: where the package and the generated figures of a checkout live.
-* :func:`discover`: every ``@figure`` of ``block4/figures/*.py``, read from the source (the
+* `Project`: where the package and the generated figures of a checkout live.
+* `discover`: every ``@figure`` of ``block4/figures/*.py``, read from the source (the
   single source of truth about which figures exist).
 * `block4.code_closure.code_signature` (re-exported here): the canonical text of a piece of
   code (docstrings, comments and layout left out), the unit every fingerprint is built from.
-* :class:`Sources`: reads, parses and hashes the package's files once per process and
+* `Sources`: reads, parses and hashes the package's files once per process and
   resolves what a module depends on.
 
-:mod:`block4.pipeline` builds the fingerprints and the manifest on top of this.
+`block4.pipeline` builds the fingerprints and the manifest on top of this.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ STYLE_MODULE = "block4.style"
 # Bumped when the code index's layout or the analysis behind it changes.
 _INDEX_FORMAT = 2
 
-#: The module of :class:`~block4.figures.registry.FigureContext`, which every figure gets.
+#: The module of `FigureContext`, which every figure gets.
 CONTEXT_MODULE = "block4.figures.registry"
 
 
@@ -172,7 +172,7 @@ _INDEXES: dict[tuple[Path, str], tuple[dict, dict, list | None]] = {}
 
 class Sources:
     """Reads, parses and hashes the package's source files once per process, and resolves
-    what a piece of code depends on (see :mod:`block4.code_closure`)."""
+    what a piece of code depends on (see `block4.code_closure`)."""
 
     def __init__(self, project: Project) -> None:
         self.project = project
@@ -430,7 +430,7 @@ class Sources:
     def script_closure(self, path: Path) -> dict[str, str]:
         """What a script outside the package (a companion notebook in ``py:percent`` form)
         uses of the package: the units its names resolve to, the top-level code of the
-        modules it imports and the data files it names, transitively (see :meth:`closure`).
+        modules it imports and the data files it names, transitively (see `closure`).
         """
         tree = self.tree(path)
         script = "__script__"
@@ -459,7 +459,7 @@ class Sources:
 
     def figure_closure(self, module: str, function: str) -> dict[str, str]:
         """What a figure function depends on: its own code, what it uses, the figure
-        context and the plot style the pipeline runs it with (see :meth:`closure`)."""
+        context and the plot style the pipeline runs it with (see `closure`)."""
         roots = [Unit(module, function), Unit(CONTEXT_MODULE, "FigureContext")]
         roots.append(Unit(STYLE_MODULE, WHOLE))
         return self.closure(roots)

@@ -12,7 +12,7 @@ it through its context::
         data = ctx.compute(depth_runs, depth=20)
         ...  # plot from data
 
-When the pipeline makes the figure, :meth:`ResultsCache.compute` keeps the data under
+When the pipeline makes the figure, `ResultsCache.compute` keeps the data under
 ``<repository>/.cache/results/``, keyed by the code of ``depth_runs`` and everything it uses
 (function by function, as figure fingerprints are), its arguments, the profile, the seed and
 the accelerator. Editing only the plotting code re-plots from the cache; editing the code
@@ -114,7 +114,7 @@ def encode(data: Any) -> tuple[Any, list[Any]]:
 
 
 def decode(tree: Any, arrays: list[Any]) -> Any:
-    """The inverse of :func:`encode`."""
+    """The inverse of `encode`."""
     if not isinstance(tree, dict):
         return tree
     if "float" in tree:

@@ -3,14 +3,14 @@
 MkDocs rebuilds the whole site after every change (for this site about 15 s, most of
 it the API reference and the search index) and the browsers reload only after that. After an
 edit of the package that leaves the figures' numbers as they were, a plotting change, only
-the pictures differ. :class:`EditLoop` wraps the server's builder:
+the pictures differ. `EditLoop` wraps the server's builder:
 
 1. When only Python files under ``src/`` changed, the stale figures are re-made first, each at
    the profile it was made with (training results come from the results cache), in the warm
-   process of :mod:`block4.warm_figures`. If every one succeeded with the numbers it had, its
+   process of `block4.warm_figures`. If every one succeeded with the numbers it had, its
    SVGs are copied into the served site and the builder returns: the browsers reload and show
    them.
-2. The full build follows :data:`DEFER_S` seconds later (the reference pages show the source
+2. The full build follows `DEFER_S` seconds later (the reference pages show the source
    code; a provenance line says when a figure was made). The delay lets the browsers load the
    page first: while MkDocs builds, it answers no request.
 
@@ -159,7 +159,7 @@ class EditLoop:
         return False
 
     def remake(self) -> list[str]:
-        """:func:`remake_stale` during a build: the files it writes do not call for another."""
+        """`remake_stale` during a build: the files it writes do not call for another."""
         before = scan([self.project.out_dir])
         failed = remake_stale(self.project, self.warm)
         written = scan([self.project.out_dir])
@@ -233,7 +233,7 @@ def install(
     config_file: Path | None,
     also: Sequence[Path] = (),
 ) -> EditLoop:
-    """Wrap ``server``'s builder in an :class:`EditLoop` (once per server). ``also``: other
+    """Wrap ``server``'s builder in an `EditLoop` (once per server). ``also``: other
     files the server rebuilds for (a stamp of the background notebook run, say)."""
     root = project.root
     stamp = root / ".cache" / "serve" / "rebuild"

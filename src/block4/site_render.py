@@ -1,14 +1,14 @@
 """How the site shows figures and numbers: Markdown in, Markdown/HTML out, nothing else.
 
-Plain functions without MkDocs, used by the hook :mod:`block4.docs_hooks`:
+Plain functions without MkDocs, used by the hook `block4.docs_hooks`:
 
-* :func:`render_page` turns ``![Alt](figures/NAME.svg "Caption.")`` lines into ``<figure>``
+* `render_page` turns ``![Alt](figures/NAME.svg "Caption.")`` lines into ``<figure>``
   blocks (light and dark SVG, caption, provenance) and ``{{ NAME.key }}`` /
   ``{{ NAME.key:FORMAT }}`` into the numbers the manifest recorded, leaving code alone, and
   reports the problems (unknown figure or key, missing alt text, bad format) and the figures
   the page uses;
-* :func:`provenance` is the line under a figure; :func:`format_number` formats a number for
-  prose; :func:`unwrap_figures` repairs figures Markdown wrapped in a paragraph.
+* `provenance` is the line under a figure; `format_number` formats a number for
+  prose; `unwrap_figures` repairs figures Markdown wrapped in a paragraph.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Site:
 
 @dataclass
 class PageReport:
-    """What :func:`render_page` found on a page.
+    """What `render_page` found on a page.
 
     Attributes:
         problems: errors that must stop the build (unknown figure or key, no alt text, ...).

@@ -1,10 +1,10 @@
 """Stopping a figure run cleanly: which signals stop it, and how workers notice a lost parent.
 
-SIGINT, SIGTERM and SIGHUP stop a run. Inside :func:`raising_on_stop_signals` the first of
-them raises :class:`Stopped` (not a ``KeyboardInterrupt``, which Lightning turns into
-``exit(1)``); :func:`holding_stop_signals` delays them until a figure's files and manifest
-entry are all written. A worker process calls :func:`watch_parent` (or, when a fork server
-forked it, :func:`watch_process`) so that it ends when the process that started it is gone,
+SIGINT, SIGTERM and SIGHUP stop a run. Inside `raising_on_stop_signals` the first of
+them raises `Stopped` (not a ``KeyboardInterrupt``, which Lightning turns into
+``exit(1)``); `holding_stop_signals` delays them until a figure's files and manifest
+entry are all written. A worker process calls `watch_parent` (or, when a fork server
+forked it, `watch_process`) so that it ends when the process that started it is gone,
 even after a SIGKILL of that process.
 """
 
@@ -103,7 +103,7 @@ def _raise_stopped(signum: int, _frame: Any) -> None:
 
 @contextlib.contextmanager
 def raising_on_stop_signals() -> Iterator[None]:
-    """Within the block, the first SIGINT, SIGTERM or SIGHUP raises :class:`Stopped` (in the
+    """Within the block, the first SIGINT, SIGTERM or SIGHUP raises `Stopped` (in the
     main thread; elsewhere this changes nothing). The previous handlers come back after it."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -168,7 +168,7 @@ def watch_process(process: Any, *, then: Callable[[], None] | None = None) -> No
     sentinel, such as ``multiprocessing.parent_process()`` in a worker that a fork server
     forked (its parent id is the server's; the sentinel still follows the process that asked
     for it). A thread waits on the sentinel, calls ``then`` and stops this process as
-    :func:`watch_parent` does."""
+    `watch_parent` does."""
 
     def watch() -> None:
         process.join()

@@ -1,8 +1,8 @@
 """One look for every figure: sizes, fonts and a colour cycle that reads on light and dark pages.
 
-Figure functions draw in the light style with :func:`subplots`; the pipeline writes the light
+Figure functions draw in the light style with `subplots`; the pipeline writes the light
 file and derives the dark variant from the same Figure (text, axes and grid recoloured), so no
-figure is computed twice. Data colours come from :data:`PALETTE`, chosen to keep contrast on
+figure is computed twice. Data colours come from `PALETTE`, chosen to keep contrast on
 both a white and a near-black background.
 """
 
@@ -76,7 +76,7 @@ def subplots(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: floa
 
 
 def wide_bottom_row(fig: Any, axes: Any) -> Any:
-    """Replace the bottom row of a 2 x 2 grid of ``axes`` (from :func:`subplots`) by one axis
+    """Replace the bottom row of a 2 x 2 grid of ``axes`` (from `subplots`) by one axis
     as wide as the figure, and return that axis."""
     if getattr(axes, "shape", None) != (2, 2):
         raise ValueError(
@@ -144,7 +144,7 @@ def dark_colour(colour: Any) -> Any:
     """Map one colour of a light figure to its counterpart on a dark page.
 
     Neutral colours (black, greys, white) are mirrored in lightness between
-    :data:`DARK_FOREGROUND` and :data:`DARK_BACKGROUND`: black text becomes light grey, a white
+    `DARK_FOREGROUND` and `DARK_BACKGROUND`: black text becomes light grey, a white
     box becomes the page colour, a mid grey stays a mid grey. Saturated colours keep their
     hue; the few too dark to read on a dark page (relative luminance below
     ``0.2``, e.g. the palette's blue) are mixed with a quarter of white. ``"none"`` is
@@ -180,7 +180,7 @@ def _dark_array(colours: Any) -> Any:
 
 
 #: ``gid`` prefix of the figure's and the axes' background patches in the light SVG, so
-#: :func:`dark_svg` can make them transparent.
+#: `dark_svg` can make them transparent.
 BACKGROUND_GID = "block4-background"
 
 _STYLE_ATTRIBUTE = re.compile(rb'(style|fill|stroke)="([^"]*)"')
@@ -194,10 +194,10 @@ _BACKGROUND_FILL = re.compile(
 
 
 def recolourable(fig: Any) -> bool:
-    """Whether :func:`dark_svg` can derive ``fig``'s dark SVG from its light one.
+    """Whether `dark_svg` can derive ``fig``'s dark SVG from its light one.
 
     Not when a colour-mapped collection (``scatter(c=...)``, ``pcolormesh``, contours) holds
-    data colours, which :func:`dark_variant` keeps but a recolouring of the file would
+    data colours, which `dark_variant` keeps but a recolouring of the file would
     change, nor when an artist is ``rasterized`` (its pixels are an embedded image that only
     a second drawing recolours).
     """
@@ -213,7 +213,7 @@ def recolourable(fig: Any) -> bool:
 
 
 def mark_backgrounds(fig: Any) -> None:
-    """Name the figure's and every axes' background patch (``gid``) for :func:`dark_svg`."""
+    """Name the figure's and every axes' background patch (``gid``) for `dark_svg`."""
     patches = [fig.patch] + [ax.patch for ax in fig.get_axes()]
     for i, patch in enumerate(patches):
         if patch.get_gid() is None:
@@ -221,12 +221,12 @@ def mark_backgrounds(fig: Any) -> None:
 
 
 def dark_svg(light: bytes) -> bytes:
-    """The dark SVG of a light one drawn after :func:`mark_backgrounds`, without drawing again.
+    """The dark SVG of a light one drawn after `mark_backgrounds`, without drawing again.
 
     Every colour in a ``style``/``fill``/``stroke`` attribute goes through
-    :func:`dark_colour` (exactly what :func:`dark_variant` does to the artists) and the
+    `dark_colour` (exactly what `dark_variant` does to the artists) and the
     backgrounds become transparent, as ``savefig(transparent=True)`` makes them. Text
-    content is never touched. Only for figures that are :func:`recolourable`.
+    content is never touched. Only for figures that are `recolourable`.
     """
     cache: dict[bytes, bytes] = {}
 
@@ -263,7 +263,7 @@ def dark_variant(fig: Any) -> None:
 
     Called by the pipeline after the light SVG has been written, so the dark file shows
     exactly the same data: nothing is computed twice. Images (``imshow``) and colour-mapped
-    collections keep their colours; only neutral colours change (see :func:`dark_colour`).
+    collections keep their colours; only neutral colours change (see `dark_colour`).
     """
     from matplotlib.collections import Collection
     from matplotlib.image import AxesImage, FigureImage

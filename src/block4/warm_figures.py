@@ -3,7 +3,7 @@
 When an edit makes a figure stale, ``mkdocs serve`` re-makes it. A new Python process spends
 seconds importing torch, Lightning and matplotlib before it draws anything; after a
 plotting-only edit, whose training results come from the results cache, that is most of the
-wait. :class:`WarmFigures` starts one helper process that imports those libraries once, and
+wait. `WarmFigures` starts one helper process that imports those libraries once, and
 never ``block4`` (its code is what the author is editing). For every request the helper forks
 a child, which imports this checkout's ``block4`` afresh and runs ``scripts/make_figures.py``
 with the given arguments, its output going to the server's terminal; the exit status comes

@@ -280,7 +280,7 @@ class TensorDataModule(pl.LightningDataModule):
 class InMemoryDataModule(TensorDataModule):
     """A datamodule over your own tensors: ``InMemoryDataModule((x, y), val=(x_val, y_val))``.
 
-    It adds to plain :class:`TensorBatches` what a datamodule gives: the tensors move to the
+    It adds to plain `TensorBatches` what a datamodule gives: the tensors move to the
     training device once, and under DDP each process gets its own share of every epoch.
 
     Args:

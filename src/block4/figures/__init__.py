@@ -1,6 +1,6 @@
 """Figure functions of the course, one module per chapter.
 
-Each module registers small functions with :func:`block4.figures.registry.figure`. The
-pipeline (:mod:`block4.pipeline`) finds them by reading the modules' source, so listing and
+Each module registers small functions with `block4.figures.registry.figure`. The
+pipeline (`block4.pipeline`) finds them by reading the modules' source, so listing and
 freshness checks never import torch or Lightning; a module is imported only to run a figure.
 """

@@ -1,11 +1,11 @@
 """Figures of the chapter "Activation functions": how the activations train.
 
 AlexNet's ReLU-vs-tanh speed-up and dead ReLUs, on real Lightning runs of
-:class:`block4.modules.Classifier` on the digits data set. Networks of one shape (seeds,
-learning rates) are trained as one stack by :func:`block4.training.train_members`; the
+`block4.modules.Classifier` on the digits data set. Networks of one shape (seeds,
+learning rates) are trained as one stack by `block4.training.train_members`; the
 ``*_runs`` functions hold that expensive part and return plain data, the figure functions only
 plot and summarise it. The functions themselves and their gradients are in
-:mod:`block4.figures.activations`.
+`block4.figures.activations`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from block4.training import (
 
 
 class ScaledDigits(DigitsDataModule):
-    """:class:`~block4.data.DigitsDataModule` with every input multiplied by ``input_scale``.
+    """`DigitsDataModule` with every input multiplied by ``input_scale``.
 
     ``input_scale`` about 3.7 gives the inputs the spread of the raw pixel intensities (the
     average per-pixel standard deviation of the 0..16 images), i.e. what a network sees when
@@ -130,7 +130,7 @@ def _error_panel(
     ax: Any, kind: str, runs: dict[str, dict[str, list]], numbers: dict[str, Any], *,
     i_lr: int, floor: float, target: float, fine_target: float,
 ) -> None:  # fmt: skip
-    """A top panel of :func:`relu_vs_tanh`: error curves of ReLU and tanh on the ``kind`` of
+    """A top panel of `relu_vs_tanh`: error curves of ReLU and tanh on the ``kind`` of
     inputs, the mean epochs to each target; puts their numbers in ``numbers``."""
     for act in ("relu", "tanh"):
         run = runs[act]
@@ -157,7 +157,7 @@ def _speedup_panel(
     ax: Any, data: dict[str, dict[str, dict[str, list]]], lrs: Sequence[float],
     target: float, titles: dict[str, str], *, band: bool,
 ) -> list[float]:  # fmt: skip
-    """The bottom panel of :func:`relu_vs_tanh`: the speed-up to ``target`` vs learning rate
+    """The bottom panel of `relu_vs_tanh`: the speed-up to ``target`` vs learning rate
     (mean over seeds, with a min-max band if ``band``); returns the means."""
     means = []
     for kind, marker in (("std", "o"), ("raw", "s")):
@@ -306,7 +306,7 @@ def _dead_during_training(
     ax: Any, data: dict[str, Any], lrs: Sequence[float], rates: dict[str, float],
     numbers: dict[str, Any], *, band: bool,
 ) -> None:  # fmt: skip
-    """The top panel of :func:`dead_relus`: the dead fraction during training at each of
+    """The top panel of `dead_relus`: the dead fraction during training at each of
     ``rates`` (``{name: learning rate}``), mean over the seeds that have not diverged, with a
     min-max band if ``band``; puts the numbers after training in ``numbers``."""
     for (name, rate), color in zip(rates.items(), (PALETTE[2], PALETTE[4]), strict=True):
@@ -339,7 +339,7 @@ def _dead_during_training(
 
 
 def _dead_after_training(ax: Any, data: dict[str, Any], lrs: Sequence[float]) -> list[float]:
-    """The bottom panel of :func:`dead_relus`: the dead fraction after training vs learning rate
+    """The bottom panel of `dead_relus`: the dead fraction after training vs learning rate
     (every seed, x where its loss became NaN, and the mean) with the final training error of
     the seeds that finished; returns the mean dead fraction per learning rate."""
     means = []

@@ -1,12 +1,12 @@
 """Figures of the chapter "Activation functions": the functions and their gradients.
 
 Every derivative is computed by ``torch.autograd`` (never written out by hand), and every
-gradient comes from a Lightning run of :class:`block4.modules.Classifier` on the digits data
-set (:class:`block4.data.DigitsDataModule`). Networks of one shape (seeds, inits) are trained
-as one stack by :func:`block4.training.train_members`; the ``*_runs`` functions hold that
+gradient comes from a Lightning run of `block4.modules.Classifier` on the digits data
+set (`block4.data.DigitsDataModule`). Networks of one shape (seeds, inits) are trained
+as one stack by `block4.training.train_members`; the ``*_runs`` functions hold that
 expensive part and return plain data, the figure functions only plot and summarise it. How
 the activations train (ReLU vs tanh, dead ReLUs) is in
-:mod:`block4.figures.activation_training`.
+`block4.figures.activation_training`.
 """
 
 from __future__ import annotations

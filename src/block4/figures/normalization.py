@@ -1,9 +1,9 @@
 """Figures of the chapter "Normalization and residual connections": the batch-norm half.
 
-Every claim about batch norm is checked by Lightning runs of :class:`block4.modules.Classifier`
+Every claim about batch norm is checked by Lightning runs of `block4.modules.Classifier`
 on the digits data set. Networks of one shape (seeds, learning rates) are trained as one stack
-by :func:`block4.training.train_members`; the ``*_runs`` functions hold that expensive part and
-return plain data. The residual figures of the chapter live in :mod:`block4.figures.residuals`.
+by `block4.training.train_members`; the ``*_runs`` functions hold that expensive part and
+return plain data. The residual figures of the chapter live in `block4.figures.residuals`.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def _put_sweep_numbers(
     diverged: list[list[bool]],
     good_loss: float,
 ) -> None:
-    """The numbers of one line of the learning-rate sweep (see :func:`bn_learning_rates`).
+    """The numbers of one line of the learning-rate sweep (see `bn_learning_rates`).
 
     ``finite`` holds the finite final losses per learning rate, ``diverged`` which seeds of
     each learning rate diverged.
@@ -376,7 +376,7 @@ def bn_bias_runs(
 
 
 def _plot_gradient_norms(ax: Any, data: dict[str, Any], depth: int, n_seeds: int) -> None:
-    """The top panel of :func:`bn_bias`: weight (solid) and bias (dotted) gradient norm of
+    """The top panel of `bn_bias`: weight (solid) and bias (dotted) gradient norm of
     every hidden layer per step, geometric mean over the seeds of ``bn_bias_runs``."""
     x = data["epochs"]
     for i in range(depth):
@@ -434,7 +434,7 @@ def bn_bias(ctx: FigureContext, depth: int, width: int, lr: float, shifts: list)
     """A bias right before batch norm gets zero gradient and changes nothing.
 
     A ``depth``-layer ReLU MLP with ``norm="batch"`` *and* biases in its linear layers
-    (``bias=True``; :func:`block4.models.mlp` drops them by default), several seeds in one
+    (``bias=True``; `block4.models.mlp` drops them by default), several seeds in one
     stack. Top: during training, the gradient norm of each hidden layer's weight and of its
     bias (from ``GradientFlowMonitor(include_bias=True)``; geometric mean over seeds). Bottom:
     the largest change of the logits of a batch when every hidden bias is shifted by ``c``,

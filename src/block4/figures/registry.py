@@ -1,14 +1,14 @@
 """Marking figure functions, profiles and the context a figure runs in.
 
-A figure function takes a :class:`FigureContext` (plus the keyword parameters given in the
+A figure function takes a `FigureContext` (plus the keyword parameters given in the
 decorator) and returns ``(matplotlib.figure.Figure, numbers)``, where ``numbers`` is a flat
 ``dict`` of JSON-serialisable values (floats, ints, strings, booleans) that the prose of the
 site may quote as ``{{ figure_name.key }}``.
 
-The arguments of :func:`figure` must be literals (strings, numbers, dicts/lists of literals):
-the pipeline reads them from the source with :mod:`ast`, without importing the module
-(:func:`block4.pipeline_sources.discover` is the one list of the figures). The decorator only
-checks its arguments and marks the function (:func:`figure_mark`); it keeps no registry.
+The arguments of `figure` must be literals (strings, numbers, dicts/lists of literals):
+the pipeline reads them from the source with `ast`, without importing the module
+(`block4.pipeline_sources.discover` is the one list of the figures). The decorator only
+checks its arguments and marks the function (`figure_mark`); it keeps no registry.
 
 Example::
 
@@ -48,7 +48,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class FigureMark:
-    """What ``@figure(...)`` attached to a function (see :func:`figure_mark`)."""
+    """What ``@figure(...)`` attached to a function (see `figure_mark`)."""
 
     name: str
     chapter: str
@@ -61,7 +61,7 @@ _MARK_ATTRIBUTE = "__block4_figure__"
 
 
 def figure_mark(func: Callable[..., Any]) -> FigureMark | None:
-    """The :class:`FigureMark` of a function decorated with :func:`figure` (else None)."""
+    """The `FigureMark` of a function decorated with `figure` (else None)."""
     mark = getattr(func, _MARK_ATTRIBUTE, None)
     return mark if isinstance(mark, FigureMark) else None
 
@@ -71,7 +71,7 @@ class FigureContext:
     """Everything a figure function may depend on besides its parameters.
 
     Attributes:
-        profile: one of :data:`PROFILES`.
+        profile: one of `PROFILES`.
         seed: the base seed; figures derive every random choice from it.
         accelerator: passed to Lightning's ``Trainer`` (``"auto"``, ``"cpu"``, ``"gpu"``).
         devices: passed to the ``Trainer`` (``"auto"`` or a number).
@@ -81,7 +81,7 @@ class FigureContext:
         progress: whether Lightning may show its per-run progress bar.
         name: the name of the figure being made (empty outside the pipeline).
         results_cache: set by the pipeline while it makes a figure: where
-            :meth:`compute` keeps results (None: :meth:`compute` just calls the function).
+            `compute` keeps results (None: `compute` just calls the function).
     """
 
     profile: str = "quick"
@@ -111,7 +111,7 @@ class FigureContext:
         strings, NumPy arrays and torch tensors. When the pipeline makes the figure, the
         result is kept on disk keyed by the code of ``fn`` and everything it uses, ``kwargs``
         (plain values), the profile, the seed and the accelerator, so a change to the
-        plotting code re-plots without computing again (see :mod:`block4.results_cache`).
+        plotting code re-plots without computing again (see `block4.results_cache`).
         Outside the pipeline (tests, notebooks) it simply calls ``fn``.
         """
         if self.results_cache is None:
@@ -142,7 +142,7 @@ class FigureContext:
 
 
 def figure_mark_of(name: Any, chapter: Any, params: Any = None, group: Any = None) -> FigureMark:
-    """Check the arguments of :func:`figure` and return the mark they make.
+    """Check the arguments of `figure` and return the mark they make.
 
     The one set of rules for a figure's declaration: the decorator applies it when a module
     is imported, and the pipeline applies it to the literals it reads from the source.

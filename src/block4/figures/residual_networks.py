@@ -1,7 +1,7 @@
 """Figures of the chapter "Normalization and residual connections": the real (convolutional) ResNet.
 
 He et al.'s degradation experiment, scaled down to the 8x8 digits: plain and residual
-convolutional nets (:mod:`block4.resnet`) of increasing depth, several seeds each. All nets of
+convolutional nets (`block4.resnet`) of increasing depth, several seeds each. All nets of
 one depth, plain and residual, every seed, train as *one* network
 (`block4.resnet.StackedResNet`: grouped convolutions, one member per net) in one Lightning
 run, so ten nets cost little more than one.

@@ -1,11 +1,11 @@
 """Figures of the chapter "Normalization and residual connections": the residual half.
 
-The chain-rule argument for skip connections is made with :mod:`block4.autograd` (the scalar
+The chain-rule argument for skip connections is made with `block4.autograd` (the scalar
 engine of the first chapters); the degradation problem is shown by Lightning runs of plain and
-residual :class:`block4.modules.Classifier` MLPs on the digits data set, trained as one stack
-of seeds per shape by :func:`block4.training.train_members`. The batch-norm figures of the
-chapter live in :mod:`block4.figures.normalization`, the convolutional ResNet in
-:mod:`block4.figures.residual_networks`.
+residual `block4.modules.Classifier` MLPs on the digits data set, trained as one stack
+of seeds per shape by `block4.training.train_members`. The batch-norm figures of the
+chapter live in `block4.figures.normalization`, the convolutional ResNet in
+`block4.figures.residual_networks`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ RESIDUAL_COLOR = PALETTE[0]
 
 # --8<-- [start:chain_gradient]
 def chain_gradient(depth: int, x0: float, w: float, residual: bool) -> float:
-    """d x_L / d x_0 through ``depth`` scalar blocks, computed by :class:`block4.autograd.Value`.
+    """d x_L / d x_0 through ``depth`` scalar blocks, computed by `block4.autograd.Value`.
 
     Each block is ``F(x) = sigmoid(w * x)``; a plain chain computes ``x_{l+1} = F(x_l)``, a
     residual one ``x_{l+1} = x_l + F(x_l)``. By the chain rule the plain gradient is the
