@@ -56,13 +56,21 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+#: Seconds a run gets to end after each stop signal at its time limit (SIGINT, then SIGTERM).
+STOP_GRACE_S = 5.0
+
+#: How the last run cut short by its time limit ended: the signals it was sent, in order.
+STOPPED_BY: list[str] = []
+
+
 def run_cli(
     repo: Path, args: list[str], time_limit: float | None = None
 ) -> tuple[float, subprocess.CompletedProcess[str] | None]:
     """Run make_figures.py in ``repo``; ``None`` instead of the process when the time ran out.
 
     At the time limit the run is interrupted like Ctrl+C (it stops its workers and keeps
-    every figure finished so far), then killed if it has not ended 60 s later.
+    every figure finished so far). A run still there `STOP_GRACE_S` later gets SIGTERM (which
+    it treats the same way), then SIGKILL; `STOPPED_BY` records what it took.
     """
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
     start = time.perf_counter()
@@ -77,12 +85,15 @@ def run_cli(
     try:
         out, err = proc.communicate(timeout=time_limit)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        STOPPED_BY.clear()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            STOPPED_BY.append(signal.Signals(sig).name)
+            proc.send_signal(sig)
+            try:
+                proc.communicate(timeout=STOP_GRACE_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         return time.perf_counter() - start, None
     return time.perf_counter() - start, subprocess.CompletedProcess(
         proc.args, proc.returncode, out, err
@@ -156,6 +167,7 @@ def measure(
             "jobs": jobs,
             "complete": False,
             "time_limit_s": time_limit,
+            "stopped_by": list(STOPPED_BY),
             "figures_made": len(rows),
             "of_figures": of,
             "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),

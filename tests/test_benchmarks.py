@@ -134,6 +134,8 @@ def test_figures_benchmark_records_a_run_cut_short_by_its_time_limit(tmp_path: P
     results = json.loads((tmp_path / "figures_full.json").read_text())["results"]
     assert results["complete"] is False and results["of_figures"] == 2
     assert results["figures_made"] == len(results["figures"]) <= 1
+    # stopped like Ctrl+C; SIGTERM follows only if that did not end it within 5 s
+    assert results["stopped_by"] in (["SIGINT"], ["SIGINT", "SIGTERM"]), results["stopped_by"]
     assert [r["name"] for r in results["figures"]] in ([], ["activation_functions"])
     made = results["figures_made"]
     assert f"incomplete: stopped at 9 s with {made} of 2 figures made" in perf_report.goals_table(
