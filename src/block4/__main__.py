@@ -1,6 +1,6 @@
 """Command line: train any block4 module on any block4 datamodule with LightningCLI.
 
-Examples::
+Examples:
 
     python -m block4 fit --model Classifier --data DigitsDataModule --trainer.max_epochs 5
     python -m block4 fit --model ProbabilisticRegressor --model.head gaussian \\

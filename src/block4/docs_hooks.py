@@ -49,8 +49,8 @@ log = logging.getLogger("mkdocs.hooks.block4")
 # re-reads it on each rebuild), but calls ``on_startup`` only once: keep the command here.
 _COMMAND_ENV = "BLOCK4_MKDOCS_COMMAND"
 
-#: Where executed notebooks are cached, one folder per notebook and code version.
 NOTEBOOK_CACHE = Path(".cache") / "mkdocs-jupyter"
+"""Where executed notebooks are cached, one folder per notebook and code version."""
 
 #: Touched by the background notebook run after each notebook; ``mkdocs serve`` watches it.
 NOTEBOOK_STAMP = Path(".cache") / "notebooks-executed" / "stamp"

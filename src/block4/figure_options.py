@@ -90,6 +90,7 @@ def parse_devices(text: str) -> int | str:
 
 
 def parse_num_nodes(text: str) -> int:
+    """``--num-nodes``: a positive integer, as Lightning's ``Trainer(num_nodes=...)`` takes."""
     if not re.fullmatch(r"[1-9][0-9]*", str(text).strip()):
         raise UsageError(f"--num-nodes {text!r} is not valid; allowed: a positive integer")
     return int(text)

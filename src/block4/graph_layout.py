@@ -68,7 +68,8 @@ class Layout:
     Attributes:
         nodes: the nodes, in the order given.
         edges: the edges, in the order given (a repeated edge is drawn as bent arrows).
-        x, y: the centre of each node, by key.
+        x: the horizontal centre of each node, by key.
+        y: the vertical centre of each node, by key.
         size: ``(width, height)`` of each node, by key.
         bounds: ``(left, right, bottom, top)`` of the whole drawing.
         edge_labels: text written along some edges, by edge.

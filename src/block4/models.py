@@ -1,7 +1,7 @@
 """The MLP builder behind every network of the course.
 
 `mlp` builds a multi-layer perceptron whose hidden layers are *named*, so that callbacks
-and figures can address them::
+and figures can address them:
 
     MLP(
       (block0): HiddenBlock(linear, norm, act)    # in_features -> width

@@ -4,18 +4,22 @@ Both modules compute ``dist = head(body(x))`` and train on the negative log-like
 ``-dist.log_prob(y).mean()`` ([`nll`][block4.heads.nll]). They can be built two ways:
 
 - from plain hyperparameters (the body's are [`BodyOptions`][block4.models.BodyOptions]),
-  which is what LightningCLI and checkpoints need::
+  which is what LightningCLI and checkpoints need:
 
-      Classifier(in_features=64, n_classes=10, depth=3, width=64, norm="batch")
-      ProbabilisticRegressor(in_features=1, head="gaussian", heteroscedastic=True)
+    ```python
+    Classifier(in_features=64, n_classes=10, depth=3, width=64, norm="batch")
+    ProbabilisticRegressor(in_features=1, head="gaussian", heteroscedastic=True)
+    ```
 
 - from your own body (any ``nn.Module`` producing ``head.n_params`` features per
-  example, or ``body_out_features`` features if you pass that)::
+  example, or ``body_out_features`` features if you pass that):
 
-      Classifier(my_cnn, n_classes=10)
+    ```python
+    Classifier(my_cnn, n_classes=10)
+    ```
 
-  A body passed in is not a hyperparameter: to load such a checkpoint, pass the body again,
-  ``Classifier.load_from_checkpoint(path, body=my_cnn)``.
+    A body passed in is not a hyperparameter: to load such a checkpoint, pass the body
+    again, ``Classifier.load_from_checkpoint(path, body=my_cnn)``.
 
 **Many members at once.** ``members=E`` trains ``E`` independent networks of one shape in one
 run, as a [`StackedMLP`][block4.stacked.StackedMLP]: member ``k`` starts from seed

@@ -102,12 +102,12 @@ __all__ = [
     "validate_numbers",
 ]
 
-#: Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale).
 FORMAT_VERSION = 4  # 4: fingerprints per function (3: per module; 2: module bytes)
+"""Bumped when the fingerprint recipe or the manifest layout changes (makes every figure stale)."""
 
-#: Profiles from worst to best; a run asked for a better profile than an entry was made
-#: with re-makes that figure (``full`` is never replaced by ``quick`` unless forced).
 PROFILE_RANK = {name: rank for rank, name in enumerate(PROFILES)}
+"""Profiles from worst to best; a run asked for a better profile than an entry was made
+with re-makes that figure (``full`` is never replaced by ``quick`` unless forced)."""
 
 #: The command that (re)makes figures, as shown in messages.
 COMMAND = "python scripts/make_figures.py"

@@ -57,9 +57,9 @@ __all__ = [
 #: The package whose sources fingerprints cover.
 PACKAGE = "block4"
 
-#: The plot style every figure is drawn and rendered with: part of every figure's
-#: dependencies (the pipeline applies it around each figure and for the dark variant).
 STYLE_MODULE = "block4.style"
+"""The plot style every figure is drawn and rendered with: part of every figure's
+dependencies (the pipeline applies it around each figure and for the dark variant)."""
 
 # Bumped when the code index's layout or the analysis behind it changes.
 _INDEX_FORMAT = 2

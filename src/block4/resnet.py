@@ -1,7 +1,7 @@
 """A small convolutional ResNet for 8x8 images, its plain twin, and many of them trained as one.
 
 The design follows He et al. (2016), "Deep Residual Learning for Image Recognition", scaled
-down to the 8x8 digits::
+down to the 8x8 digits:
 
     ResNet(
       (stem): Stem(conv 3x3 -> BN -> ReLU)             # in_channels -> width

@@ -1,7 +1,7 @@
 """The results cache: a figure's expensive part computed once, re-plotted in seconds.
 
 A figure keeps its training runs and sweeps in a plain function that returns data, and calls
-it through its context::
+it through its context:
 
     def depth_runs(ctx: FigureContext, depth: int) -> dict:
         ...  # train, measure

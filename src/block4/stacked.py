@@ -222,7 +222,8 @@ class StackedMLP(nn.Module):
 
     Attributes:
         members: ``E``.
-        inits, init_stds: per-member initialisation scheme and ``init_std``.
+        inits: per-member initialisation scheme.
+        init_stds: per-member ``init_std``.
     """
 
     def __init__(

@@ -59,8 +59,8 @@ RUN_PACKAGES = ("numpy", "matplotlib", "torch", "pytorch_lightning")
 
 Job = tuple[FigureInfo, FigureContext]
 
-#: The environment variable that chooses how workers start: ``spawn`` or ``forkserver``.
 WORKER_START_ENV = "BLOCK4_WORKER_START"
+"""The environment variable that chooses how workers start: ``spawn`` or ``forkserver``."""
 _WORKER_STARTS = ("forkserver", "spawn")
 
 

@@ -98,8 +98,10 @@ class TrainingCurve(_MeasuredWhileTraining):
             the mean over the members still training.
         losses: the mean cross-entropy at those times (``inf`` once it is not finite); for a
             stack, the mean over the members still training.
-        member_errors, member_losses: ``[E][time]`` per member (``E = 1`` for a single
-            network: the same lists as ``errors`` and ``losses``).
+        member_errors: ``[E][time]``, the training error of each member (``E = 1`` for a
+            single network: the same list as ``errors``).
+        member_losses: ``[E][time]``, the loss of each member (for a single network: the
+            same list as ``losses``).
 
     Raises:
         TypeError: from ``trainer.fit`` when the trainer has no such datamodule.

@@ -10,7 +10,7 @@ the pipeline reads them from the source with `ast`, without importing the module
 (`block4.pipeline_sources.discover` is the one list of the figures). The decorator only
 checks its arguments and marks the function (`figure_mark`); it keeps no registry.
 
-Example::
+Example:
 
     from block4.figures.registry import FigureContext, figure
 
