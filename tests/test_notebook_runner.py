@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import alive
 
 from block4 import notebook_runner
 
@@ -51,14 +52,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _wait(condition, timeout: float = 30.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -98,7 +91,7 @@ def _start_server(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], int
 def test_the_background_run_and_its_kernel_end_with_the_server(tmp_path: Path, how: str) -> None:
     server, runner, kernel = _start_server(tmp_path, how)
     try:
-        assert _alive(runner) and _alive(kernel)
+        assert alive(runner) and alive(kernel)
         if how == "kill":  # the server dies without a word: the run notices within a second
             server.send_signal(signal.SIGKILL)
             server.wait()
@@ -107,12 +100,12 @@ def test_the_background_run_and_its_kernel_end_with_the_server(tmp_path: Path, h
             server.stdin.write("\n")
             server.stdin.flush()
             assert server.stdout.readline() == "stopped\n"
-            assert not _alive(runner)
-        assert _wait(lambda: not _alive(runner), 5), "the background run outlived the server"
-        assert _wait(lambda: not _alive(kernel), 5), "the notebook's kernel outlived the server"
+            assert not alive(runner)
+        assert _wait(lambda: not alive(runner), 5), "the background run outlived the server"
+        assert _wait(lambda: not alive(kernel), 5), "the notebook's kernel outlived the server"
     finally:
         for pid in (server.pid, runner, kernel):
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         server.wait()
 
