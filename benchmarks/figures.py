@@ -59,18 +59,19 @@ def copy_repo(dest: Path) -> Path:
 #: Seconds a run gets to end after each stop signal at its time limit (SIGINT, then SIGTERM).
 STOP_GRACE_S = 5.0
 
-#: How the last run cut short by its time limit ended: the signals it was sent, in order.
-STOPPED_BY: list[str] = []
-
 
 def run_cli(
-    repo: Path, args: list[str], time_limit: float | None = None
+    repo: Path,
+    args: list[str],
+    time_limit: float | None = None,
+    stopped_by: list[str] | None = None,
 ) -> tuple[float, subprocess.CompletedProcess[str] | None]:
     """Run make_figures.py in ``repo``; ``None`` instead of the process when the time ran out.
 
     At the time limit the run is interrupted like Ctrl+C (it stops its workers and keeps
     every figure finished so far). A run still there `STOP_GRACE_S` later gets SIGTERM (which
-    it treats the same way), then SIGKILL; `STOPPED_BY` records what it took.
+    it treats the same way), then SIGKILL; the names of the signals it took are appended to
+    ``stopped_by``.
     """
     env = dict(os.environ, PYTHONPATH=str(repo / "src"))
     start = time.perf_counter()
@@ -85,9 +86,9 @@ def run_cli(
     try:
         out, err = proc.communicate(timeout=time_limit)
     except subprocess.TimeoutExpired:
-        STOPPED_BY.clear()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            STOPPED_BY.append(signal.Signals(sig).name)
+            if stopped_by is not None:
+                stopped_by.append(signal.Signals(sig).name)
             proc.send_signal(sig)
             try:
                 proc.communicate(timeout=STOP_GRACE_S)
@@ -145,6 +146,7 @@ def measure(
     are deleted), then the no-change run and ``--check``."""
     selection = ["--only", *only] if only else []
     totals = []
+    stopped_by: list[str] = []
     for repeat in range(repeats):
         if repeat:  # from scratch again: no cached results, no code index
             shutil.rmtree(repo / ".cache", ignore_errors=True)
@@ -153,6 +155,7 @@ def measure(
             repo,
             ["--force", "--profile", profile, "--jobs", str(jobs), *extra, *selection],
             time_limit,
+            stopped_by,
         )
         if proc is None or proc.returncode != 0:
             break
@@ -167,7 +170,7 @@ def measure(
             "jobs": jobs,
             "complete": False,
             "time_limit_s": time_limit,
-            "stopped_by": list(STOPPED_BY),
+            "stopped_by": stopped_by,
             "figures_made": len(rows),
             "of_figures": of,
             "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
