@@ -188,8 +188,14 @@ def unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
 
 def stop_workers(executor: Any, signum: int) -> bool:
     """Pass the stop on to every worker of ``executor``, give them `STOP_GRACE_S` seconds to
-    unwind, kill those still there; end the executor. True when a worker had to be killed."""
+    unwind, kill those still there; end the executor. True when a worker had to be killed.
+
+    Returns only once the executor's manager thread has ended too: Python 3.11's exit hook
+    for process pools writes to that thread's wake-up pipe without a lock, and if the thread
+    is still closing the pipe as the process exits, the hook prints a traceback (``Bad file
+    descriptor``) under the run's last line."""
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    manager = getattr(executor, "_executor_manager_thread", None)
     for proc in processes:
         with contextlib.suppress(ProcessLookupError, OSError, ValueError):
             os.kill(proc.pid, signum if signum in STOP_SIGNALS else signal.SIGTERM)
@@ -202,6 +208,8 @@ def stop_workers(executor: Any, signum: int) -> bool:
         proc.kill()
     for proc in killed:
         proc.join(1.0)
+    if manager is not None:  # with every worker gone it ends within moments
+        manager.join(STOP_GRACE_S)
     return bool(killed)
 
 
