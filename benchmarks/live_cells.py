@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from _helpers import chromium_browser, serve_directory  # noqa: E402
+from _helpers import chromium_browser, serve_directory, wait_until_quiet  # noqa: E402
 
 PAGE = "backpropagation/"
 # The files of the Python runtime (Pyodide, the start-up snapshot, block4's wheel): none of
@@ -38,17 +38,18 @@ RUNTIME = ("javascripts/vendor/pyodide/", "snapshot.bin", ".whl")
 PHASES = "performance.getEntriesByType('measure').filter(m => m.name.startsWith('block4-live'))"
 
 
+def is_runtime(url: str) -> bool:
+    """Whether ``url`` is one of the runtime's files."""
+    return any(part in url for part in RUNTIME)
+
+
 def settle(page: Any, pending: set[Any]) -> None:
     """Wait until the page is ready to read: formulas typeset, their fonts loaded, and then
     no request in flight for half a second (the fonts are requested only once KaTeX has
     typeset, which on a busy machine comes after the first quiet half second)."""
     page.wait_for_selector("body[data-math-rendered]", state="attached", timeout=60_000)
     page.evaluate("document.fonts.ready.then(() => document.fonts.size)")
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < 0.5:
-        if pending:
-            quiet_since = time.monotonic()
-        page.wait_for_timeout(50)
+    wait_until_quiet(page, pending, quiet_ms=500, timeout_s=60.0)
 
 
 def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, Any]:
@@ -69,7 +70,8 @@ def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, A
         page.goto(url + PAGE, wait_until="networkidle")
         settle(page, pending)
         before = sum(sizes)
-        runtime_before = sorted(u for u in urls if any(part in u for part in RUNTIME))
+        n_before = len(urls)
+        runtime_before = sorted(u for u in urls if is_runtime(u))
         cell = page.locator(".live-cell").first
         handle = cell.element_handle()
         start = time.perf_counter()
@@ -77,9 +79,7 @@ def first_run(browser: Any, url: str, snapshot: bool, later: int) -> dict[str, A
         page.wait_for_function("c => Number(c.dataset.runs || 0) > 0", arg=handle, timeout=120_000)
         seconds = time.perf_counter() - start
         loaded = sum(sizes) - before
-        runtime_first_run = sum(any(part in u for part in RUNTIME) for u in urls) - len(
-            runtime_before
-        )
+        runtime_first_run = sum(is_runtime(u) for u in urls[n_before:])
         phases = page.evaluate(f"{PHASES}.map(m => [m.name.slice(13), m.duration])")
         later_ms = []
         for k in range(later):

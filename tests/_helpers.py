@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,25 @@ def chromium_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def wait_until_quiet(
+    page: Any, pending: Collection[Any], quiet_ms: int = 150, timeout_s: float = 15.0
+) -> None:
+    """Wait until ``pending`` (the page's requests in flight, kept by its ``request``,
+    ``requestfinished`` and ``requestfailed`` handlers) has been empty for ``quiet_ms``: a
+    faster networkidle, and one that can be asked for again later."""
+    deadline = time.monotonic() + timeout_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if pending:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
+            return
+        page.wait_for_timeout(25)
+    raise TimeoutError(f"requests still in flight: {[r.url for r in pending]}")
 
 
 def alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from _helpers import serve_directory
+from _helpers import serve_directory, wait_until_quiet
 
 pytestmark = pytest.mark.slow
 
@@ -208,17 +208,7 @@ class PageProbe:
 
     def settle(self, page, quiet_ms: int = 150, timeout_s: float = 15.0) -> None:
         """Wait until no request has been in flight for ``quiet_ms`` (a faster networkidle)."""
-        deadline = time.monotonic() + timeout_s
-        quiet_since = None
-        while time.monotonic() < deadline:
-            if self._pending:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif (time.monotonic() - quiet_since) * 1000 >= quiet_ms:
-                return
-            page.wait_for_timeout(25)
-        raise TimeoutError(f"requests still in flight: {[r.url for r in self._pending]}")
+        wait_until_quiet(page, self._pending, quiet_ms, timeout_s)
 
 
 _IMAGES_JS = """() => [...document.images].map(img => ({
