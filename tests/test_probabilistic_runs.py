@@ -23,7 +23,10 @@ from block4.probabilistic_runs import (
     MemberData,
     fit_members,
     gaussian_members,
+    mixture_dist,
+    mixture_runs,
     ml_sigma,
+    normal_dist,
 )
 
 
@@ -82,6 +85,22 @@ def test_best_member_state_restores_each_members_best_epoch(ctx):
     assert best.best_epoch.tolist() and all(1 <= e <= 4 for e in best.best_epoch.tolist())
     best.restore(model)
     assert torch.allclose(best.val_nll(model), best.best)
+
+
+@pytest.mark.slow
+def test_the_mixture_head_finds_all_three_branches_of_the_inverse_sine_on_every_seed():
+    """The published recipe of `mixture_runs` (full profile), on three seeds: at x = 0.5,
+    where the data have three branches, every seed's mixture gives each of its three
+    components at least 10 % of the weight and beats the Gaussian head's held-out NLL.
+    (With Adam at 1e-2, seeds 0 and 2 collapsed to one wide middle component here.)"""
+    full = FigureContext(profile="full", accelerator="cpu", devices=1)
+    runs = mixture_runs(full, n_seeds=3, x_probe=0.5)
+    weights = torch.softmax(runs["mixture"]["probe"]["logits"][:, 0], -1)  # [seeds, 3]
+    assert weights.min(-1).values.min() >= 0.1, weights
+    y = runs["y_test"]
+    mix = mixture_dist(runs["mixture"]["test"]).log_prob(y).mean(-1)
+    gauss = normal_dist(runs["gaussian"]["test"]).log_prob(y).mean(-1)
+    assert bool((mix > gauss + 0.2).all()), (mix, gauss)
 
 
 def test_mixture_variance_is_aleatoric_plus_epistemic():

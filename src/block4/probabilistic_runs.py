@@ -418,10 +418,13 @@ def mixture_runs(ctx: RunContext, n_seeds: int, x_probe: float, grid: int = 160)
         "grid": xs,
         **_data_entries(x, y, x_test, y_test, n, shown=1500),
     }
-    body = {"depth": 2, "width": 48, "activation": "tanh", "lr": 1e-2}
+    body = {"depth": 2, "width": 48, "activation": "tanh"}
+    # The mixture with Adam at 1e-2 (the Gaussian's rate) let 2 or 3 of 5 seeds collapse to
+    # one wide middle component (which seeds depended on the CPU's rounding); at 3e-3 each
+    # of 15 seeds found all three branches. At 3e-3 the Gaussian is not done in 15 epochs.
     mdn = ProbabilisticRegressor(
         in_features=1, head="mixture", head_options={"n_components": 3}, members=len(seeds),
-        seed=ctx.seed, **body,
+        seed=ctx.seed, lr=3e-3, **body,
     )  # fmt: skip
     fit_members(ctx, mdn, MemberData(x, y, n // 4, seed=ctx.seed, passes=10), epochs)
     out["mixture"] = {
@@ -430,7 +433,7 @@ def mixture_runs(ctx: RunContext, n_seeds: int, x_probe: float, grid: int = 160)
         "test": _mixture_params(mdn, x_test),
         **_member_summary(mdn),
     }
-    gauss = gaussian_members(len(seeds), ctx.seed, heteroscedastic=True, **body)
+    gauss = gaussian_members(len(seeds), ctx.seed, heteroscedastic=True, lr=1e-2, **body)
     fit_members(ctx, gauss, MemberData(x, y, n // 4, seed=ctx.seed, passes=10), epochs)
     out["gaussian"] = {
         "grid": _normal(gauss, xs[:, None], None),

@@ -310,6 +310,11 @@ def mixture_density(ctx: FigureContext, x_probe: float, n_seeds: dict[str, int])
     (a) The inverse-sine data with the sigma(x) Gaussian's mean and +-2 sigma band, which
     averages the branches. (b) The mixture's predictive density p(y | x) as an image.
     (c) Both predictive densities at ``x = x_probe``. Drawn: the first seed.
+
+    Numbers: ``probe_weights_sorted`` (the first seed's mixture weights at the probe),
+    ``probe_three_modes`` (how many seeds give every component at least
+    ``probe_three_modes_min_percent`` % of the weight there), held-out NLL of both heads over
+    the seeds (``test_nll_*``).
     """
     data = ctx.compute(mixture_runs, n_seeds=ctx.pick(**n_seeds), x_probe=x_probe)
     x, y = data["x_train"], data["y_train"]
@@ -371,6 +376,9 @@ def mixture_density(ctx: FigureContext, x_probe: float, n_seeds: dict[str, int])
     nll_mdn = -mixture_dist(data["mixture"]["test"]).log_prob(y_test).mean(-1)
     nll_g = test_nll(data["gaussian"]["test"], y_test)
     weights = torch.softmax(first["mixture"]["probe"]["logits"][0], -1)
+    # every seed's weights at the probe: does each of its components carry 10 % or more?
+    all_weights = torch.softmax(data["mixture"]["probe"]["logits"][:, 0], -1)
+    three_modes_min = 0.1
     numbers = {
         "n_train": data["n_train"],
         "n_seeds": len(data["seeds"]),
@@ -380,6 +388,8 @@ def mixture_density(ctx: FigureContext, x_probe: float, n_seeds: dict[str, int])
         "probe_weights_sorted": ", ".join(
             f"{w:.2f}" for w in sorted(weights.tolist(), reverse=True)
         ),
+        "probe_three_modes": int((all_weights.min(-1).values >= three_modes_min).sum()),
+        "probe_three_modes_min_percent": 100 * three_modes_min,
         "probe_gaussian_mean": float(gp.mean[0]),
         "probe_gaussian_sigma": float(gp.stddev[0]),
     }
