@@ -372,28 +372,30 @@ def mixture_density(ctx: FigureContext, x_probe: float, n_seeds: dict[str, int])
     ax_p.set_title(f"(c) p(y | x = {x_probe:g})")
     ax_p.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
+    numbers = {"x_probe": x_probe, **_mixture_numbers(data)}
+    numbers["probe_gaussian_mean"] = float(gp.mean[0])
+    numbers["probe_gaussian_sigma"] = float(gp.stddev[0])
+    return fig, numbers
+
+
+def _mixture_numbers(data: dict[str, Any], three_modes_min: float = 0.1) -> dict[str, Any]:
+    """`mixture_density`'s numbers from its runs: held-out NLL of both heads over the seeds,
+    the first seed's mixture weights at the probe, and how many seeds give each of their
+    components at least ``three_modes_min`` of the weight there."""
     y_test = data["y_test"]
     nll_mdn = -mixture_dist(data["mixture"]["test"]).log_prob(y_test).mean(-1)
-    nll_g = test_nll(data["gaussian"]["test"], y_test)
-    weights = torch.softmax(first["mixture"]["probe"]["logits"][0], -1)
-    # every seed's weights at the probe: does each of its components carry 10 % or more?
-    all_weights = torch.softmax(data["mixture"]["probe"]["logits"][:, 0], -1)
-    three_modes_min = 0.1
-    numbers = {
+    weights = torch.softmax(data["mixture"]["probe"]["logits"][:, 0], -1)  # [seeds, K]
+    return {
         "n_train": data["n_train"],
         "n_seeds": len(data["seeds"]),
         **spread(nll_mdn, "test_nll_mixture"),
-        **spread(nll_g, "test_nll_gaussian"),
-        "x_probe": x_probe,
+        **spread(test_nll(data["gaussian"]["test"], y_test), "test_nll_gaussian"),
         "probe_weights_sorted": ", ".join(
-            f"{w:.2f}" for w in sorted(weights.tolist(), reverse=True)
+            f"{w:.2f}" for w in sorted(weights[0].tolist(), reverse=True)
         ),
-        "probe_three_modes": int((all_weights.min(-1).values >= three_modes_min).sum()),
+        "probe_three_modes": int((weights.min(-1).values >= three_modes_min).sum()),
         "probe_three_modes_min_percent": 100 * three_modes_min,
-        "probe_gaussian_mean": float(gp.mean[0]),
-        "probe_gaussian_sigma": float(gp.stddev[0]),
     }
-    return fig, numbers
 
 
 LABELS = {
