@@ -49,6 +49,20 @@ def {name}(ctx: FigureContext, n: int):
     return fig, {{"slope": slope, "end": slope * (n - 1), "n": n, "label": "{name}"}}
 '''
 
+#: A page that quotes the figures' numbers (committed with the figures).
+PAGE = """\
+# Demo
+
+The line rises by {{ line_plot.slope:g }} per step and ends at {{ line_plot.end:g }}.
+
+The other plot keeps its slope of {{ other_plot.slope:g }}.
+
+![A line](figures/line_plot.svg "The line.")
+"""
+
+#: A page added by the change under review.
+NEW_PAGE = "The new plot's slope is {{ new_plot.slope:g }}.\n"
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.org",
@@ -122,15 +136,19 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     git(root, "commit", "-q", "-m", "sources only")
     git(root, "tag", "no-figures")
     make_figures(root)
+    (root / "docs" / "demo.md").write_text(PAGE)
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "figures")
     figures = root / "docs" / "figures"
     before = {p.name: p.read_bytes() for p in figures.glob("*.svg")}
 
-    # The change under review: one function edited, one figure removed, one added.
+    # The change under review: one function edited, one figure removed, one added (and a
+    # page that quotes the new one).
     write_figure(root, "demo", "line_plot", 2.5, colour="#d55e00")
     (root / "src" / "block4" / "figures" / "gone.py").unlink()
     write_figure(root, "fresh", "new_plot", 4.0)
+    (root / "docs" / "guide").mkdir()
+    (root / "docs" / "guide" / "new_page.md").write_text(NEW_PAGE)
     make_figures(root)
     project = Project(root)
     return Scenario(root, project, before, cmp.compare(project, "HEAD"))
@@ -478,3 +496,49 @@ def test_make_figures_compare_writes_the_report_after_making(
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "nope" in bad.stderr
+
+
+# -- the page text ---------------------------------------------------------------------------
+
+
+def test_the_paragraphs_that_read_differently_are_listed_with_their_words(
+    scenario: Scenario,
+) -> None:
+    prose = cmp.prose_of(scenario.comparison)
+    assert [(c.page, c.status) for c in prose] == [
+        ("demo.md", "changed"),
+        ("guide/new_page.md", "new"),
+    ]
+    changed, new = prose
+    assert changed.before == "The line rises by 2 per step and ends at 8."
+    assert changed.after == "The line rises by 2.5 per step and ends at 10."
+    assert [piece for piece in changed.words() if piece[0] != "same"] == [
+        ("old", "2"),
+        ("new", "2.5"),
+        ("old", "8."),
+        ("new", "10."),
+    ]
+    assert new.before is None and new.after == "The new plot's slope is 4."
+    # the unchanged paragraph and the figure block (its provenance changes) are not listed
+    assert all("other plot" not in (c.after or "") and "<figure" not in (c.after or "")
+               for c in prose)  # fmt: skip
+
+
+def test_the_reports_mark_the_words_that_changed(scenario: Scenario, tmp_path: Path) -> None:
+    html_path, md_path = cmp.write_report(scenario.comparison, tmp_path)
+    summary = md_path.read_text()
+    assert "### Page text: 2 paragraphs on 2 pages read differently" in summary
+    assert "> The line rises by ~~2~~ **2.5** per step and ends at ~~8.~~ **10.**" in summary
+    report = html_path.read_text()
+    assert "<del>2</del><ins>2.5</ins>" in report and "<del>8.</del><ins>10.</ins>" in report
+    assert "guide/new_page.md" in report
+
+
+def test_word_diff_rebuilds_both_sides() -> None:
+    from block4.prose_diff import word_diff
+
+    before, after = "a median 3.6 % (± 0.9 sd)\nof the true one", "a median 3.4 % (± 1.1 sd) of one"
+    pieces = word_diff(before, after)
+    assert "".join(t for kind, t in pieces if kind != "new") == before
+    assert "".join(t for kind, t in pieces if kind != "old") == after
+    assert word_diff("same text", "same text") == [("same", "same text")]

@@ -103,6 +103,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "make_figures.py",
         "compare.py",
         "figure_diff.py",
+        "prose_diff.py",
         "stop_signals.py",
         "figure_output.py",
         "figure_options.py",

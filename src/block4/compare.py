@@ -10,6 +10,11 @@
   their relative change) and the old and new images side by side, light and dark;
 - ``summary.md``: the same in a few lines of Markdown, for a CI job summary.
 
+Both also list every paragraph of the pages that reads differently (`block4.prose_diff`): the
+numbers of a re-made figure rewrite the sentences that quote them, and the words around the
+numbers must still be true, so the report shows each such paragraph with the words that
+changed marked.
+
 A figure *differs* when its fingerprint, its numbers or its image files differ from ``REV``;
 a figure absent at ``REV`` is shown as *new*, one absent now as *removed*; figures that are
 the same are left out. Which sources changed is read from the manifest entries' ``sources``
@@ -49,6 +54,7 @@ from block4.figure_diff import (
     short_text,
 )
 from block4.pipeline import PipelineError, Project
+from block4.prose_diff import html_section, markdown_lines, prose_headline, prose_of
 
 __all__ = [
     "REPORT_HTML",
@@ -67,6 +73,8 @@ __all__ = [
     "format_change",
     "format_pair",
     "main",
+    "prose_headline",
+    "prose_of",
     "render_html",
     "render_markdown",
     "run",
@@ -189,12 +197,14 @@ def _significance(number: NumberChange) -> float:
 
 
 def render_markdown(comparison: Comparison) -> str:
-    """The Markdown summary: a headline, one table row per figure, the moved numbers."""
+    """The Markdown summary: a headline, one table row per figure, the moved numbers, and
+    the paragraphs of the pages that read differently."""
     lines = [f"### Figures: {comparison.headline()}", ""]
     if comparison.format_note():
         lines += [f"> {comparison.format_note()}", ""]
+    prose = prose_of(comparison)
     if not comparison.changes:
-        return "\n".join(lines)
+        return "\n".join(lines + markdown_lines(prose)) + "\n"
     lines += ["| Figure | Chapter | What changed | Numbers moved |", "| --- | --- | --- | --- |"]
     for change in comparison.changes:
         lines.append(
@@ -219,6 +229,7 @@ def render_markdown(comparison: Comparison) -> str:
                 f"| {_md_cell(format_change(number))} |"
             )
         lines += ["", "</details>"]
+    lines += markdown_lines(prose)
     lines += [
         "",
         f"The images before and after, light and dark, are in `{REPORT_HTML}` next to this "
@@ -276,6 +287,13 @@ tr.moved td:first-child { box-shadow: inset 3px 0 0 var(--changed); padding-left
 .shot .none { font-style: italic; padding: 24px 8px; }
 .note { border-left: 3px solid var(--changed); padding: 4px 12px; background: var(--panel); }
 .same { font-weight: 400; color: var(--muted); font-size: 0.85rem; }
+section.prose h3 { font-size: 1rem; margin: 16px 0 4px; }
+.para { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
+.para pre { white-space: pre-wrap; margin: 6px 0 0; font: 14px/1.5 ui-monospace, SFMono-Regular,
+  Menlo, Consolas, monospace; }
+del { color: var(--removed); text-decoration: line-through; }
+ins { color: var(--new); text-decoration: none; font-weight: 700; }
+del + ins { margin-left: 0.4em; }
 """
 
 
@@ -438,6 +456,7 @@ def render_html(comparison: Comparison) -> str:
             else ""
         )
         + "".join(sections)
+        + html_section(prose_of(comparison))
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8' />"
@@ -471,8 +490,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REV",
         default=None,
         help="write a report of every figure that differs from git revision REV (changed "
-        "functions, numbers before -> after, images side by side); see python -m "
-        "block4.compare --help",
+        "functions, numbers before -> after, images side by side) and of every paragraph of "
+        "the pages that reads differently; see python -m block4.compare --help",
     )
     parser.add_argument(
         "--compare-out",
@@ -505,6 +524,10 @@ def run(args: argparse.Namespace, project: Project) -> int:
         print(comparison.format_note())
     for change in comparison.changes:
         print(f"  {change.status:8} {change.name}: {change.reason(limit=4)}")
+    prose = prose_of(comparison)
+    print(f"page text: {prose_headline(prose)}")
+    for page in sorted({change.page for change in prose}):
+        print(f"  {page}: {sum(change.page == page for change in prose)}")
     print(f"report: {project.relative(html_path)}\nsummary: {project.relative(md_path)}")
     return 0
 
@@ -515,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m block4.compare",
         description="Report every figure of docs/figures that differs from git revision REV: "
         "the changed functions, the numbers before -> after and the images side by side, "
-        "light and dark. Works offline; reads the old files with git show.",
+        "light and dark; and every paragraph of the pages that reads differently, its "
+        "changed words marked. Works offline; reads the old files with git show.",
         epilog="exit status: 0 report written, 2 bad input (not a git repository, unknown "
         "revision, no manifest at REV).",
     )

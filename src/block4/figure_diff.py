@@ -3,7 +3,8 @@
 `compare` reads ``docs/figures/manifest.json`` and the figure files at a git revision
 (with ``git show``: offline, no server) and returns a `Comparison`: for every figure that
 differs, the sources whose digest changed, the numbers before -> after, the settings that
-differ and the image bytes on both sides. Rendering it (HTML, Markdown) and the command line
+differ and the image bytes on both sides; and the Markdown of the pages on both sides, whose
+sentences `block4.prose_diff` compares. Rendering it (HTML, Markdown) and the command line
 are in `block4.compare`. Nothing here imports torch or matplotlib.
 """
 
@@ -193,6 +194,11 @@ class Comparison:
         unchanged: how many figures are the same on both sides.
         formats: the manifest format at the revision and now; when they differ, the
             fingerprint recipe changed, so every figure's digests may differ.
+        pages: the Markdown of every page of the docs directory (the figures directory's
+            parent) at the revision and now, by path relative to that directory; ``None``
+            on the side where a page does not exist.
+        entries: the manifest's figure entries at the revision and now (what the pages'
+            number placeholders are filled from).
     """
 
     rev: str
@@ -201,6 +207,8 @@ class Comparison:
     changes: list[FigureChange]
     unchanged: int
     formats: tuple[Any, Any] = (None, None)
+    pages: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    entries: tuple[dict[str, Any], dict[str, Any]] = field(default_factory=lambda: ({}, {}))
 
     def format_note(self) -> str:
         """A sentence when the fingerprint recipe changed between the two sides, else ''."""
@@ -383,6 +391,27 @@ def _figures_dir_in_repo(project: Project, repo: Path) -> PurePosixPath:
     raise CompareError(f"the project at {project.root} is not inside the repository {repo}")
 
 
+def _pages(repo: Path, commit: str, figures_dir: PurePosixPath) -> dict[str, Any]:
+    """The Markdown pages of the docs directory (``figures_dir``'s parent) at ``commit`` and
+    in the working tree, as ``{path relative to it: (before or None, now or None)}``."""
+    docs = figures_dir.parent
+    listing = _git(repo, "ls-tree", "-r", "-z", "--name-only", commit, "--", str(docs)).stdout
+    before: dict[str, str] = {}
+    for name in filter(None, listing.decode(errors="replace").split("\0")):
+        path = PurePosixPath(name)
+        if path.suffix == ".md" and figures_dir not in path.parents:
+            raw = _show(repo, commit, name)
+            if raw is not None:
+                before[path.relative_to(docs).as_posix()] = raw.decode("utf-8", "replace")
+    now: dict[str, str] = {}
+    folder = repo / docs
+    for path in sorted(folder.rglob("*.md")) if folder.is_dir() else []:
+        rel = path.relative_to(folder)
+        if (repo / figures_dir) not in path.parents and path.is_file():
+            now[rel.as_posix()] = path.read_text(encoding="utf-8", errors="replace")
+    return {page: (before.get(page), now.get(page)) for page in sorted(set(before) | set(now))}
+
+
 def compare(project: Project, rev: str) -> Comparison:
     """Compare the working tree's figures of ``project`` with those committed at ``rev``.
 
@@ -446,4 +475,13 @@ def compare(project: Project, rev: str) -> Comparison:
     order = {"changed": 0, "new": 1, "removed": 2}
     changes.sort(key=lambda c: (order[c.status], c.name))
     formats = (old_manifest.get("format"), new_manifest.get("format"))
-    return Comparison(rev, commit, str(figures_dir), changes, unchanged, formats)
+    return Comparison(
+        rev,
+        commit,
+        str(figures_dir),
+        changes,
+        unchanged,
+        formats,
+        pages=_pages(repo, commit, figures_dir),
+        entries=(old_entries, new_entries),
+    )
