@@ -528,7 +528,10 @@ def test_the_reports_mark_the_words_that_changed(scenario: Scenario, tmp_path: P
     html_path, md_path = cmp.write_report(scenario.comparison, tmp_path)
     summary = md_path.read_text()
     assert "### Page text: 2 paragraphs on 2 pages read differently" in summary
-    assert "> The line rises by ~~2~~ **2.5** per step and ends at ~~8.~~ **10.**" in summary
+    assert (
+        "```diff\n@@ changed @@\n- The line rises by 2 per step and ends at 8.\n"
+        "+ The line rises by 2.5 per step and ends at 10.\n```"
+    ) in summary
     report = html_path.read_text()
     assert "<del>2</del><ins>2.5</ins>" in report and "<del>8.</del><ins>10.</ins>" in report
     assert "guide/new_page.md" in report
@@ -542,3 +545,76 @@ def test_word_diff_rebuilds_both_sides() -> None:
     assert "".join(t for kind, t in pieces if kind != "new") == before
     assert "".join(t for kind, t in pieces if kind != "old") == after
     assert word_diff("same text", "same text") == [("same", "same text")]
+
+
+ENTRIES = {"fig": {"numbers": {"a": 1.5, "b": 2}}}
+ENTRIES_AFTER = {"fig": {"numbers": {"a": 1.75, "b": 2}}}
+
+
+def test_line_endings_and_rewrapping_are_not_changes() -> None:
+    from block4.prose_diff import prose_changes
+
+    page = "First {{ fig.a }} here and\nthere.\n\nSecond {{ fig.b }}.\n"
+    crlf_rewrapped = "First {{ fig.a }} here  and there.\r\n\r\nSecond {{ fig.b }}.\r\n"
+    assert prose_changes({"p.md": (page, crlf_rewrapped)}, ENTRIES, ENTRIES) == []
+    changed = prose_changes({"p.md": (page, page)}, ENTRIES, ENTRIES_AFTER)
+    assert [(c.before, c.after) for c in changed] == [
+        ("First 1.5 here and\nthere.", "First 1.75 here and\nthere.")
+    ]
+
+
+def test_an_inserted_paragraph_is_new_and_the_edited_one_stays_paired() -> None:
+    from block4.prose_diff import prose_changes
+
+    before = "Intro text that stays.\n\nThe loss is {{ fig.a }} after training on all seeds.\n"
+    after = (
+        "Intro text that stays.\n\nA brand new remark about something else entirely.\n\n"
+        "The loss is {{ fig.a }} after training on all seeds.\n"
+    )
+    changes = prose_changes({"p.md": (before, after)}, ENTRIES, ENTRIES_AFTER)
+    assert [(c.status, c.after) for c in changes] == [
+        ("new", "A brand new remark about something else entirely."),
+        ("changed", "The loss is 1.75 after training on all seeds."),
+    ]
+    assert changes[1].before == "The loss is 1.5 after training on all seeds."
+
+
+def test_a_damaged_manifest_entry_reads_as_a_missing_number() -> None:
+    from block4.prose_diff import prose_changes
+
+    damaged = {"fig": {"numbers": None}}
+    changes = prose_changes(
+        {"p.md": ("Value {{ fig.a }}.", "Value {{ fig.a }}.")}, damaged, ENTRIES
+    )
+    assert len(changes) == 1 and "??" in changes[0].before and changes[0].after == "Value 1.5."
+
+
+def test_only_the_sites_figure_blocks_are_left_out() -> None:
+    from block4.prose_diff import page_paragraphs
+
+    page = (
+        "The hook turns it into a `<figure>` element, {{ fig.a }}.\n\n"
+        '![A line](figures/fig.svg "The line.")\n'
+    )
+    assert page_paragraphs(page, ENTRIES) == ["The hook turns it into a `<figure>` element, 1.5."]
+
+
+def test_a_long_table_is_compared_row_by_row() -> None:
+    from block4.prose_diff import word_diff
+
+    rows = [f"| row {i} | {i * 0.5} | {i % 7} |" for i in range(2000)]
+    edited = list(rows)
+    edited[1234] = "| row 1234 | 999 | 2 |"
+    pieces = word_diff("\n".join(rows), "\n".join(edited))
+    assert [p for p in pieces if p[0] != "same"] == [("old", "617.0"), ("new", "999")]
+
+
+def test_the_markdown_summary_keeps_page_markdown_as_text() -> None:
+    from block4.prose_diff import ProseChange, markdown_lines
+
+    change = ProseChange("p.md", "Keep `code = 1` and **bold**", "Keep `code = 2` and **bold**")
+    text = "\n".join(markdown_lines([change]))
+    assert "```diff\n@@ changed @@\n- Keep `code = 1` and **bold**\n+ Keep `code = 2`" in text
+    fenced = ProseChange("p.md", None, "```python\nx = 1\n```")
+    text = "\n".join(markdown_lines([fenced]))
+    assert "````diff" in text and text.count("````") == 2  # a longer fence than the page's

@@ -12,8 +12,8 @@
 
 Both also list every paragraph of the pages that reads differently (`block4.prose_diff`): the
 numbers of a re-made figure rewrite the sentences that quote them, and the words around the
-numbers must still be true, so the report shows each such paragraph with the words that
-changed marked.
+numbers must still be true, so the reports show each such paragraph (``report.html`` with
+the changed words marked, ``summary.md`` as a diff of its lines).
 
 A figure *differs* when its fingerprint, its numbers or its image files differ from ``REV``;
 a figure absent at ``REV`` is shown as *new*, one absent now as *removed*; figures that are
@@ -54,7 +54,13 @@ from block4.figure_diff import (
     short_text,
 )
 from block4.pipeline import PipelineError, Project
-from block4.prose_diff import html_section, markdown_lines, prose_headline, prose_of
+from block4.prose_diff import (
+    ProseChange,
+    html_section,
+    markdown_lines,
+    prose_headline,
+    prose_of,
+)
 
 __all__ = [
     "REPORT_HTML",
@@ -196,13 +202,13 @@ def _significance(number: NumberChange) -> float:
     return abs(relative)
 
 
-def render_markdown(comparison: Comparison) -> str:
+def render_markdown(comparison: Comparison, prose: list[ProseChange] | None = None) -> str:
     """The Markdown summary: a headline, one table row per figure, the moved numbers, and
-    the paragraphs of the pages that read differently."""
+    the paragraphs of the pages that read differently (``prose``: `prose_of` when None)."""
     lines = [f"### Figures: {comparison.headline()}", ""]
     if comparison.format_note():
         lines += [f"> {comparison.format_note()}", ""]
-    prose = prose_of(comparison)
+    prose = prose_of(comparison) if prose is None else prose
     if not comparison.changes:
         return "\n".join(lines + markdown_lines(prose)) + "\n"
     lines += ["| Figure | Chapter | What changed | Numbers moved |", "| --- | --- | --- | --- |"]
@@ -419,8 +425,10 @@ def _moved_text(change: FigureChange) -> str:
     return f"{len(change.moved)} of {len(change.numbers)}{note}"
 
 
-def render_html(comparison: Comparison) -> str:
-    """The report as one self-contained HTML page (images inlined as data URIs, no script)."""
+def render_html(comparison: Comparison, prose: list[ProseChange] | None = None) -> str:
+    """The report as one self-contained HTML page (images inlined as data URIs, no script);
+    it ends with the paragraphs of the pages that read differently (``prose``: `prose_of`
+    when None)."""
     title = f"Figures against {comparison.rev}"
     toc = "".join(
         f"<tr><td><a href='#{_e(c.name)}'><code>{_e(c.name)}</code></a></td>"
@@ -456,7 +464,7 @@ def render_html(comparison: Comparison) -> str:
             else ""
         )
         + "".join(sections)
-        + html_section(prose_of(comparison))
+        + html_section(prose_of(comparison) if prose is None else prose)
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8' />"
@@ -466,15 +474,19 @@ def render_html(comparison: Comparison) -> str:
     )
 
 
-def write_report(comparison: Comparison, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``summary.md`` into ``out_dir``; return their paths."""
+def write_report(
+    comparison: Comparison, out_dir: Path, prose: list[ProseChange] | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.md`` into ``out_dir``; return their paths
+    (``prose``: the page text that reads differently, `prose_of` when None)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CompareError(f"{out_dir} exists and is not a directory; allowed: a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out_dir / REPORT_HTML, out_dir / SUMMARY_MD
-    html_path.write_text(render_html(comparison), encoding="utf-8")
-    md_path.write_text(render_markdown(comparison), encoding="utf-8")
+    prose = prose_of(comparison) if prose is None else prose
+    html_path.write_text(render_html(comparison, prose), encoding="utf-8")
+    md_path.write_text(render_markdown(comparison, prose), encoding="utf-8")
     return html_path, md_path
 
 
@@ -515,7 +527,8 @@ def run(args: argparse.Namespace, project: Project) -> int:
     out = getattr(args, "compare_out", None) or project.root / DEFAULT_OUT
     try:
         comparison = compare(project, rev)
-        html_path, md_path = write_report(comparison, Path(out))
+        prose = prose_of(comparison)
+        html_path, md_path = write_report(comparison, Path(out), prose)
     except PipelineError as err:
         print(f"compare: error: {err}", file=sys.stderr)
         return 2
@@ -524,7 +537,6 @@ def run(args: argparse.Namespace, project: Project) -> int:
         print(comparison.format_note())
     for change in comparison.changes:
         print(f"  {change.status:8} {change.name}: {change.reason(limit=4)}")
-    prose = prose_of(comparison)
     print(f"page text: {prose_headline(prose)}")
     for page in sorted({change.page for change in prose}):
         print(f"  {page}: {sum(change.page == page for change in prose)}")

@@ -11,6 +11,7 @@ are in `block4.compare`. Nothing here imports torch or matplotlib.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -391,24 +392,56 @@ def _figures_dir_in_repo(project: Project, repo: Path) -> PurePosixPath:
     raise CompareError(f"the project at {project.root} is not inside the repository {repo}")
 
 
+_DOCS_DIR = re.compile(r"^docs_dir:\s*['\"]?([^'\"#\n]+?)['\"]?\s*(?:#.*)?$", re.MULTILINE)
+
+
+def _docs_dir(repo: Path, figures_dir: PurePosixPath) -> PurePosixPath:
+    """The pages' directory, relative to the repository root: ``docs_dir`` of the
+    ``mkdocs.yml`` at the root (``docs`` when it names none), else the figures' parent."""
+    config = repo / "mkdocs.yml"
+    if config.is_file():
+        found = _DOCS_DIR.search(config.read_text(encoding="utf-8", errors="replace"))
+        return PurePosixPath(found.group(1).strip() if found else "docs")
+    return figures_dir.parent
+
+
+def _page_names(listing: bytes, docs: PurePosixPath, figures_dir: PurePosixPath) -> list[str]:
+    return [
+        name
+        for name in filter(None, listing.decode(errors="replace").split("\0"))
+        if name.endswith(".md")
+        and docs in PurePosixPath(name).parents
+        and figures_dir not in PurePosixPath(name).parents
+    ]
+
+
 def _pages(repo: Path, commit: str, figures_dir: PurePosixPath) -> dict[str, Any]:
-    """The Markdown pages of the docs directory (``figures_dir``'s parent) at ``commit`` and
-    in the working tree, as ``{path relative to it: (before or None, now or None)}``."""
-    docs = figures_dir.parent
-    listing = _git(repo, "ls-tree", "-r", "-z", "--name-only", commit, "--", str(docs)).stdout
+    """The Markdown pages of the docs directory at ``commit`` and in the working tree (the
+    files git tracks or would track; no symbolic links), as ``{path relative to the docs
+    directory: (before or None, now or None)}``."""
+    docs = _docs_dir(repo, figures_dir)
+    tree = _git(repo, "ls-tree", "-r", "-z", commit, "--", str(docs)).stdout
+    regular = b"\0".join(  # "<mode> blob <sha>\t<path>": leave out links (mode 120000)
+        entry.split(b"\t", 1)[1]
+        for entry in tree.split(b"\0")
+        if b"\t" in entry and not entry.startswith(b"120000")
+    )
     before: dict[str, str] = {}
-    for name in filter(None, listing.decode(errors="replace").split("\0")):
-        path = PurePosixPath(name)
-        if path.suffix == ".md" and figures_dir not in path.parents:
-            raw = _show(repo, commit, name)
-            if raw is not None:
-                before[path.relative_to(docs).as_posix()] = raw.decode("utf-8", "replace")
+    for name in _page_names(regular, docs, figures_dir):
+        raw = _show(repo, commit, name)
+        if raw is not None:
+            before[PurePosixPath(name).relative_to(docs).as_posix()] = raw.decode(
+                "utf-8", "replace"
+            )
+    listing = _git(
+        repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", str(docs)
+    ).stdout
     now: dict[str, str] = {}
-    folder = repo / docs
-    for path in sorted(folder.rglob("*.md")) if folder.is_dir() else []:
-        rel = path.relative_to(folder)
-        if (repo / figures_dir) not in path.parents and path.is_file():
-            now[rel.as_posix()] = path.read_text(encoding="utf-8", errors="replace")
+    for name in _page_names(listing, docs, figures_dir):
+        path = repo / name
+        if path.is_file() and not path.is_symlink():
+            text = path.read_bytes().decode("utf-8", "replace")
+            now[PurePosixPath(name).relative_to(docs).as_posix()] = text
     return {page: (before.get(page), now.get(page)) for page in sorted(set(before) | set(now))}
 
 
