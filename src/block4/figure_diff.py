@@ -195,9 +195,9 @@ class Comparison:
         unchanged: how many figures are the same on both sides.
         formats: the manifest format at the revision and now; when they differ, the
             fingerprint recipe changed, so every figure's digests may differ.
-        pages: the Markdown of every page of the docs directory (the figures directory's
-            parent) at the revision and now, by path relative to that directory; ``None``
-            on the side where a page does not exist.
+        pages: the Markdown of every page of the docs directory (``docs_dir`` of
+            ``mkdocs.yml``) at the revision and now, by path relative to that directory;
+            ``None`` on the side where a page does not exist.
         entries: the manifest's figure entries at the revision and now (what the pages'
             number placeholders are filled from).
     """
@@ -426,13 +426,12 @@ def _pages(repo: Path, commit: str, figures_dir: PurePosixPath) -> dict[str, Any
         for entry in tree.split(b"\0")
         if b"\t" in entry and not entry.startswith(b"120000")
     )
-    before: dict[str, str] = {}
-    for name in _page_names(regular, docs, figures_dir):
-        raw = _show(repo, commit, name)
-        if raw is not None:
-            before[PurePosixPath(name).relative_to(docs).as_posix()] = raw.decode(
-                "utf-8", "replace"
-            )
+    before = {
+        PurePosixPath(name).relative_to(docs).as_posix(): _git(
+            repo, "show", f"{commit}:{name}"
+        ).stdout.decode("utf-8", "replace")
+        for name in _page_names(regular, docs, figures_dir)  # listed, so they exist
+    }
     listing = _git(
         repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", str(docs)
     ).stdout
