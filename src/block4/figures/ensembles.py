@@ -181,9 +181,39 @@ def deep_ensemble(ctx: FigureContext, members: int, level: float, n_ensembles: d
         for key, v in values.items():
             numbers[f"{region}_{key}_mean"] = float(v.mean())
             numbers[f"{region}_{key}_sd"] = float(v.std(unbiased=False))
-    inside = (grid.abs() >= 1.0) & (grid.abs() <= 3.0)
-    numbers["epistemic_sd_data"] = float(epis[inside].sqrt().mean())
-    numbers["epistemic_sd_gap"] = float(epis[grid.abs() < 1.0].sqrt().mean())
-    numbers["epistemic_sd_beyond"] = float(epis[grid.abs() > 3.0].sqrt().mean())
-    numbers["aleatoric_sd_data"] = float(alea[inside].sqrt().mean())
+    numbers.update(_uncertainty_numbers(grid, data["grid_pred"], members))
     return fig, numbers
+
+
+def _uncertainty_numbers(
+    grid: torch.Tensor, grid_pred: dict[str, torch.Tensor], members: int
+) -> dict[str, Any]:
+    """The epistemic standard deviation averaged over the grid points on the data, in the
+    gap and beyond: of the first ensemble (the one drawn), mean and sd over all ensembles,
+    and in how many ensembles it is larger in the gap and beyond than on the data; the
+    first ensemble's aleatoric standard deviation on the data."""
+    regions = {
+        "data": (grid.abs() >= 1.0) & (grid.abs() <= 3.0),
+        "gap": grid.abs() < 1.0,
+        "beyond": grid.abs() > 3.0,
+    }
+    mean, sigma = grid_pred["mean"], grid_pred["sigma"]
+    per: dict[str, list[float]] = {region: [] for region in regions}
+    aleatoric = []
+    for j in range(mean.shape[0] // members):
+        block = slice(j * members, (j + 1) * members)
+        alea, epis = variance_split(mean[block], sigma[block])
+        aleatoric.append(float(alea[regions["data"]].sqrt().mean()))
+        for region, where in regions.items():
+            per[region].append(float(epis[where].sqrt().mean()))
+    out: dict[str, Any] = {"aleatoric_sd_data": aleatoric[0]}
+    for region, values in per.items():
+        spread = torch.tensor(values)
+        out[f"epistemic_sd_{region}"] = values[0]
+        out[f"epistemic_sd_{region}_mean"] = float(spread.mean())
+        out[f"epistemic_sd_{region}_sd"] = float(spread.std(unbiased=False))
+    out["epistemic_larger_off_data"] = sum(
+        gap > on and beyond > on
+        for on, gap, beyond in zip(per["data"], per["gap"], per["beyond"], strict=True)
+    )
+    return out
