@@ -413,9 +413,15 @@ def _first(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v[0] for k, v in params.items()}
 
 
-def _cases(ctx: FigureContext, n_seeds: dict[str, int], n_splits: dict[str, int], x_probe: float):
-    """``{case: (dist, y, x)}`` of the first seed of each model, from the chapter's runs."""
-    syn = ctx.compute(synthetic_runs, n_seeds=ctx.pick(**n_seeds))
+def _cases(
+    ctx: FigureContext,
+    syn: dict[str, Any],
+    n_seeds: dict[str, int],
+    n_splits: dict[str, int],
+    x_probe: float,
+):
+    """``{case: (dist, y, x)}`` of the first seed of each model, from the chapter's runs
+    (``syn``: the synthetic runs, already computed)."""
     dia = ctx.compute(diabetes_runs, n_splits=ctx.pick(**n_splits))
     mix = ctx.compute(mixture_runs, n_seeds=ctx.pick(**n_seeds), x_probe=x_probe)
     cnt = ctx.compute(count_runs, n_seeds=ctx.pick(**n_seeds))
@@ -444,11 +450,11 @@ def _cases(ctx: FigureContext, n_seeds: dict[str, int], n_splits: dict[str, int]
     }  # fmt: skip
 
 
-def _half_coverage(ctx: FigureContext, n_seeds: dict[str, int]) -> dict[str, Any]:
+def _half_coverage(syn: dict[str, Any]) -> dict[str, Any]:
     """Coverage can look right on average and still be wrong everywhere: the 90 % coverage
     of both synthetic Gaussian models on the quiet left half (x < 0) and on the noisy right
-    half of the test inputs, for the first seed and as mean and sd over all seeds."""
-    syn = ctx.compute(synthetic_runs, n_seeds=ctx.pick(**n_seeds))
+    half of the test inputs (``syn``: `synthetic_runs`), for the first seed and as mean and
+    sd over all seeds."""
     out: dict[str, Any] = {}
     for model in ("homoscedastic", "heteroscedastic"):
         params = syn[model]["test"]
@@ -491,8 +497,9 @@ def regression_calibration(
     head. Bottom: observed coverage of the central intervals against their nominal level.
     The arguments other than ``levels`` and ``bins`` select the runs of the other figures.
     """
-    cases = _cases(ctx, n_seeds, n_splits, x_probe)
-    numbers: dict[str, Any] = _half_coverage(ctx, n_seeds)
+    syn = ctx.compute(synthetic_runs, n_seeds=ctx.pick(**n_seeds))
+    cases = _cases(ctx, syn, n_seeds, n_splits, x_probe)
+    numbers: dict[str, Any] = _half_coverage(syn)
     fig, _ = subplots(1, 1, width=6.8, height=7.4)
     fig.clear()
     grid = fig.add_gridspec(3, 2, height_ratios=[1, 1, 1.5])
