@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
 
 from block4.figures.registry import FigureContext
@@ -200,10 +201,15 @@ def stop_workers(executor: Any, signum: int) -> bool:
         with contextlib.suppress(ProcessLookupError, OSError, ValueError):
             os.kill(proc.pid, signum if signum in STOP_SIGNALS else signal.SIGTERM)
     executor.shutdown(wait=False, cancel_futures=True)
+    # Wait on each worker's sentinel (readable once it has ended), not `is_alive`: the
+    # manager thread joins the same processes, and a worker it reaped between our two
+    # `waitpid` calls looked alive (12 of 100 stops, within 3 ms of SIGTERM).
+    running = {proc.sentinel: proc for proc in processes}
     deadline = time.monotonic() + STOP_GRACE_S
-    for proc in processes:
-        proc.join(max(0.0, deadline - time.monotonic()))
-    killed = [proc for proc in processes if proc.is_alive()]
+    while running and (left := deadline - time.monotonic()) > 0:
+        for ended in wait_for_sentinels(list(running), left):
+            running.pop(ended)
+    killed = list(running.values())
     for proc in killed:
         proc.kill()
     for proc in killed:
