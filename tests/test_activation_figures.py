@@ -211,6 +211,10 @@ def test_figure_runs_in_the_smoke_profile(name):
                 "ratio_init_tanh_default_min",
             ):
                 assert key in numbers
+            for act in ("sigmoid", "tanh", "relu", "leaky_relu", "gelu"):
+                for init in ("default", "kaiming"):
+                    assert 0 <= numbers[f"learning_{act}_{init}"] <= numbers["seeds"]
+            assert numbers["learning_sigmoid_default"] == 0  # stays at chance (about 0.9)
         if name == "relu_vs_tanh":
             assert {"speedup_raw", "speedup_raw_sd", "speedup_raw_min"} <= set(numbers)
         if name == "dead_relus":

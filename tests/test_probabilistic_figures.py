@@ -60,8 +60,50 @@ def test_figure_runs_and_returns_plain_numbers(name, tmp_path):
             assert covs == sorted(covs) and covs[0] >= 0 and covs[-1] <= 100
     if name == "digits_calibration":
         assert 0 <= numbers["ece_mean"] <= 1 and 0 <= numbers["accuracy_mean"] <= 1
+        # the last epoch of the history is the final model on the same test digits
+        assert numbers["error_mean"] == pytest.approx(1 - numbers["accuracy_mean"], abs=1e-6)
+        for key in ("ece_rose", "overconfident"):
+            assert 0 <= numbers[key] <= numbers["n_seeds"]
     if name == "co2_forecast":
         for model in ("linear", "quadratic", "mlp", "ensemble"):
             assert 0 <= numbers[f"{model}_coverage_mean"] <= 100
         # one sigma for all times: the trend models' bands are as wide in 2001 as in 1985
         assert numbers["linear_band_width_2001"] == pytest.approx(numbers["linear_band_width_1985"])
+
+
+def test_count_numbers_split_the_coverage_at_the_median_rate():
+    # A Poisson model that knows the true rate covers about 90 % of both halves; a Gaussian
+    # of one sigma (the spread at the average rate) is too wide where the rate is low and too
+    # narrow where it is high.
+    import torch
+
+    from block4.data.synthetic import count_rate
+    from block4.figures.probabilistic import _count_numbers
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 4000, generator=gen) * 5
+    rate = count_rate(x)
+    y = torch.poisson(rate, generator=gen)
+    sigma = rate.mean().sqrt() * torch.ones_like(rate)
+    grid = torch.linspace(0, 5, 50)
+    data = {
+        "true_rate": count_rate(grid),
+        "x_test": x,
+        "y_test": y,
+        "poisson": {"test": {"rate": rate}, "grid": {"rate": count_rate(grid).expand(3, -1)}},
+        "gaussian": {
+            "test": {"mean": rate, "sigma": sigma},
+            "grid": {"mean": count_rate(grid).expand(3, -1), "sigma": sigma[:, :50]},
+        },
+    }
+    numbers = _count_numbers(data, 0.9)
+    for half in ("low", "high"):
+        assert 86 < numbers[f"coverage_poisson_{half}_rate_percent_mean"] < 94
+    assert numbers["coverage_gaussian_low_rate_percent_min"] > 95
+    assert numbers["coverage_gaussian_high_rate_percent_max"] < 88
+    assert numbers["gaussian_wide_low_narrow_high"] == 3
+    low, high, both = (
+        numbers[f"coverage_gaussian_{h}percent_mean"] for h in ("low_rate_", "high_rate_", "")
+    )
+    assert min(low, high) <= both <= max(low, high)
+    assert numbers["max_rel_err_poisson_percent_max"] == pytest.approx(0, abs=1e-4)

@@ -163,9 +163,14 @@ def activation_gradient_flow_runs(
 @figure(
     "activation_gradient_flow",
     chapter="activations",
-    params={"depth": 20, "width": 32, "lr": 0.01, "inits": ["default", "kaiming"]},
-)
-def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: float, inits: list):
+    params={
+        "depth": 20, "width": 32, "lr": 0.01, "inits": ["default", "kaiming"],
+        "learning_below": 0.85,
+    },
+)  # fmt: skip
+def activation_gradient_flow(
+    ctx: FigureContext, depth: int, width: int, lr: float, inits: list, learning_below: float
+):
     """Per-layer weight-gradient norm of a deep MLP, at init and after training, per activation.
 
     One panel per initialisation. Solid: the gradient at the initial weights (step 0);
@@ -176,8 +181,10 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
     Numbers (``<act>_<init>`` for each activation and init), each with ``_min``/``_max`` over
     seeds: ``ratio_init_<act>_<init>`` = |grad block0| / |grad head| at step 0 (geometric
     mean), ``ratio_trained_<act>_<init>`` = the same after training; ``error_<act>_<init>``
-    = final training error (mean; also ``_sd``); plus ``epochs``, ``depth``, ``width``,
-    ``lr``, ``seeds``.
+    = final training error (mean; also ``_sd``), ``learning_<act>_<init>`` = how many seeds
+    end below ``learning_below`` (predicting one class for every digit errs on about 0.9 of
+    them: these have left chance level); plus ``epochs``, ``depth``, ``width``, ``lr``,
+    ``seeds``, ``learning_below``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=5)
     seeds = comparison_seeds(ctx)
@@ -186,7 +193,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
         seeds=seeds, epochs=epochs, depth=depth, width=width, lr=lr,
     )  # fmt: skip
     numbers: dict[str, Any] = {"epochs": epochs, "depth": depth, "width": width, "lr": lr}
-    numbers["seeds"] = len(seeds)
+    numbers.update(seeds=len(seeds), learning_below=learning_below)
     fig, axes = subplots(len(inits), 1, width=6.9, height=2.9 * len(inits) + 0.8, sharex=True)
     axes = [axes] if len(inits) == 1 else list(axes)
     layers = list(range(1, depth + 2))
@@ -205,6 +212,7 @@ def activation_gradient_flow(ctx: FigureContext, depth: int, width: int, lr: flo
                 ratios = [r[0] / r[-1] for r in runs["at_init" if when == "init" else "trained"]]
                 put_summary(numbers, f"ratio_{when}_{key}", ratios, geometric=True)
             put_summary(numbers, f"error_{key}", runs["error"])
+            numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
         ax.set_ylabel("‖∂loss/∂W‖ (log)")
     log_decade_labels(*axes)

@@ -132,16 +132,22 @@ def digits_calibration(ctx: FigureContext, n_bins: int, n_seeds: dict[str, int])
     best_epoch = nll.argmin(0)  # per member
     members = torch.arange(nll.shape[1])
     conf = probs.max(-1).values  # [E, n]
+    accuracy = (probs.argmax(-1) == y).double().mean(-1)
     numbers = {
         "epochs": int(hist.shape[0]),
         "n_seeds": int(probs.shape[0]),
         "n_test": len(y),
         **_spread(eces, "ece"),
-        **_spread((probs.argmax(-1) == y).double().mean(-1), "accuracy"),
+        **_spread(accuracy, "accuracy"),
         **_spread(nll[-1], "test_nll"),
         **_spread(nll[best_epoch, members], "best_nll"),
         **_spread(best_epoch + 1, "best_nll_epoch"),
         **_spread(hist[best_epoch, members, 2], "best_nll_ece"),
+        **_spread(hist[best_epoch, members, 1], "best_nll_error"),
+        **_spread(hist[-1, :, 1], "error"),
+        # seeds whose ECE grew after the best-NLL epoch / that end more confident than right
+        "ece_rose": int((hist[-1, :, 2] > hist[best_epoch, members, 2]).sum()),
+        "overconfident": int((conf.mean(-1) > accuracy).sum()),
         **_spread(conf.mean(-1), "mean_confidence"),
         **_spread((conf > 0.99).double().mean(-1) * 100, "share_above_099_percent"),
         "diverged_members": len(data["diverged"]),

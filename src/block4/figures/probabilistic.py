@@ -19,6 +19,7 @@ import torch
 from torch import distributions as D
 
 from block4.calibration import central_interval, interval_coverage, pit, pit_histogram
+from block4.data.synthetic import count_rate
 from block4.figures.registry import FigureContext, figure
 from block4.probabilistic_runs import (
     count_runs,
@@ -216,28 +217,41 @@ def _poisson_interval(rate: torch.Tensor, level: float) -> tuple[torch.Tensor, t
 
 
 def _count_numbers(data: dict[str, Any], level: float) -> dict[str, Any]:
-    """Coverage, NLL and mean errors of both count models, mean and spread over seeds."""
+    """Coverage (of all test counts, and of those whose true rate is below / above the
+    median), NLL and errors of both count models, mean and spread over seeds."""
     truth, y = data["true_rate"], data["y_test"]
     rate = data["poisson"]["test"]["rate"]
     gauss = normal_dist(data["gaussian"]["test"])
-    cov_p, cov_g = [], []
+    # per seed: all test points, those whose true rate is below the seed's median, those above
+    rate_true = count_rate(data["x_test"])
+    low = rate_true < rate_true.median(-1, keepdim=True).values
+    cov_p, cov_g = torch.zeros(len(y), 3), torch.zeros(len(y), 3)
     for k in range(len(y)):
-        cov_p.append(interval_coverage(torch.distributions.Poisson(rate[k]), y[k], [level])[level])
-        cov_g.append(interval_coverage(normal_dist(
-            {"mean": gauss.mean[k], "sigma": gauss.stddev[k]}), y[k], [level])[level])  # fmt: skip
+        for j, part in enumerate((torch.ones_like(low[k]), low[k], ~low[k])):
+            poisson = D.Poisson(rate[k][part])
+            normal = normal_dist({"mean": gauss.mean[k][part], "sigma": gauss.stddev[k][part]})
+            cov_p[k, j] = 100 * interval_coverage(poisson, y[k][part], [level])[level]
+            cov_g[k, j] = 100 * interval_coverage(normal, y[k][part], [level])[level]
     # A density is not a probability of a count: integrate the Gaussian over [y - 1/2, y + 1/2].
     mass = gauss.cdf(y + 0.5) - gauss.cdf(y - 0.5)
     g_grid = data["gaussian"]["grid"]
     lo_g = g_grid["mean"] - 1.6449 * g_grid["sigma"]
     return {
-        **spread(torch.tensor(cov_p) * 100, "coverage_poisson_percent"),
-        **spread(torch.tensor(cov_g) * 100, "coverage_gaussian_percent"),
+        **spread(cov_p[:, 0], "coverage_poisson_percent"),
+        **spread(cov_g[:, 0], "coverage_gaussian_percent"),
+        **spread(cov_p[:, 1], "coverage_poisson_low_rate_percent"),
+        **spread(cov_p[:, 2], "coverage_poisson_high_rate_percent"),
+        **spread(cov_g[:, 1], "coverage_gaussian_low_rate_percent"),
+        **spread(cov_g[:, 2], "coverage_gaussian_high_rate_percent"),
+        "gaussian_wide_low_narrow_high": int(
+            ((cov_g[:, 1] > 100 * level) & (cov_g[:, 2] < 100 * level)).sum()
+        ),
         **spread(-torch.distributions.Poisson(rate).log_prob(y).mean(-1), "poisson_test_nll"),
         **spread(-mass.clamp_min(1e-12).log().mean(-1), "gaussian_test_nll_discretised"),
         **spread((lo_g < 0).double().mean(-1) * 100, "negative_lower_gaussian_percent"),
         **spread(
             ((data["poisson"]["grid"]["rate"] - truth).abs() / truth).max(-1).values * 100,
-            "mean_rel_err_poisson_percent",
+            "max_rel_err_poisson_percent",
         ),
         **spread(g_grid["sigma"][:, 0], "gaussian_sigma"),
         "max_rate": float(truth.max()),
