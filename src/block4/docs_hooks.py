@@ -195,7 +195,7 @@ def on_pre_page(page: Any, config: Any, files: Any) -> Any:
     folder = project.root / NOTEBOOK_CACHE / f"{path.stem}-{key}"
     if not folder.is_dir():
         log.info("block4: notebook %s runs again (%s)", path.name, _why_rerun(folder, deps))
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)  # another build may make it meanwhile
         pipeline.atomic_write(folder / "deps.json", json.dumps(deps, indent=1).encode())
     plugin.config["cache_dir"] = str(folder)
     _state.notebook_dirs.add(folder)
