@@ -165,13 +165,6 @@ def test_the_runtime_is_fetched_not_committed() -> None:
 # ---------------------------------------------------------------------------------------------
 
 SHOTS = ROOT / "test-output" / "live-cells"
-FIRST_RUN_GOAL_S = 4.0  # on 2 idle cores, from a local server
-LATER_RUN_GOAL_MS = 200.0
-
-
-def contention() -> float:
-    """How many runnable processes share each core now (1 on an idle machine)."""
-    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="module")
@@ -285,18 +278,15 @@ def test_a_live_cell_runs_offline_and_prints_the_manifest_gradients(
         )
         has_snapshot = (live_site / "javascripts/vendor/pyodide/snapshot.bin.gz").is_file()
         assert ("start Python (snapshot)" in phases) == has_snapshot
-        load = contention()
+        # How long Runs take is measured by benchmarks/live_cells.py (on idle cores, against
+        # its goals), not here: next to the other tests, the machine's load decides it.
         print(
             f"\nlive cell: page load {before_bytes / 1e3:.0f} kB; first Run {first_s:.2f} s "
-            f"(script's clock {page_ms / 1000:.2f} s: {phases}; goal <= {FIRST_RUN_GOAL_S:g} s "
-            f"on idle cores, {load:.1f} runnable processes per core now), "
+            f"(script's clock {page_ms / 1000:.2f} s: {phases}), "
             f"{first_bytes / 1e6:.2f} MB loaded by it; later Runs {later_ms} ms "
-            f"(median {statistics.median(later_ms):.0f} ms, goal <= {LATER_RUN_GOAL_MS:g} ms); "
+            f"(median {statistics.median(later_ms):.0f} ms); "
             f"{len(network.offsite)} off-site requests"
         )
-        # The goals hold on idle cores; a machine shared with other work gets its share more.
-        assert first_s <= 2.5 * FIRST_RUN_GOAL_S * load
-        assert statistics.median(later_ms) <= LATER_RUN_GOAL_MS * load
 
 
 def torch_values(code: str, names: list[str]) -> dict[str, tuple[float, float]]:
