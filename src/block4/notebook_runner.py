@@ -10,7 +10,7 @@ browser reloads. ``mkdocs build`` never defers: it executes every notebook itsel
 
 The background process belongs to the server: `stop` ends it (the hook calls it when the
 server stops), and it ends itself within a second when the server process is gone, however it
-ended (Ctrl+C, ``kill``, a crash); the notebook's kernel follows its own parent the same way.
+ended (Ctrl+C, ``kill``, a crash), and it ends the notebook's kernel as it goes.
 """
 
 from __future__ import annotations
@@ -213,11 +213,39 @@ def execute(job: Job) -> bool:
     return True
 
 
+def _children() -> list[int]:
+    """The processes this one started (the notebook's kernel); none known off Linux."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:  # the field after the state: ppid
+            found.append(int(entry.name))
+    return found
+
+
+def _end(code: int) -> None:
+    """End this process and the kernel it started (a kernel runs in a session of its own,
+    so the signal that ended this process did not reach it; left alone, it would only notice
+    its parent is gone once its own start-up is over, or never under a sub-reaper)."""
+    for pid in _children():
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+        except OSError:  # already gone
+            pass
+    os._exit(code)
+
+
 def _exit_with(parent: int) -> None:
     """End this process as soon as ``parent`` (the server) is gone."""
     while os.getppid() == parent:
         time.sleep(0.5)
-    os._exit(0)
+    _end(0)
 
 
 def run(jobs: Sequence[Job], stamp: Path) -> int:
@@ -244,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--parent", type=int, default=0, help="end when this process is gone")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, _: _end(128 + signum))  # `stop`
     if args.parent:
         threading.Thread(target=_exit_with, args=(args.parent,), daemon=True).start()
     jobs = [Job(**item) for item in json.load(sys.stdin)]
