@@ -132,12 +132,17 @@ def _get(url: str) -> bytes | None:
         return None
 
 
-def _wait_for(condition, timeout: float, what: str, log: Path):
+def _wait_for(condition, timeout: float, what: str, log: Path, server=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
+        if server is not None and server.poll() is not None:
+            raise AssertionError(
+                f"the server ended (exit {server.returncode}) while waiting for {what}; "
+                f"its log:\n{log.read_text()[-4000:]}"
+            )
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}; server log:\n{log.read_text()[-4000:]}")
 
@@ -158,7 +163,10 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
             start_new_session=True,
         )  # fmt: skip
     try:
-        _wait_for(lambda: _get(base), 120, "the first page", log)
+        _wait_for(lambda: _get(base), 120, "the first page", log, server)
+        # The server answers before its file watchers (polling every 0.5 s) have taken their
+        # first look at the files: an edit made before that look would go unnoticed.
+        time.sleep(1.5)
         before = _get(base + "figures/line_plot.svg")
         other = _get(base + "figures/other_plot.svg")
         demo = root / "src" / "block4" / "figures" / "demo.py"
@@ -166,7 +174,7 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
         demo.write_text(demo.read_text().replace('"x (units)"', '"x (metres)"'))
         shown = _wait_for(
             lambda: (svg := _get(base + "figures/line_plot.svg")) != before and svg,
-            120, "the re-drawn figure", log,
+            120, "the re-drawn figure", log, server,
         )  # fmt: skip
         assert b"metres" in shown
         text = log.read_text()
@@ -185,13 +193,14 @@ def test_serve_shows_a_redrawn_figure_before_the_full_rebuild_and_rebuilds_for_n
             120,
             "the full rebuild",
             log,
+            server,
         )
         assert log.read_text().count("re-making figure line_plot") == 1
         # numbers change (the page quotes the slope): no short cut, the page is rebuilt with them
         (root / "src" / "block4" / "helper.py").write_text("SCALE = 4.0\n")
         page = _wait_for(
             lambda: (html := _get(base)) and b"The slope is 4" in html and html, 180,
-            "the page with the new number", log,
+            "the page with the new number", log, server,
         )  # fmt: skip
         assert b"The slope is 4" in page
         assert "the figures' numbers changed; the pages are rebuilt with them" in log.read_text()
