@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from block4.data import load_blood_pressure
 from block4.figures.likelihood import (
     TRAVEL_REGIME_MINUTES,
     TRAVEL_REGIME_PROBS,
@@ -16,11 +18,11 @@ from block4.figures.likelihood import (
     fit_logistic,
     five_point_example,
     gaussian_likelihood,
-    least_squares,
     likelihood_table,
     travel_time_distribution,
     two_class_logits,
 )
+from block4.heads import least_squares
 
 
 def test_gaussian_likelihood_of_the_22_year_old():
@@ -92,6 +94,32 @@ def test_least_squares_matches_numpy():
     slope, intercept = np.polyfit(x, y, 1)
     a, b = least_squares(torch.tensor(x), torch.tensor(y))
     assert (a, b) == pytest.approx((intercept, slope), rel=1e-10)
+
+
+def test_least_squares_is_the_same_bit_for_bit_on_every_call():
+    # LAPACK's gelsy (torch.linalg.lstsq's CPU default) gave three different last bits in
+    # 200 calls on the blood-pressure data; the closed form from exact sums gives one answer.
+    age, sbp = load_blood_pressure(torch.float64)
+    answers = {least_squares(age.clone(), sbp.clone()) for _ in range(50)}
+    assert len(answers) == 1
+    (a, b) = answers.pop()
+    design = torch.stack([torch.ones_like(age), age], dim=1)
+    normal = torch.linalg.solve(design.T @ design, design.T @ sbp)
+    assert (a, b) == pytest.approx(normal.tolist(), rel=1e-12)
+    assert least_squares(age.float(), sbp.float()) == pytest.approx((a, b), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (torch.ones(3, 2), torch.ones(3, 2), "1-D tensors of one length"),
+        (torch.arange(3.0), torch.arange(4.0), "shapes (3,) and (4,)"),
+        (torch.full((5,), 2.0), torch.arange(5.0), "at least two distinct values"),
+    ],
+)
+def test_least_squares_rejects_inputs_without_a_line(x, y, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        least_squares(x, y)
 
 
 def test_travel_regimes_are_the_ones_the_chapter_quotes():

@@ -12,10 +12,10 @@ import torch
 from block4.data import load_blood_pressure
 from block4.figures.likelihood_fit import (
     fit_line_by_ml,
-    least_squares,
     line_in_data_units,
 )
 from block4.figures.registry import FigureContext
+from block4.heads import least_squares
 from block4.pipeline import Project, discover, load_figure
 
 REGISTRY = discover(Project(Path(__file__).resolve().parents[1]))

@@ -54,6 +54,7 @@ __all__ = [
     "PoissonHead",
     "StudentTHead",
     "check_targets",
+    "least_squares",
     "make_head",
     "nll",
     "positive",
@@ -501,3 +502,34 @@ def make_head(name: str, **options: object) -> Head:
             f"allowed: {', '.join(allowed) or 'none'}"
         )
     return cls(**options)  # type: ignore[arg-type]
+
+
+def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """The line ``y ~ a + b x`` of least squares in closed form: ``(intercept a, slope b)``.
+
+    With a fixed sigma, ``GaussianHead(sigma=...)`` on a linear body has its maximum
+    likelihood exactly here. The normal equations \\( (X^\\top X)\\,(a, b) = X^\\top y \\) are
+    solved by Cramer's rule from sums that `math.fsum` rounds exactly, so the answer is the
+    same bit for bit on every run (LAPACK's ``gelsy``, the default of
+    ``torch.linalg.lstsq`` on the CPU, can differ in the last bits between two calls).
+
+    Raises:
+        ValueError: ``x`` and ``y`` are not 1-D of one length, or ``x`` has fewer than two
+            distinct values (no line is determined).
+    """
+    if x.ndim != 1 or y.shape != x.shape:
+        raise ValueError(
+            f"least_squares: x and y must be 1-D tensors of one length, got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    xs, ys = x.double().tolist(), y.double().tolist()
+    n, sx, sy = len(xs), math.fsum(xs), math.fsum(ys)
+    sxx = math.fsum(v * v for v in xs)
+    sxy = math.fsum(u * v for u, v in zip(xs, ys, strict=True))
+    det = n * sxx - sx * sx
+    if not det > 0:
+        raise ValueError(
+            f"least_squares: x needs at least two distinct values to determine a line, got {n} "
+            f"value(s) with {len(set(xs))} distinct"
+        )
+    return (sxx * sy - sx * sxy) / det, (n * sxy - sx * sy) / det

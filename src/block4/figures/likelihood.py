@@ -20,6 +20,7 @@ from torch import distributions as D
 
 from block4.data import load_blood_pressure
 from block4.figures.registry import FigureContext, figure
+from block4.heads import least_squares
 from block4.style import PALETTE, ROLE, subplots
 
 #: Colour of "the likelihood bar" on every figure of the chapter.
@@ -157,13 +158,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> tuple[fl
 def gaussian_likelihood(y: float, mu: float, sigma: float) -> float:
     """Density of ``Normal(mu, sigma)`` at ``y`` -- the likelihood of one observation."""
     return float(D.Normal(torch.tensor(mu), torch.tensor(sigma)).log_prob(torch.tensor(y)).exp())
-
-
-def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Closed-form least squares ``y ~ a + b x``: returns ``(intercept, slope)``."""
-    design = torch.stack([torch.ones_like(x), x], dim=1).double()
-    coef = torch.linalg.lstsq(design, y.double()[:, None]).solution[:, 0]
-    return float(coef[0]), float(coef[1])
 
 
 def _blood_pressure() -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,19 +13,13 @@ from torch import nn
 
 from block4.data import BloodPressureDataModule, load_blood_pressure
 from block4.figures.registry import FigureContext, figure
+from block4.heads import least_squares
 from block4.modules import ProbabilisticRegressor
 from block4.style import PALETTE, ROLE, subplots
 from block4.training import trainer
 
 #: Colour of "the likelihood bar" on every figure of the chapter.
 BAR = ROLE["backward"]
-
-
-def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Closed-form least squares ``y ~ a + b x``: returns ``(intercept, slope)``."""
-    design = torch.stack([torch.ones_like(x), x], dim=1).double()
-    coef = torch.linalg.lstsq(design, y.double()[:, None]).solution[:, 0]
-    return float(coef[0]), float(coef[1])
 
 
 class _LinePath(pl.Callback):
