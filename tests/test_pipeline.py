@@ -819,6 +819,7 @@ def test_the_dark_svg_of_colour_mapped_or_rasterized_data_is_drawn_again() -> No
     for draw in (
         lambda ax: ax.scatter([0, 1, 2], [0, 1, 0], c=[0.0, 0.5, 1.0], cmap="Greys"),
         lambda ax: ax.plot(range(50), ".", color="black", rasterized=True),
+        lambda ax: ax.xaxis.label.set_rasterized(True),  # inside an axis, not a tick
     ):
         fig, axes = style.subplots(1, 2, width=5, height=2)
         for ax in axes:
@@ -832,6 +833,14 @@ def test_the_dark_svg_of_colour_mapped_or_rasterized_data_is_drawn_again() -> No
         assert len(draws) == 3  # light: a layout pass and the drawing; dark: the drawing only
         clip = re.compile(rb'<clipPath id="[^"]+">\s*<rect ([^/]+)/>')
         assert clip.findall(light) == clip.findall(dark) != []
+
+
+def test_images_and_plain_artists_keep_the_figure_recolourable() -> None:
+    fig, axes = style.subplots(1, 2, width=5, height=2)
+    axes[0].imshow([[0.0, 1.0], [1.0, 0.0]], cmap="viridis")  # an image keeps its colours
+    axes[1].plot([0, 1], [1, 0], label="line")
+    axes[1].legend()
+    assert style.recolourable(fig)
 
 
 def test_recolouring_artists_leaves_invisible_edges_invisible() -> None:
