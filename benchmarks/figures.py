@@ -10,7 +10,9 @@ Usage::
 By default the figures are made in a temporary copy of the repository, so the committed
 figures stay untouched; ``--in-place`` regenerates the repository's own figures (what one does
 on a GPU to publish the ``full`` profile). Per-figure wall times come from the manifest the run
-writes. Writes ``figures_<profile>.json`` (``figures_<profile>_jobs<N>.json`` with ``--jobs N``,
+writes. Before each run a fresh interpreter imports what the workers preload (torch,
+Lightning, matplotlib); its seconds (``import_s``) record how fast the machine was at the
+time. Writes ``figures_<profile>.json`` (``figures_<profile>_jobs<N>.json`` with ``--jobs N``,
 ``N > 1``; ``--name`` chooses another name).
 """
 
@@ -35,6 +37,7 @@ from benchmarks.common import ROOT, python, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "src"))
 from block4.make_figures import UsageError, parse_jobs  # noqa: E402  (no torch import)
+from block4.warm_figures import PRELOAD  # noqa: E402  (standard library only)
 
 PROFILES = ("smoke", "quick", "full")
 
@@ -133,6 +136,19 @@ def figures_made_since(manifest_path: Path, started: datetime) -> list[dict]:
     return figure_rows(manifest_path, fresh) if fresh else []
 
 
+def import_seconds() -> float:
+    """Seconds a fresh interpreter takes to import what every figure worker preloads
+    (``block4.warm_figures.PRELOAD``): the machine's speed at the moment of a run, which on
+    a shared machine varies by a factor of two within a day."""
+    start = time.perf_counter()
+    subprocess.run(
+        [python(), "-c", f"import {', '.join(PRELOAD)}"],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
 def measure(
     repo: Path,
     profile: str,
@@ -145,11 +161,12 @@ def measure(
     """Time ``repeats`` runs from scratch (the median counts; between runs the copy's caches
     are deleted), then the no-change run and ``--check``."""
     selection = ["--only", *only] if only else []
-    totals = []
+    totals, imports = [], []
     stopped_by: list[str] = []
     for repeat in range(repeats):
         if repeat:  # from scratch again: no cached results, no code index
             shutil.rmtree(repo / ".cache", ignore_errors=True)
+        imports.append(import_seconds())
         started = datetime.now(timezone.utc)
         total, proc = run_cli(
             repo,
@@ -196,6 +213,8 @@ def measure(
         "jobs": jobs,
         "total_s": round(statistics.median(totals), 1),
         "totals_s": [round(t, 1) for t in totals],
+        "import_s": round(statistics.median(imports), 1),
+        "imports_s": [round(t, 1) for t in imports],
         "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
         "no_change_run_s": round(no_change, 2),
         "check_s": round(check, 2),

@@ -104,6 +104,7 @@ def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
     assert results["n_figures"] == 1
     assert results["figures"][0]["name"] == "graph_matmul_product"
     assert results["total_s"] > 0 and results["no_change_run_s"] > 0
+    assert results["import_s"] > 0 and len(results["imports_s"]) == 1
     assert data["machine"]["cores"] >= 1
 
 
@@ -201,7 +202,7 @@ def test_figure_goals_name_jobs_and_count_each_run_for_its_kind_of_machine(tmp_p
     _write(
         tmp_path,
         "figures_full_cpu_jobs2",
-        {"profile": "full", "jobs": 2, "total_s": 50.0, "figures": cpu_rows},
+        {"profile": "full", "jobs": 2, "total_s": 50.0, "import_s": 5.2, "figures": cpu_rows},
     )
     table = perf_report.goals_table(tmp_path)
     on_cpu = "| <= 15 s on 2 CPU cores |"
@@ -209,7 +210,10 @@ def test_figure_goals_name_jobs_and_count_each_run_for_its_kind_of_machine(tmp_p
     one = "| quick profile, all figures, one process (for comparison)"
     assert f"{one} {on_cpu} 12 s | — | 2 CPU cores, 2026-01-02 |" in table
     assert f"| quick profile, all figures, --jobs 2 {on_cpu} 35 s | no |" in table
-    assert "| full profile, all figures, --jobs 2 | <= 60 s on 2 CPU cores | 50 s | yes |" in table
+    assert (
+        "| full profile, all figures, --jobs 2 | <= 60 s on 2 CPU cores | 50 s (importing torch, "
+        "Lightning and matplotlib: 5.2 s) | yes |" in table
+    )
     assert "| full profile, all figures | <= 60 s on one GPU | not measured |" in table
     _write(tmp_path, "figures_full", {"profile": "full", "total_s": 200.0, "figures": gpu_rows})
     table = perf_report.goals_table(tmp_path)

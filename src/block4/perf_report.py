@@ -252,6 +252,10 @@ def figure_goal_rows(results_dir: Path) -> list[dict[str, Any]]:
                 name, limit, r.get("total_s"), "s", f"{_device_of(data)}, {data['date'][:10]}"
             )
             row["target"] += f" on {machine}"
+            # the machine's speed at the time: a shared machine's varies within a day
+            _with_context(
+                row, ("importing torch, Lightning and matplotlib:", r.get("import_s"), "s")
+            )
             if parallel and jobs == 1:
                 row["goal"] += ", one process (for comparison)"
                 row["met"] = "—"
