@@ -138,6 +138,7 @@ def test_a_run_writes_both_files_and_the_entry_and_a_second_run_does_nothing(rep
     assert entry["device"] == "cpu"
     assert {"python", "matplotlib", "numpy"} <= set(entry["versions"])
     assert entry["wall_time_s"] >= 0 and entry["date"].endswith("+00:00")
+    assert 0 < entry["draw_time_s"] < 60  # drawing both SVGs, timed apart from the function
     assert "block4.helper:SCALE" in entry["sources"] and entry["format"] == 4
     assert entry["results"] == []  # line_plot computes nothing through ctx.compute
     before = snapshot(out)

@@ -520,10 +520,12 @@ def run_figure(
     fig, numbers, wall = _call_figure(info, dataclasses.replace(ctx, results_cache=results))
     import matplotlib.pyplot as plt
 
+    drawing = time.perf_counter()
     try:
         light, dark = render(fig)
     finally:
         plt.close(fig)
+    drawing = time.perf_counter() - drawing
     files = {"light": f"{info.name}.svg", "dark": f"{info.name}.dark.svg"}
     entry = {
         "format": FORMAT_VERSION,
@@ -538,6 +540,7 @@ def run_figure(
         "fingerprint": fp,
         "sources": {rel: d[:16] for rel, d in deps.items()},
         **run_record(ctx, wall),
+        "draw_time_s": round(drawing, 2),  # both SVGs, after the figure function returned
         "numbers": numbers,
         "results": results.used,
         "files": files,
