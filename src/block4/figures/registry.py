@@ -30,14 +30,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is a
-#: preview of every figure (13–18 s on two cores), ``full`` is what the site publishes
-#: (about a minute on two cores with ``--jobs 2``).
+#: preview of every figure (15-30 s on two cores with ``--jobs 2``), ``full`` is what the site
+#: publishes (one to two minutes on two cores with ``--jobs 2``); the Performance page has the
+#: latest measurements.
 PROFILES: dict[str, str] = {
     "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
-    "quick": "a preview: one seed, short runs, half the digits; all figures in 13-18 s "
+    "quick": "a preview: one seed, short runs, half the digits; all figures in 15-30 s "
     "with --jobs 2 on 2 CPU cores; the default for new figures",
     "full": "the published figures: full data and training, at least 5 seeds where runs are "
-    "compared, error bands; about a minute with --jobs 2 on 2 CPU cores",
+    "compared, error bands; one to two minutes with --jobs 2 on 2 CPU cores",
 }
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
