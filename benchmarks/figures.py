@@ -112,16 +112,38 @@ def figure_rows(manifest_path: Path, only: list[str], profile: str | None = None
     for name, entry in sorted(entries.items()):
         if (only and name not in only) or (profile and entry.get("profile") != profile):
             continue
+        training = sum(
+            float(r.get("seconds") or 0.0) for r in entry.get("results", []) if not r.get("reused")
+        )
+        drawing = entry.get("draw_time_s")
         rows.append(
             {
                 "name": name,
                 "chapter": entry.get("chapter"),
                 "wall_s": round(float(entry.get("wall_time_s", entry.get("wall_s", 0.0))), 2),
+                "training_s": round(training, 2),
+                "draw_s": None if drawing is None else round(float(drawing), 2),
                 "device": entry.get("device"),
             }
         )
     rows.sort(key=lambda r: -r["wall_s"])
     return rows
+
+
+def where_the_seconds_go(rows: list[dict], jobs: int) -> dict[str, float]:
+    """The figures' seconds of one run, summed over its processes: training (the runs
+    computed, not re-used), building (the rest of the figure functions: data, evaluation,
+    plotting) and drawing (rendering both SVGs); ``per_process_s`` is their sum over
+    ``jobs``."""
+    training = sum(r["training_s"] for r in rows)
+    building = sum(r["wall_s"] for r in rows) - training
+    drawing = sum(r["draw_s"] or 0.0 for r in rows)
+    return {
+        "training_s": round(training, 1),
+        "building_s": round(building, 1),
+        "drawing_s": round(drawing, 1),
+        "per_process_s": round((training + building + drawing) / max(jobs, 1), 1),
+    }
 
 
 def figures_made_since(manifest_path: Path, started: datetime) -> list[dict]:
@@ -216,6 +238,7 @@ def measure(
         "import_s": round(statistics.median(imports), 1),
         "imports_s": [round(t, 1) for t in imports],
         "sum_of_figures_s": round(sum(r["wall_s"] for r in rows), 1),
+        **where_the_seconds_go(rows, jobs),
         "no_change_run_s": round(no_change, 2),
         "check_s": round(check, 2),
         "check_exit_code": proc3.returncode,

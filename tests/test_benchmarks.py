@@ -105,6 +105,10 @@ def test_figures_benchmark_writes_valid_json(tmp_path: Path) -> None:
     assert results["figures"][0]["name"] == "graph_matmul_product"
     assert results["total_s"] > 0 and results["no_change_run_s"] > 0
     assert results["import_s"] > 0 and len(results["imports_s"]) == 1
+    row = results["figures"][0]
+    assert row["draw_s"] > 0 and row["training_s"] == 0  # a graph drawing trains nothing
+    assert results["drawing_s"] == round(row["draw_s"], 1) and results["training_s"] == 0
+    assert results["per_process_s"] == round(row["wall_s"] + row["draw_s"], 1)
     assert data["machine"]["cores"] >= 1
 
 
@@ -163,6 +167,54 @@ def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
     assert "| no-change make_figures.py run | <= 0.3 s | 1.2 s | no |" in out
     # the tab's table stays indented under its tab
     assert "\n    | metric | value |" in out and "\n    | warm_s | 12.5 |" in out
+
+
+def test_the_seconds_of_a_run_split_into_training_building_and_drawing() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.figures import where_the_seconds_go
+
+    rows = [
+        {"wall_s": 5.0, "training_s": 4.0, "draw_s": 0.5},  # trained here
+        {"wall_s": 1.0, "training_s": 0.0, "draw_s": 0.25},  # re-used its runs, or trains none
+        {"wall_s": 2.0, "training_s": 0.0, "draw_s": None},  # made before drawing was timed
+    ]
+    assert where_the_seconds_go(rows, jobs=2) == {
+        "training_s": 4.0,
+        "building_s": 4.0,
+        "drawing_s": 0.8,  # 0.75, rounded to one decimal
+        "per_process_s": 4.4,
+    }
+
+
+def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    _write(results, "figures_quick", {"total_s": 17.24, "jobs": 2, "figures": [{"name": "a"}]})
+    config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="performance.md"))
+
+    def quote(text: str) -> str:
+        return perf_report.on_page_markdown(text, page, config, None)
+
+    text = "All in {{ bench figures_quick.total_s:.1f }} s with {{bench figures_quick.jobs}} jobs"
+    assert quote(text) == "All in 17.2 s with 2 jobs"
+    assert quote("{{ bench figures_quick.total_s }}") == "17.24"  # 4 significant digits
+    code = "`{{ bench figures_quick.total_s }}`\n```\n{{ bench nope.x }}\n```\n"
+    assert quote(code) == code
+    for text, message in [
+        ("{{ bench nope.total_s }}", "performance.md: {{ bench nope.total_s }} quotes "
+         "benchmarks/results/nope.json, which does not exist"),
+        ("{{ bench figures_quick.sum_s }}", "figures_quick.json has no number 'sum_s' "
+         "(it has: jobs, total_s)"),
+        ("{{ bench figures_quick.figures }}", "has no number 'figures'"),
+        ("{{ bench figures_quick.total_s:d }}", "{{ bench figures_quick.total_s:d }}: bad "
+         "format spec"),
+    ]:  # fmt: skip
+        with pytest.raises(PluginError) as err:
+            quote(text)
+        assert message in str(err.value)
 
 
 def test_a_benchmark_not_run_yet_is_shown_as_such(tmp_path: Path) -> None:

@@ -12,6 +12,13 @@ latest measured numbers and the machine they were measured on:
 
 A marker naming a result file that does not exist yet renders a "not measured yet" note; a
 malformed file fails the build with the file's name.
+
+Prose on any page quotes a measured number as ``{{ bench NAME.key }}`` or
+``{{ bench NAME.key:.1f }}`` (a Python format spec; without one, floats get 4 significant
+digits): the value ``key`` of the ``results`` of ``NAME.json``, so a sentence that says how
+long something takes is rewritten with every new measurement. A missing file or key, or a
+value that is not a number or text, fails the build naming the page. Code is never
+rewritten.
 """
 
 from __future__ import annotations
@@ -25,10 +32,17 @@ from typing import Any
 
 from mkdocs.exceptions import PluginError
 
+from block4.site_render import format_number, split_code
+
 log = logging.getLogger("mkdocs.plugins.block4.perf_report")
 
 MARKER = re.compile(
     r"^([ \t]*)<!--\s*benchmark(-plot|-goals)?:\s*([A-Za-z0-9_]+)\s*-->", re.MULTILINE
+)
+#: A measured number in prose: ``{{ bench NAME.key }}`` or ``{{ bench NAME.key:FORMAT }}``.
+BENCH_NUMBER = re.compile(
+    r"\{\{\s*bench\s+(?P<name>[A-Za-z0-9_]+)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
 #: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
 _INK = "#010203"
@@ -394,11 +408,51 @@ def first_start_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, A
     )
 
 
+def bench_number(results_dir: Path, name: str, key: str, spec: str | None, where: str) -> str:
+    """The text of ``{{ bench NAME.key:spec }}`` on page ``where``.
+
+    Raises:
+        PluginError: no such result file, no such key in its ``results``, a value that is a
+            table rather than a number, or a format spec that does not fit the value.
+    """
+    placeholder = f"{{{{ bench {name}.{key}{':' + spec if spec else ''} }}}}"
+    if not (results_dir / f"{name}.json").is_file():
+        raise PluginError(
+            f"{where}: {placeholder} quotes benchmarks/results/{name}.json, which does not "
+            "exist; run the benchmark that writes it (see benchmarks/README.md)"
+        )
+    results = load_result(results_dir, name)["results"]
+    value = results.get(key)
+    if value is None or isinstance(value, (dict, list)):
+        quotable = sorted(k for k, v in results.items() if not isinstance(v, (dict, list)))
+        raise PluginError(
+            f"{where}: {placeholder}: {name}.json has no number {key!r} "
+            f"(it has: {', '.join(quotable) or 'none'})"
+        )
+    try:
+        return format_number(value, spec and spec.strip())
+    except (ValueError, TypeError) as err:
+        raise PluginError(f"{where}: {placeholder}: bad format spec ({err})") from None
+
+
+def _quote_numbers(markdown: str, results_dir: Path, where: str) -> str:
+    def number(m: re.Match[str]) -> str:
+        return bench_number(results_dir, m["name"], m["key"], m["spec"], where)
+
+    return "".join(
+        text if is_code else BENCH_NUMBER.sub(number, text)
+        for is_code, text in split_code(markdown)
+    )
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Replace the benchmark markers of any page (in practice the Performance page)."""
+    """Replace the benchmark markers and the quoted numbers of any page."""
+    results_dir = _results_dir(config)
+    if BENCH_NUMBER.search(markdown):
+        where = getattr(getattr(page, "file", None), "src_uri", "a page")
+        markdown = _quote_numbers(markdown, results_dir, where)
     if "<!-- benchmark" not in markdown:
         return markdown
-    results_dir = _results_dir(config)
 
     def replace(match: re.Match[str]) -> str:
         indent, kind, name = match.groups()
