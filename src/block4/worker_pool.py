@@ -4,8 +4,8 @@ once, how each makes its figures and how they are stopped.
 On Linux the workers are forked from one server process that imported numpy,
 matplotlib, torch and Lightning once (Python's ``forkserver`` start method, preloading
 ``block4.warm_figures.PRELOAD``, never ``block4``: each worker imports this checkout's
-code afresh). ``--jobs N`` then pays those imports (about 5 s) once instead of once per
-worker, and the server imports while this process plans the run. Elsewhere each worker
+code afresh). ``--jobs N`` then pays those imports (5-12 s on 2 CPU cores) once instead
+of once per worker, and the server imports while this process plans the run. Elsewhere each worker
 is a fresh interpreter (``spawn``). ``BLOCK4_WORKER_START=spawn`` (or ``forkserver``)
 chooses.
 
@@ -245,8 +245,8 @@ def worker_start_method() -> str:
 class WorkerPool:
     """The worker processes of ``--jobs N``, started before the figures are planned.
 
-    Torch, Lightning and matplotlib take about 5 s to import. Forked workers (see the
-    module's description) come from a server that starts importing them at once, while this
+    Torch, Lightning and matplotlib take 5-12 s to import on 2 CPU cores. Forked workers (see
+    the module's description) come from a server that starts importing them at once, while this
     process reads the sources and works out what is stale; the workers themselves are
     forked when `run_in_parallel` first asks for ``executor``. Spawned workers start at
     once and each import the libraries. Used by ``--force`` (everything is re-made, so the
