@@ -161,7 +161,7 @@ def figures_made_since(manifest_path: Path, started: datetime) -> list[dict]:
 def import_seconds() -> float:
     """Seconds a fresh interpreter takes to import what every figure worker preloads
     (``block4.warm_figures.PRELOAD``): the machine's speed at the moment of a run, which on
-    a shared machine varies by a factor of two within a day."""
+    a shared machine varies from hour to hour."""
     start = time.perf_counter()
     subprocess.run(
         [python(), "-c", f"import {', '.join(PRELOAD)}"],

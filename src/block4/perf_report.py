@@ -266,7 +266,7 @@ def figure_goal_rows(results_dir: Path) -> list[dict[str, Any]]:
                 name, limit, r.get("total_s"), "s", f"{_device_of(data)}, {data['date'][:10]}"
             )
             row["target"] += f" on {machine}"
-            # the machine's speed at the time: a shared machine's varies within a day
+            # the machine's speed at the time: a shared machine's varies from hour to hour
             _with_context(
                 row, ("importing torch, Lightning and matplotlib:", r.get("import_s"), "s")
             )
