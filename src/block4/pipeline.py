@@ -520,12 +520,12 @@ def run_figure(
     fig, numbers, wall = _call_figure(info, dataclasses.replace(ctx, results_cache=results))
     import matplotlib.pyplot as plt
 
-    drawing = time.perf_counter()
+    drawn_from = time.perf_counter()
     try:
         light, dark = render(fig)
     finally:
         plt.close(fig)
-    drawing = time.perf_counter() - drawing
+    drawing = time.perf_counter() - drawn_from
     files = {"light": f"{info.name}.svg", "dark": f"{info.name}.dark.svg"}
     entry = {
         "format": FORMAT_VERSION,
