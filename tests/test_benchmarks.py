@@ -216,6 +216,8 @@ def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> 
         ("{{ bench figures_quick.figures }}", "has no number 'figures'"),
         ("{{ bench figures_quick.total_s:d }}", "{{ bench figures_quick.total_s:d }}: bad "
          "format spec"),
+        ("took {{ bench figures_quick total_s }} s", "'{{ bench figures_quick total_s }} s' is "
+         "not a benchmark number; write {{ bench NAME.key }}"),
     ]:  # fmt: skip
         with pytest.raises(PluginError) as err:
             quote(text)

@@ -44,6 +44,7 @@ BENCH_NUMBER = re.compile(
     r"\{\{\s*bench\s+(?P<name>[A-Za-z0-9_]+)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
     r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
+_BENCH_START = re.compile(r"\{\{\s*bench\b")
 #: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
 _INK = "#010203"
 
@@ -441,16 +442,24 @@ def _quote_numbers(markdown: str, results_dir: Path, where: str) -> str:
     def number(m: re.Match[str]) -> str:
         return bench_number(results_dir, m["name"], m["key"], m["spec"], where)
 
-    return "".join(
-        text if is_code else BENCH_NUMBER.sub(number, text)
-        for is_code, text in split_code(markdown)
-    )
+    pieces = []
+    for is_code, text in split_code(markdown):
+        if not is_code:
+            text = BENCH_NUMBER.sub(number, text)
+            left = _BENCH_START.search(text)
+            if left:
+                raise PluginError(
+                    f"{where}: {text[left.start() : left.start() + 60]!r} is not a benchmark "
+                    "number; write {{ bench NAME.key }} or {{ bench NAME.key:FORMAT }}"
+                )
+        pieces.append(text)
+    return "".join(pieces)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Replace the benchmark markers and the quoted numbers of any page."""
     results_dir = _results_dir(config)
-    if BENCH_NUMBER.search(markdown):
+    if _BENCH_START.search(markdown):
         where = getattr(getattr(page, "file", None), "src_uri", "a page")
         markdown = _quote_numbers(markdown, results_dir, where)
     if "<!-- benchmark" not in markdown:
