@@ -45,6 +45,8 @@ BENCH_NUMBER = re.compile(
     r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
 _BENCH_START = re.compile(r"\{\{\s*bench\b")
+#: Shown beside a figure run's time: the machine's speed at that moment (``import_s``).
+_SPEED = "importing torch, Lightning and matplotlib:"
 #: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
 _INK = "#010203"
 
@@ -268,9 +270,7 @@ def figure_goal_rows(results_dir: Path) -> list[dict[str, Any]]:
             )
             row["target"] += f" on {machine}"
             # the machine's speed at the time: a shared machine's varies from hour to hour
-            _with_context(
-                row, ("importing torch, Lightning and matplotlib:", r.get("import_s"), "s")
-            )
+            _with_context(row, (_SPEED, r.get("import_s"), "s"))
             if parallel and jobs == 1:
                 row["goal"] += ", one process (for comparison)"
                 row["met"] = "—"
@@ -328,7 +328,7 @@ def goals_table(results_dir: Path) -> str:
     no_change = quick and quick["results"].get("no_change_run_s")
     row = _goal("no-change make_figures.py run", 0.3, no_change, "s", where(quick))
     speed = quick and quick["results"].get("import_s")
-    rows.append(_with_context(row, ("importing torch, Lightning and matplotlib:", speed, "s")))
+    rows.append(_with_context(row, (_SPEED, speed, "s")))
     rows.append(edit_loop_goal_row(maybe("edit_loop"), where))
     rows += live_cell_goal_rows(maybe("live_cells"), where)
     site = maybe("site_build")
@@ -411,8 +411,16 @@ def first_start_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, A
     )
 
 
-def bench_number(results_dir: Path, name: str, key: str, spec: str | None, where: str) -> str:
-    """The text of ``{{ bench NAME.key:spec }}`` on page ``where``.
+def bench_number(
+    results_dir: Path,
+    name: str,
+    key: str,
+    spec: str | None,
+    where: str,
+    loaded: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The text of ``{{ bench NAME.key:spec }}`` on page ``where``; ``loaded`` keeps the
+    result files already read for the page (each is read once however often it is quoted).
 
     Raises:
         PluginError: no such result file, no such key in its ``results``, a value that is a
@@ -424,7 +432,10 @@ def bench_number(results_dir: Path, name: str, key: str, spec: str | None, where
             f"{where}: {placeholder} quotes benchmarks/results/{name}.json, which does not "
             "exist; run the benchmark that writes it (see benchmarks/README.md)"
         )
-    results = load_result(results_dir, name)["results"]
+    loaded = {} if loaded is None else loaded
+    if name not in loaded:
+        loaded[name] = load_result(results_dir, name)["results"]
+    results = loaded[name]
     value = results.get(key)
     if value is None or isinstance(value, (dict, list)):
         quotable = sorted(k for k, v in results.items() if not isinstance(v, (dict, list)))
@@ -439,8 +450,10 @@ def bench_number(results_dir: Path, name: str, key: str, spec: str | None, where
 
 
 def _quote_numbers(markdown: str, results_dir: Path, where: str) -> str:
+    loaded: dict[str, dict[str, Any]] = {}
+
     def number(m: re.Match[str]) -> str:
-        return bench_number(results_dir, m["name"], m["key"], m["spec"], where)
+        return bench_number(results_dir, m["name"], m["key"], m["spec"], where, loaded)
 
     pieces = []
     for is_code, text in split_code(markdown):
