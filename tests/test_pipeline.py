@@ -1040,3 +1040,34 @@ def test_damaged_and_older_entries_are_stale_with_the_reason(project: pipeline.P
     assert (
         st.reason == f"made by an older pipeline (format 3 or older, now {pipeline.FORMAT_VERSION})"
     )
+
+
+def test_figure_runs_hide_only_the_known_harmless_lightning_warnings() -> None:
+    """A figure that trains without a validation set (on purpose) prints no warning about
+    it; a warning nobody anticipated still reaches the terminal."""
+    import warnings
+
+    import torch
+    from _helpers import trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from block4.modules import Classifier
+
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    model = Classifier(in_features=4, n_classes=3, depth=1, width=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure_env.quiet_lightning()
+        trainer().fit(model, DataLoader(TensorDataset(x, y), batch_size=16))
+        warnings.warn("an unexpected problem", UserWarning)
+    messages = [str(w.message) for w in caught]
+    assert not any("validation_step" in m for m in messages), messages
+    assert "an unexpected problem" in messages
+    # without the filter, the same run warns: the test above can fail
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer().fit(
+            Classifier(in_features=4, n_classes=3, depth=1, width=8),
+            DataLoader(TensorDataset(x, y), batch_size=16),
+        )
+    assert any("validation_step" in str(w.message) for w in caught)
