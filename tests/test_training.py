@@ -26,6 +26,7 @@ from block4.training import (
     layer_grad_norms,
     mean_band,
     put_summary,
+    spread,
     steps_per_epoch,
     summary,
     train_classifier,
@@ -202,6 +203,21 @@ def test_put_summary_writes_mean_and_spread_of_the_finite_values():
     put_summary(numbers, "never", [math.nan, math.inf])
     assert {numbers[k] for k in ("never", "never_sd", "never_min", "never_max")} == {"n/a"}
     assert summary([0.5]) == {"mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5}
+
+
+def test_spread_is_the_sample_spread_of_tensors_and_lists_and_keeps_nan_visible():
+    values = torch.tensor([1.0, 2.0, 4.0])
+    out = spread(values, "nll")
+    assert out == pytest.approx(
+        {"nll_mean": 7 / 3, "nll_sd": float(values.std()), "nll_min": 1.0, "nll_max": 4.0}
+    )
+    assert out["nll_sd"] == pytest.approx(math.sqrt(7 / 3))  # n - 1, not n
+    assert spread([0.5], "one") == {"one_mean": 0.5, "one_sd": 0.0, "one_min": 0.5, "one_max": 0.5}
+    assert math.isnan(spread([1.0, math.nan], "bad")["bad_mean"])  # not silently dropped
+    # the same convention as put_summary's
+    numbers: dict = {}
+    put_summary(numbers, "x", [1.0, 2.0, 4.0])
+    assert numbers["x_sd"] == pytest.approx(out["nll_sd"])
 
 
 def test_layer_grad_norms_of_a_stack_needs_the_member():

@@ -55,6 +55,7 @@ __all__ = [
     "layer_grad_norms",
     "mean_band",
     "put_summary",
+    "spread",
     "steps_per_epoch",
     "summary",
     "train_classifier",
@@ -464,6 +465,24 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         return {"mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan}
     sd = statistics.stdev(finite) if len(finite) > 1 else 0.0
     return {"mean": statistics.fmean(finite), "sd": sd, "min": min(finite), "max": max(finite)}
+
+
+def spread(values: Any, name: str) -> dict[str, float]:
+    """``{name_mean, name_sd, name_min, name_max}`` of per-seed (per-split, per-ensemble)
+    ``values``, a sequence or tensor: ``sd`` is the sample standard deviation, as in
+    `summary` (0 for a single value). A NaN is not dropped: it makes the mean NaN, which the
+    manifest refuses."""
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1).tolist()
+    if not all(math.isfinite(x) for x in v):
+        sd = math.nan
+    else:
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return {
+        f"{name}_mean": statistics.fmean(v),
+        f"{name}_sd": sd,
+        f"{name}_min": min(v),
+        f"{name}_max": max(v),
+    }
 
 
 def put_summary(

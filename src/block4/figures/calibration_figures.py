@@ -20,6 +20,7 @@ from block4.figures.registry import FigureContext, figure
 from block4.modules import Classifier
 from block4.probabilistic_runs import fit_members
 from block4.style import PALETTE, subplots
+from block4.training import spread
 
 HETERO = PALETTE[0]
 
@@ -63,11 +64,6 @@ def digits_runs(ctx: FigureContext, n_seeds: int, n_bins: int) -> dict[str, Any]
         "y_test": y_test,
         "diverged": [k for k, ok in enumerate(model.member_active.tolist()) if not ok],
     }
-
-
-def _spread(values: Any, name: str) -> dict[str, float]:
-    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    return {f"{name}_mean": float(v.mean()), f"{name}_sd": float(v.std(unbiased=False))}
 
 
 @figure(
@@ -137,19 +133,19 @@ def digits_calibration(ctx: FigureContext, n_bins: int, n_seeds: dict[str, int])
         "epochs": int(hist.shape[0]),
         "n_seeds": int(probs.shape[0]),
         "n_test": len(y),
-        **_spread(eces, "ece"),
-        **_spread(accuracy, "accuracy"),
-        **_spread(nll[-1], "test_nll"),
-        **_spread(nll[best_epoch, members], "best_nll"),
-        **_spread(best_epoch + 1, "best_nll_epoch"),
-        **_spread(hist[best_epoch, members, 2], "best_nll_ece"),
-        **_spread(hist[best_epoch, members, 1], "best_nll_error"),
-        **_spread(hist[-1, :, 1], "error"),
+        **spread(eces, "ece"),
+        **spread(accuracy, "accuracy"),
+        **spread(nll[-1], "test_nll"),
+        **spread(nll[best_epoch, members], "best_nll"),
+        **spread(best_epoch + 1, "best_nll_epoch"),
+        **spread(hist[best_epoch, members, 2], "best_nll_ece"),
+        **spread(hist[best_epoch, members, 1], "best_nll_error"),
+        **spread(hist[-1, :, 1], "error"),
         # seeds whose ECE grew after the best-NLL epoch / that end more confident than right
         "ece_rose": int((hist[-1, :, 2] > hist[best_epoch, members, 2]).sum()),
         "overconfident": int((conf.mean(-1) > accuracy).sum()),
-        **_spread(conf.mean(-1), "mean_confidence"),
-        **_spread((conf > 0.99).double().mean(-1) * 100, "share_above_099_percent"),
+        **spread(conf.mean(-1), "mean_confidence"),
+        **spread((conf > 0.99).double().mean(-1) * 100, "share_above_099_percent"),
         "diverged_members": len(data["diverged"]),
     }
     return fig, numbers

@@ -30,20 +30,10 @@ from block4.probabilistic_runs import (
     synthetic_runs,
 )
 from block4.style import PALETTE, ROLE, subplots
+from block4.training import spread
 
 #: Colours of the two Gaussian flavours on every figure of the chapter.
 HOMO, HETERO = PALETTE[1], PALETTE[0]
-
-
-def spread(values: Any, name: str) -> dict[str, float]:
-    """``{name_mean, name_sd, name_min, name_max}`` of per-seed values (sd over seeds)."""
-    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    return {
-        f"{name}_mean": float(v.mean()),
-        f"{name}_sd": float(v.std(unbiased=False)),
-        f"{name}_min": float(v.min()),
-        f"{name}_max": float(v.max()),
-    }
 
 
 def test_nll(params: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
