@@ -143,38 +143,39 @@ def _error_panel(
         for goal, name in ((target, ""), (fine_target, "fine_")):
             reached = [e for e in _epochs_per_seed(run, i_lr, goal) if e is not None]
             put_summary(numbers, f"epochs_{name}{act}_{kind}", reached)
-            if goal == target:
-                numbers[f"reached_{act}_{kind}"] = len(reached)
+            numbers[f"reached_{name}{act}_{kind}"] = len(reached)
             if reached:
                 ax.plot([sum(reached) / len(reached)], [goal], "o", color=color, ms=5)
     for goal in (target, fine_target):
         ax.axhline(goal, color=ROLE["truth"], linestyle=":", linewidth=1)
     for name, goal in (("", target), ("fine_", fine_target)):
-        put_summary(numbers, f"speedup_{name}{kind}", _speedups(runs, i_lr, goal))
+        speedups = _speedups(runs, i_lr, goal)
+        put_summary(numbers, f"speedup_{name}{kind}", speedups)
+        numbers[f"speedup_{name}{kind}_n"] = len(speedups)
 
 
 def _speedup_panel(
     ax: Any, data: dict[str, dict[str, dict[str, list]]], lrs: Sequence[float],
-    target: float, titles: dict[str, str], *, band: bool,
-) -> list[float]:  # fmt: skip
+    target: float, titles: dict[str, str], numbers: dict[str, Any], *, band: bool,
+) -> None:  # fmt: skip
     """The bottom panel of `relu_vs_tanh`: the speed-up to ``target`` vs learning rate
-    (mean over seeds, with a min-max band if ``band``); returns the means."""
-    means = []
+    (mean over seeds, with a min-max band if ``band``); puts each learning rate's speed-up
+    in ``numbers`` (``speedup_<inputs>_lr_<i>`` for ``lrs[i]``)."""
     for kind, marker in (("std", "o"), ("raw", "s")):
         xs, ys, lows, highs = [], [], [], []
         for i, rate in enumerate(lrs):
             values = _speedups(data[kind], i, target)
+            put_summary(numbers, f"speedup_{kind}_lr_{i}", values)
+            numbers[f"speedup_{kind}_lr_{i}_n"] = len(values)
             if values:
                 xs.append(rate)
                 ys.append(sum(values) / len(values))
                 lows.append(min(values))
                 highs.append(max(values))
-        means += ys
         color = PALETTE[0 if kind == "std" else 4]
         ax.semilogx(xs, ys, marker + "-", color=color, label=titles[kind])
         if band and xs:
             ax.fill_between(xs, lows, highs, color=color, alpha=0.15, linewidth=0)
-    return means
 
 
 @figure(
@@ -211,9 +212,12 @@ def relu_vs_tanh(
     Numbers (``<inputs>`` is ``std`` or ``raw``), each a mean over seeds with ``_sd``,
     ``_min``, ``_max``: ``epochs_<act>_<inputs>`` and ``epochs_fine_<act>_<inputs>`` (epochs
     to ``target`` and to ``fine_target`` at ``lr``), ``speedup_<inputs>`` and
-    ``speedup_fine_<inputs>`` (tanh / ReLU, per seed); ``speedup_max`` / ``speedup_min``
-    (over the sweep, of the per-learning-rate means); ``reached_<act>_<inputs>`` (seeds that
-    reached the target at ``lr``) and the settings.
+    ``speedup_fine_<inputs>`` (tanh / ReLU, per seed that reached the target with both; their
+    count in ``speedup_<inputs>_n`` and ``speedup_fine_<inputs>_n``);
+    ``speedup_<inputs>_lr_<i>`` (the same at the learning rate ``lr_<i>`` of the sweep, in
+    increasing order, with ``_n``); ``reached_<act>_<inputs>`` and
+    ``reached_fine_<act>_<inputs>`` (seeds that reached ``target`` / ``fine_target`` at
+    ``lr``) and the settings.
     """
     epochs = ctx.pick(smoke=1, quick=2, full=7)
     seeds = comparison_seeds(ctx)
@@ -245,7 +249,8 @@ def relu_vs_tanh(
         )  # fmt: skip
         ax.set(title=titles[kind], xlabel="epoch", ylim=(floor * 0.8, 1.0))
     axes[0, 0].set_ylabel(f"training error (log), lr {lr:g}")
-    means = _speedup_panel(ax_speed, data, lrs, target, titles, band=len(seeds) > 1)
+    numbers.update({f"lr_{i}": rate for i, rate in enumerate(lrs)})
+    _speedup_panel(ax_speed, data, lrs, target, titles, numbers, band=len(seeds) > 1)
     log_decade_labels(*axes[0])
     rate_ticks(ax_speed, lrs)
     ax_speed.axhline(1.0, color=ROLE["truth"], linestyle=":", linewidth=1)
@@ -259,8 +264,6 @@ def relu_vs_tanh(
     band = f"{len(seeds)} seeds: mean, band min-max" if len(seeds) > 1 else "one seed"
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncol=2, title=band)
-    numbers["speedup_max"] = max(means) if means else "n/a"
-    numbers["speedup_min"] = min(means) if means else "n/a"
     return fig, numbers
 
 
