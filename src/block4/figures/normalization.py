@@ -246,6 +246,7 @@ def _put_sweep_numbers(
     numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
     numbers[f"diverged_{name}"] = sum(crosses)
     numbers[f"diverged_runs_{name}"] = sum(sum(d) for d in diverged)
+    put_summary(numbers, f"top_lr_loss_{name}", finite[-1])
 
 
 @figure(
@@ -271,7 +272,8 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
     ``best_loss_*_sd`` its spread over seeds), ``good_lrs_*`` (how many learning rates of
     the sweep reach a mean loss below ``good_loss`` with no seed diverged), ``max_good_lr_*``,
     ``diverged_*`` (learning rates with a diverged seed), ``diverged_runs_*`` (diverged
-    members of the whole sweep), ``n_lrs``, ``seeds``.
+    members of the whole sweep), ``top_lr_loss_*`` (final loss at the largest learning rate,
+    over the seeds that did not diverge; ``n/a`` if all did), ``top_lr``, ``n_lrs``, ``seeds``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=4)
     seeds = comparison_seeds(ctx)
@@ -286,6 +288,7 @@ def bn_learning_rates(ctx: FigureContext, depth: int, width: int, lrs: list, goo
         "seeds": len(seeds),
         "good_loss": good_loss,
         "n_lrs": len(lrs),
+        "top_lr": max(lrs),
     }
     fig, ax = subplots(1, 1, width=6.9, height=4.6)
     top = 4.0  # losses above are drawn at the top; crosses above that
