@@ -28,6 +28,7 @@ from block4.data import load_co2
 from block4.figures.registry import FigureContext, figure
 from block4.probabilistic_runs import MemberData, fit_members, gaussian_members
 from block4.style import PALETTE, subplots
+from block4.training import spread
 
 MODELS = {
     "linear": "linear trend + yearly cycle",
@@ -183,8 +184,9 @@ def co2_forecast(
         "n_train": int((~test).sum()),
         "n_test": int(test.sum()),
         "level_percent": 100 * level,
-        "first_year": float(year[0]),
-        "last_year": float(year[-1]),
+        # calendar years of the first and the last week (decimal years: 2001.99 is in 2001)
+        "first_year": math.floor(float(year[0])),
+        "last_year": math.floor(float(year[-1])),
         "n_seeds": len(preds["mlp"]),
         "members": members,
         "diverged_members": len(data["diverged"]),
@@ -196,8 +198,7 @@ def co2_forecast(
             torch.tensor([interval_coverage(d, ppm[test], [level])[level] for d in held_out]) * 100
         )
         for key, v in (("nll", nll), ("coverage", cov)):
-            numbers[f"{name}_{key}_mean"] = float(v.mean())
-            numbers[f"{name}_{key}_sd"] = float(v.std(unbiased=False))
+            numbers.update(spread(v, f"{name}_{key}"))
         first = _take(dists[0], on_grid)
         lo, hi = central_interval(first, level)
         colour = PALETTE[i]

@@ -21,6 +21,7 @@ from block4.figures.registry import FigureContext, figure
 from block4.modules import aleatoric_variance, epistemic_variance
 from block4.probabilistic_runs import MemberData, fit_members, gaussian_members
 from block4.style import PALETTE, subplots
+from block4.training import spread
 
 SINGLE, ENSEMBLE = PALETTE[1], PALETTE[0]
 #: Where the test points of each region lie: the training ranges, the gap, beyond.
@@ -122,7 +123,10 @@ def deep_ensemble(ctx: FigureContext, members: int, level: float, n_ensembles: d
     (a) One member: its mean and central ``level`` interval. (b) The ensemble of ``members``:
     the mixture's interval and the members' means. (c) The ensemble's standard deviation
     split into aleatoric and epistemic parts. Grey: the gap and the region beyond the data.
-    Drawn: the first ensemble; the numbers are mean and sd over all ensembles.
+    Drawn: the first ensemble; the numbers are mean and sd over all ensembles
+    (``<region>_<ensemble|single>_<cov|nll>_<mean|sd|min|max>``), and
+    ``<region>_ensemble_nll_better``: in how many ensembles the mixture's NLL is lower than
+    its first member's (``<region>``: ``data``, ``gap``, ``beyond``).
     """
     data = ctx.compute(ensemble_runs, n_ensembles=ctx.pick(**n_ensembles), members=members)
     grid = data["grid"]
@@ -179,8 +183,11 @@ def deep_ensemble(ctx: FigureContext, members: int, level: float, n_ensembles: d
     }
     for region, values in scores.items():
         for key, v in values.items():
-            numbers[f"{region}_{key}_mean"] = float(v.mean())
-            numbers[f"{region}_{key}_sd"] = float(v.std(unbiased=False))
+            numbers.update(spread(v, f"{region}_{key}"))
+        # paired: in how many ensembles the mixture scores better than its first member
+        numbers[f"{region}_ensemble_nll_better"] = int(
+            (values["ensemble_nll"] < values["single_nll"]).sum()
+        )
     numbers.update(_uncertainty_numbers(grid, data["grid_pred"], members))
     return fig, numbers
 
@@ -208,10 +215,8 @@ def _uncertainty_numbers(
             per[region].append(float(epis[where].sqrt().mean()))
     out: dict[str, Any] = {"aleatoric_sd_data": aleatoric[0]}
     for region, values in per.items():
-        spread = torch.tensor(values)
         out[f"epistemic_sd_{region}"] = values[0]
-        out[f"epistemic_sd_{region}_mean"] = float(spread.mean())
-        out[f"epistemic_sd_{region}_sd"] = float(spread.std(unbiased=False))
+        out.update(spread(values, f"epistemic_sd_{region}"))
     out["epistemic_larger_off_data"] = sum(
         gap > on and beyond > on
         for on, gap, beyond in zip(per["data"], per["gap"], per["beyond"], strict=True)
