@@ -58,7 +58,7 @@ def test_matmul_product_graph(ctx: FigureContext) -> None:
     fig, numbers = cg.graph_matmul_product(ctx)
     assert numbers["matmul"] == 12.0 and numbers["product"] == 120.0
     assert numbers["scale"] == 10.0  # read from the captured graph, not typed
-    assert numbers["n_ops"] == 2 and numbers["n_tensors"] == 5
+    assert numbers["n_ops"] == 2 and numbers["n_tensors"] == 4 and numbers["n_constants"] == 1
     shown = texts(fig)
     assert {"matmul", "×", "[[3, 3]]", "[[2], [2]]", "[[12]]", "[[120]]", "10"} <= set(shown)
     plt.close(fig)

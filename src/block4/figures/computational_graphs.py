@@ -212,7 +212,8 @@ def graph_matmul_product(ctx: FigureContext):
     """The graph of ``10 * (M1 @ M2)`` with M1 = [[3, 3]], M2 = [[2], [2]], captured by torch.fx.
 
     Numbers: ``matmul`` (the 1x1 product, 12), ``product`` (120), ``n_ops`` (2),
-    ``n_tensors`` (the edges' tensors: M1, M2, 10, M1 @ M2, the product).
+    ``n_tensors`` (the tensors on the edges: M1, M2, M1 @ M2, the product), ``n_constants``
+    (the Python number 10, an argument of the multiplication).
     """
     m1 = torch.tensor([[3.0, 3.0]])
     m2 = torch.tensor([[2.0], [2.0]])
@@ -236,12 +237,14 @@ def graph_matmul_product(ctx: FigureContext):
     )
     fig = draw_graph(nodes, edges, scale=0.9)
     n_ops = sum(1 for n in nodes if n.kind == "op")
+    n_constants = sum(1 for n in nodes if n.note == "constant")
     return fig, {
         "matmul": float(values["matmul"]),
         "product": float(out),
         "scale": float(scale),
         "n_ops": n_ops,
-        "n_tensors": len(nodes) - n_ops,
+        "n_tensors": len(nodes) - n_ops - n_constants,
+        "n_constants": n_constants,
     }
 
 
