@@ -1,0 +1,100 @@
+"""The words of the pages that the manifest's numbers cannot write themselves.
+
+A page quotes numbers through ``{{ figure.key }}`` placeholders, so a re-made figure updates
+them. Words like "in every seed", "gone", "the seeds overlap" or "worse than guessing" are
+prose: they are checked here against the published manifest (``docs/figures/manifest.json``).
+When re-made figures break one of these, the failing test names the sentence to reword.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "docs" / "figures" / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def numbers() -> dict[str, dict[str, Any]]:
+    figures = json.loads(MANIFEST.read_text(encoding="utf-8"))["figures"]
+    return {name: entry["numbers"] for name, entry in figures.items()}
+
+
+def page(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def test_relu_vs_tanh_wording(numbers) -> None:
+    n = numbers["relu_vs_tanh"]
+    text = page("activations.md")
+    assert "tanh is faster in every seed at" in text
+    # "tanh is faster in every seed at 0.01 and 0.03" (standardised inputs)
+    assert n["speedup_std_lr_1_max"] < 1 and n["speedup_std_lr_2_max"] < 1
+    # "the two are about equally fast at learning rate 0.003": the seeds straddle 1
+    assert n["speedup_std_lr_0_min"] < 1 < n["speedup_std_lr_0_max"]
+    assert abs(n["speedup_std_lr_0"] - 1) < 0.1
+    # raw inputs: ReLU faster in every seed at 0.003, "its advantage shrinks ... gone at 0.03"
+    assert n["speedup_raw_lr_0_min"] > 1
+    assert n["speedup_raw_lr_0"] > n["speedup_raw_lr_1"] > n["speedup_raw_lr_2"]
+    assert n["speedup_raw_lr_2_min"] < 1 < n["speedup_raw_lr_2_max"]
+    assert abs(n["speedup_raw_lr_2"] - 1) < 0.1
+    # "tanh reached 15 % in only 3 of the 5 seeds ... understates the gap": fewer than all
+    assert n["reached_fine_tanh_raw"] < n["seeds"] == n["reached_fine_relu_raw"]
+    assert [(n["lr_0"], n["lr_1"], n["lr_2"])] == [(0.003, 0.01, 0.03)]
+
+
+def test_gradient_flow_and_dead_relu_wording(numbers) -> None:
+    g, d = numbers["activation_gradient_flow"], numbers["dead_relus"]
+    # "the GELU seeds that did [stay near chance] ... the gradient arrived"
+    assert g["learning_gelu_kaiming"] < g["seeds"]
+    assert g["error_gelu_kaiming_max"] > g["learning_below"]
+    assert g["ratio_init_gelu_kaiming_min"] > 0.5
+    # "only tanh has learned much"
+    others = ("relu", "leaky_relu", "gelu", "sigmoid")
+    assert all(g["error_tanh_kaiming"] < g[f"error_{a}_kaiming_min"] for a in others)
+    # "the others end with N % of their units dead", "2 of 5 seeds diverge"
+    assert 0 < d["diverged_high"] < d["seeds"]
+    assert d["dead_high_min"] > 10 * d["dead_normal_max"]
+
+
+def test_batch_norm_and_residual_wording(numbers) -> None:
+    b, r, c = numbers["bn_learning_rates"], numbers["residual_depth"], numbers["resnet_degradation"]
+    # "no seed's loss becomes NaN where 12 did without BN ... above the 2.30 of guessing"
+    assert b["diverged_runs_relu_bn"] == 0 < b["diverged_runs_relu_no_bn"]
+    assert b["top_lr_loss_relu_bn_min"] > math.log(10)
+    # "sigmoid with batch norm trains well at 0.1 and 0.3"
+    assert b["max_good_lr_sigmoid_bn"] == 0.3 and b["good_lrs_sigmoid_bn"] == 2
+    # the residual ReLU + BN net "stays well below its plain twin's" at every depth shown
+    for depth in (10, 20, 30):
+        assert r[f"error_relu_bn_residual_{depth}_max"] < r[f"error_relu_bn_plain_{depth}_min"]
+    # "rises from depth 10 on": every depth-30 seed above every depth-10 seed
+    assert r["error_relu_bn_residual_30_min"] > r["error_relu_bn_residual_10_max"]
+    # ResNets: "no higher than the 8-layer ResNet's ... though the seeds overlap"
+    assert c["error_residual_32"] <= c["error_residual_8"]
+    assert c["error_residual_20"] <= c["error_residual_8"]
+    assert c["error_min_residual_8"] < c["error_max_residual_32"]
+    # the plain nets degrade: every 32-layer seed worse than every 8-layer seed
+    assert c["error_min_plain_32"] > c["error_max_plain_8"]
+
+
+def test_probabilistic_wording(numbers) -> None:
+    e, dia, h = (
+        numbers["deep_ensemble"],
+        numbers["diabetes_nll"],
+        numbers["heteroscedastic_regression"],
+    )
+    # "a single network's NLL in the gap varies widely ..., the ensemble's far less"
+    single = e["gap_single_nll_max"] - e["gap_single_nll_min"]
+    assert single > 3 * (e["gap_ensemble_nll_max"] - e["gap_ensemble_nll_min"])
+    # "away from the data even the ensemble's 90 % interval covers far fewer than 90 %"
+    assert e["gap_ensemble_cov_max"] < 50 and e["beyond_ensemble_cov_max"] < 50
+    # diabetes: "the split-to-split spread ... dwarfs the difference of the two means"
+    diff = abs(dia["nll_heteroscedastic_mean"] - dia["nll_homoscedastic_mean"])
+    assert min(dia["nll_heteroscedastic_sd"], dia["nll_homoscedastic_sd"]) > 5 * diff
+    # "what separates the models is the held-out NLL": no seed overlaps the other model's
+    assert h["test_nll_heteroscedastic_max"] < h["test_nll_homoscedastic_min"]
