@@ -858,6 +858,11 @@ def test_check_and_list_honour_profile_and_seed_and_a_damaged_entry_is_repaired(
         proc.stdout
     )
     assert "--profile quick" in proc.stdout
+    # a better profile than asked is fresh, as a run with that profile would leave it alone
+    assert run(made, "--only", "other_plot", "--profile", "quick").returncode == 0
+    assert run(made, "--check", "--profile", "smoke").returncode == 0
+    proc = run(made, "--check", "--profile", "quick")
+    assert proc.returncode == 1 and "other_plot" not in proc.stdout
     proc = run(made, "--check", "--seed", "3", "--only", "other_plot")
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[0] == "stale: other_plot (made with seed 0, not 3)"

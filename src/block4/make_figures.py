@@ -267,16 +267,18 @@ class Request:
 def _as_asked(
     status: dict[str, FigureStatus], profile: str | None, seed: int | None
 ) -> dict[str, FigureStatus]:
-    """``--check``/``--list`` with ``--profile``/``--seed``: a fresh figure made with another
-    profile or seed does not count as fresh."""
+    """``--check``/``--list`` with ``--profile``/``--seed``: a fresh figure made with a worse
+    profile than asked, or with another seed, does not count as fresh. As in `plan`, a better
+    profile does (a run with ``--profile quick`` leaves a full-profile figure alone)."""
     result = dict(status)
     for name, st in status.items():
         entry = st.entry or {}
         if not st.fresh:
             continue
         wrong = []
-        if profile is not None and entry.get("profile") != profile:
-            wrong.append(f"made with the {entry.get('profile')} profile, not {profile}")
+        made_with = entry.get("profile")
+        if profile is not None and PROFILE_RANK.get(made_with, -1) < PROFILE_RANK[profile]:
+            wrong.append(f"made with the {made_with} profile, not {profile}")
         if seed is not None and entry.get("seed") != seed:
             wrong.append(f"made with seed {entry.get('seed')}, not {seed}")
         if wrong:
