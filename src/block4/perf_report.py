@@ -45,8 +45,9 @@ BENCH_NUMBER = re.compile(
     r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
 _BENCH_START = re.compile(r"\{\{\s*bench\b")
-#: Shown beside a figure run's time: the machine's speed at that moment (``import_s``).
-_SPEED = "importing torch, Lightning and matplotlib:"
+#: Shown beside a figure run's time: the machine's speed at that moment (``import_s``, a
+#: fresh Python importing what every figure needs; the run itself may import nothing).
+_SPEED = "machine speed then: a fresh import of torch, Lightning and matplotlib took"
 #: Sentinel colour swapped for ``currentColor`` in the SVG so text follows the page palette.
 _INK = "#010203"
 
@@ -78,7 +79,8 @@ def _fmt(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         if value == 0 or 1e-3 <= abs(value) < 1e5:
-            return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+            # 4 digits: a ratio of 1.103 must not read as 1.1 beside a goal of 1.1
+            return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
         return f"{value:.2e}"
     if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
         return ", ".join(_fmt(v) for v in value)
@@ -152,7 +154,14 @@ def _device_of(data: dict[str, Any]) -> str:
     if _on_gpu(results):
         devices = [r["device"] for r in results["figures"] if not r["device"].startswith("cpu")]
         return str(devices[0]).removesuffix(" x1")
-    return f"{data['machine'].get('cores')} CPU cores"
+    return _cpu_of(data)
+
+
+def _cpu_of(data: dict[str, Any]) -> str:
+    """``2 CPU cores (AMD EPYC)``: the cores a result was measured on, and their model."""
+    machine = data["machine"]
+    cpu = machine.get("cpu")
+    return f"{machine.get('cores')} CPU cores" + (f" ({cpu})" if cpu else "")
 
 
 def figure_runs(results_dir: Path) -> list[dict[str, Any]]:
@@ -165,7 +174,8 @@ def figure_times_svg(results_dir: Path) -> str:
     """Inline SVG: wall time per figure, one bar group per profile and device measured.
 
     Runs with ``--jobs N`` repeat the per-figure times of the one-process run of the same
-    profile and device, so only the first run of each profile and device is drawn.
+    profile and device, so only the first run of each profile and device is drawn; a run
+    stopped by its time limit is left out (the goals table says where it stopped).
     """
     import matplotlib
 
@@ -175,7 +185,9 @@ def figure_times_svg(results_dir: Path) -> str:
     runs = {}
     for data in figure_runs(results_dir):
         rows = data["results"].get("figures", [])
-        label = f"{data['results'].get('profile', data['benchmark'])} ({_device_of(data)})"
+        if data["results"].get("complete") is False:
+            continue
+        label = f"{data['results'].get('profile', data['benchmark'])}, {_device_of(data)}"
         if rows and label not in runs:
             runs[label] = {r["name"]: float(r["wall_s"]) for r in rows}
     if not runs:
@@ -232,10 +244,12 @@ def _goal(goal: str, limit: float, measured: float | None, unit: str, where: str
             "met": "—",
             "measured on": where,
         }
+    # a ratio keeps 4 digits: 1.103 must not read as 1.1 next to a goal of <= 1.1
+    digits = 4 if unit == "x" else 3
     return {
         "goal": goal,
         "target": f"<= {limit:g} {unit}",
-        "measured": f"{measured:.3g} {unit}",
+        "measured": f"{measured:.{digits}g} {unit}",
         "met": "yes" if measured <= limit else "no",
         "measured on": where,
     }
@@ -293,8 +307,7 @@ def goals_table(results_dir: Path) -> str:
     def where(data: dict[str, Any] | None) -> str:
         if data is None:
             return "—"
-        m = data["machine"]
-        return f"{m.get('gpu') or str(m.get('cores')) + ' CPU cores'}, {data['date'][:10]}"
+        return f"{data['machine'].get('gpu') or _cpu_of(data)}, {data['date'][:10]}"
 
     rows = []
     overhead = maybe("lightning_overhead")
