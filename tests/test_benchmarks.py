@@ -196,7 +196,11 @@ def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> 
 
     results = tmp_path / "benchmarks" / "results"
     results.mkdir(parents=True)
-    _write(results, "figures_quick", {"total_s": 17.24, "jobs": 2, "figures": [{"name": "a"}]})
+    _write(
+        results,
+        "figures_quick",
+        {"total_s": 17.24, "jobs": 2, "figures": [{"name": "a"}], "snap": {"first_s": 1.31}},
+    )
     config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
     page = SimpleNamespace(file=SimpleNamespace(src_uri="performance.md"))
 
@@ -206,6 +210,7 @@ def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> 
     text = "All in {{ bench figures_quick.total_s:.1f }} s with {{bench figures_quick.jobs}} jobs"
     assert quote(text) == "All in 17.2 s with 2 jobs"
     assert quote("{{ bench figures_quick.total_s }}") == "17.24"  # 4 significant digits
+    assert quote("{{ bench figures_quick.snap.first_s:.1f }} s") == "1.3 s"  # a nested table
     code = "`{{ bench figures_quick.total_s }}`\n```\n{{ bench nope.x }}\n```\n"
     assert quote(code) == code
     for text, message in [
@@ -214,6 +219,10 @@ def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> 
         ("{{ bench figures_quick.sum_s }}", "figures_quick.json has no number 'sum_s' "
          "(it has: jobs, total_s)"),
         ("{{ bench figures_quick.figures }}", "has no number 'figures'"),
+        ("{{ bench figures_quick.snap }}", "has no number 'snap'"),
+        ("{{ bench figures_quick.snap.last_s }}", "has no number 'snap.last_s' (it has: first_s)"),
+        ("{{ bench figures_quick.total_s.x }}", "figures_quick.json has no table 'total_s'"),
+        ("{{ bench figures_quick.nope.x }}", "figures_quick.json has no table 'nope'"),
         ("{{ bench figures_quick.total_s:d }}", "{{ bench figures_quick.total_s:d }}: bad "
          "format spec"),
         ("took {{ bench figures_quick total_s }} s", "'{{ bench figures_quick total_s }} s' is "

@@ -41,7 +41,7 @@ MARKER = re.compile(
 )
 #: A measured number in prose: ``{{ bench NAME.key }}`` or ``{{ bench NAME.key:FORMAT }}``.
 BENCH_NUMBER = re.compile(
-    r"\{\{\s*bench\s+(?P<name>[A-Za-z0-9_]+)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*)"
+    r"\{\{\s*bench\s+(?P<name>[A-Za-z0-9_]+)\.(?P<key>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
     r"(?::(?P<spec>[^}]*?))?\s*\}\}"
 )
 _BENCH_START = re.compile(r"\{\{\s*bench\b")
@@ -449,7 +449,15 @@ def bench_number(
     if name not in loaded:
         loaded[name] = load_result(results_dir, name)["results"]
     results = loaded[name]
-    value = results.get(key)
+    # ``a.b`` is the number ``b`` of the table ``a`` (``results["a"]["b"]``)
+    *path, last = key.split(".")
+    for part in path:
+        results = results.get(part) if isinstance(results, dict) else None
+        if not isinstance(results, dict):
+            raise PluginError(
+                f"{where}: {placeholder}: {name}.json has no table {'.'.join(path)!r}"
+            )
+    value = results.get(last)
     if value is None or isinstance(value, (dict, list)):
         quotable = sorted(k for k, v in results.items() if not isinstance(v, (dict, list)))
         raise PluginError(
