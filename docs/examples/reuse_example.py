@@ -1,6 +1,6 @@
 """Use block4 on your own tensors: the example of the page "Use block4 in your project".
 
-Run it with ``python docs/examples/reuse_example.py`` (a few seconds on a CPU). The tests
+Run it with ``python docs/examples/reuse_example.py`` (well under a minute on a CPU). The tests
 run it too (``tests/test_reuse.py``), so the code on the page always works.
 """
 

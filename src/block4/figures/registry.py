@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is a
-#: preview of every figure (15-30 s on two cores with ``--jobs 2``), ``full`` is what the site
-#: publishes (one to two minutes on two cores with ``--jobs 2``); the Performance page has the
-#: latest measurements.
+#: preview of every figure (under a minute on two cores with ``--jobs 2``), ``full`` is what
+#: the site publishes (one to two minutes on two cores with ``--jobs 2``); the Performance
+#: page has the latest measurements.
 PROFILES: dict[str, str] = {
     "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
-    "quick": "a preview: one seed, short runs, half the digits; all figures in 15-30 s "
-    "with --jobs 2 on 2 CPU cores; the default for new figures",
+    "quick": "a preview: one or two seeds, short runs, half the digits; all figures in under "
+    "a minute with --jobs 2 on 2 CPU cores; the default for new figures",
     "full": "the published figures: full data and training, at least 5 seeds where runs are "
     "compared, error bands; one to two minutes with --jobs 2 on 2 CPU cores",
 }
@@ -120,7 +120,7 @@ class FigureContext:
         return self.results_cache.compute(self, fn, kwargs)
 
     def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Keyword arguments for ``lightning.pytorch.Trainer`` that honour this context.
+        """Keyword arguments for ``pytorch_lightning.Trainer`` that honour this context.
 
         Figures train small models: no logger, no checkpoints, no model summary, and
         deterministic algorithms (``"warn"``: on a GPU an operation without a deterministic
@@ -180,8 +180,8 @@ def figure(
         chapter: the chapter page the figure belongs to (e.g. ``"activations"``).
         params: literal keyword arguments passed to the function; they are part of the
             figure's fingerprint, so changing one makes the figure stale.
-        group: figures of one module that reuse each other's work (models trained once and
-            kept in a module-level cache) name the same group: ``make_figures.py --jobs N``
+        group: figures of one module that reuse each other's work (training runs that
+            `compute` keeps in the results cache) name the same group: ``make_figures.py --jobs N``
             then makes them one after another in the same process, in the order they are
             defined. It changes where a figure runs, never what it computes, so it is not
             part of the fingerprint.
