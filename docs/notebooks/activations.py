@@ -19,7 +19,7 @@
 # 1. Derivatives of the activations at any point, from autograd.
 # 2. The gradient of every layer of a 20-layer MLP at its initial weights, for every
 #    activation and two initialisations — no training needed.
-# 3. ReLU vs tanh on raw-scale inputs: how many tanh units start saturated.
+# 3. ReLU vs tanh on raw-scale inputs: how many tanh pre-activations start saturated.
 
 # %%
 import torch
@@ -76,11 +76,11 @@ for activation in ["sigmoid", "tanh", "relu", "leaky_relu", "gelu"]:
 # `mlp(..., init_std=0.01)` (AlexNet's Gaussian init).
 
 # %% [markdown]
-# ## 3. How many tanh units start saturated?
+# ## 3. How many tanh pre-activations start saturated?
 #
 # Multiply the standardised inputs by the spread of raw pixels (about 3.7) and look at the
-# first layer's pre-activations of a Kaiming-initialised tanh net: the fraction with
-# $|z| > 2$, where $\tanh'(z)$ is below about 0.07.
+# first layer's pre-activations of a Kaiming-initialised tanh net: the fraction of them (over
+# all examples and units) with $|z| > 2$, where $\tanh'(z)$ is below about 0.07.
 
 # %%
 for scale in [1.0, 3.7]:
@@ -129,7 +129,7 @@ for scale in [1.0, 3.7]:
 # </details>
 #
 # **Task 3.** Repeat the saturation count of section 3 for the sigmoid, with the sigmoid's
-# own gain. Count units with $\sigma'(z) < 0.07$ instead, i.e. $|z| > 2.5$ roughly. Why is the
+# own gain. Count pre-activations with $\sigma'(z) < 0.07$ instead, i.e. $|z| > 2.5$ roughly. Why is the
 # sigmoid less saturated than tanh at the same input scale, yet harder to train?
 #
 # <details><summary>Solution</summary>

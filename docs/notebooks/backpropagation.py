@@ -128,10 +128,10 @@ for step in range(31):
     for v in w:
         v.zero_grad()
     loss.backward()
+    if step % 10 == 0:  # the loss of these weights, before the step changes them
+        print(f"step {step:2d}: loss {loss.data:.4f}, weights {[round(v.data, 3) for v in w]}")
     for v in w:
         v.data -= 0.5 * v.grad
-    if step % 10 == 0:
-        print(f"step {step:2d}: loss {loss.data:.4f}, weights {[round(v.data, 3) for v in w]}")
 
 # %% [markdown]
 # ## 4. Gradient flow through a stack

@@ -56,8 +56,8 @@ print(f"cross_entropy   {F.cross_entropy(logits, y):.12f}")
 # %% [markdown]
 # ## 2. The Gaussian likelihood of every woman
 #
-# The course's rounded model for the 22-year-old: $\mu = 111$, $\sigma = 20$. Then the
-# least-squares line for everybody, and the likelihood of each observation under it.
+# The course's textbook values for the 22-year-old: $\mu = 111$, $\sigma = 20$ (close to the
+# fit below, not a rounding of it). Then the least-squares line for everybody, and the likelihood of each observation under it.
 
 # %%
 print(f"f(131; 111, 20) = {Normal(111.0, 20.0).log_prob(torch.tensor(131.0)).exp():.6f}")
@@ -79,7 +79,7 @@ for i in torch.argsort(lik)[:8].tolist():
 # With a fixed $\sigma$ the NLL is the mean squared error up to constants, so gradient
 # descent must land on the least-squares line. Ages are standardised first (the optimiser
 # likes inputs of order one); the coefficients are mapped back at the end. Plain gradient
-# descent with the chapter's learning rate $0.3\,\sigma^2$ takes each weight 30 % of its
+# descent with the chapter's learning rate $0.3\,\sigma^2$ takes each weight about 30 % of its
 # remaining way per step; try other rates (above $2\sigma^2$ it diverges).
 
 # %%

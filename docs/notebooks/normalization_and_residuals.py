@@ -101,6 +101,12 @@ for kwargs in [dict(activation="tanh"), dict(activation="relu", init="kaiming", 
     print(f"{kwargs}: plain {plain:.1e}, residual {residual:.2f}")
 
 # %% [markdown]
+# The tanh nets show the highway: the plain net's first layer gets almost nothing, the residual
+# one about as much as the output layer. With batch norm the plain net's gradient does not
+# vanish but *grows* towards the input (stacked batch-norm layers do that; see the chapter);
+# the residual net keeps it within about an order of magnitude.
+
+# %% [markdown]
 # ## Your turn
 #
 # **Task 1.** Put the batch-norm layer of section 1 into evaluation mode (`net.eval()`) and
