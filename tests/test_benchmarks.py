@@ -268,6 +268,9 @@ def test_a_ratio_goal_keeps_the_digit_that_decides_it(tmp_path: Path) -> None:
     _write(tmp_path, "lightning_overhead", {"summary": summary})
     table = perf_report.goals_table(tmp_path)
     assert "| Lightning / plain loop per epoch (small MLP) | <= 1.1 x | 1.103 x | no |" in table
+    # the machine column names the CPU without trademark signs
+    xeon = {"machine": {"cores": 2, "cpu": "Intel(R) Xeon(R) Processor"}}
+    assert perf_report._cpu_of(xeon) == "2 CPU cores (Intel Xeon)"
 
 
 def test_figure_goals_name_jobs_and_count_each_run_for_its_kind_of_machine(tmp_path: Path) -> None:
@@ -288,7 +291,8 @@ def test_figure_goals_name_jobs_and_count_each_run_for_its_kind_of_machine(tmp_p
     on_cpu = "| <= 15 s on 2 CPU cores |"
     # the one-process run is shown next to the parallel one, not judged against the goal
     one = "| quick profile, all figures, one process (for comparison)"
-    assert f"{one} {on_cpu} 12 s | — | 2 CPU cores (Test CPU), 2026-01-02 |" in table
+    when = '<span style="white-space: nowrap">2026-01-02</span>'  # a date stays on one line
+    assert f"{one} {on_cpu} 12 s | — | 2 CPU cores (Test CPU), {when} |" in table
     assert f"| quick profile, all figures, --jobs 2 {on_cpu} 35 s | no |" in table
     assert (
         "| full profile, all figures, --jobs 2 | <= 60 s on 2 CPU cores | "
@@ -370,5 +374,6 @@ def test_the_first_start_goal_shows_the_first_page_the_filled_notebooks_and_befo
     _write(tmp_path, "first_start", {**results, "before_first_page_s": 152.2})
     assert (
         "| fresh clone `./dev.sh serve` to first page | <= 60 s | 36.9 s (notebooks filled in "
-        "at 238 s; before (notebooks run first): 152 s) | yes | 2 CPU cores (Test CPU), 2026-01-02 |"
+        "at 238 s; before (notebooks run first): 152 s) | yes | 2 CPU cores (Test CPU), "
+        '<span style="white-space: nowrap">2026-01-02</span> |'
     ) in perf_report.goals_table(tmp_path)

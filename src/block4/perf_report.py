@@ -158,10 +158,17 @@ def _device_of(data: dict[str, Any]) -> str:
 
 
 def _cpu_of(data: dict[str, Any]) -> str:
-    """``2 CPU cores (AMD EPYC)``: the cores a result was measured on, and their model."""
+    """``2 CPU cores (AMD EPYC)``: the cores a result was measured on, and their model
+    (without trademark signs and filler: ``Intel(R) Xeon(R) Processor`` is ``Intel Xeon``)."""
     machine = data["machine"]
-    cpu = machine.get("cpu")
+    cpu = re.sub(r"\((R|TM)\)|\bProcessor\b", "", str(machine.get("cpu") or ""))
+    cpu = " ".join(cpu.split())
     return f"{machine.get('cores')} CPU cores" + (f" ({cpu})" if cpu else "")
+
+
+def _when(data: dict[str, Any]) -> str:
+    """The date of a result, kept on one line in a table cell."""
+    return f'<span style="white-space: nowrap">{data["date"][:10]}</span>'
 
 
 def figure_runs(results_dir: Path) -> list[dict[str, Any]]:
@@ -279,9 +286,7 @@ def figure_goal_rows(results_dir: Path) -> list[dict[str, Any]]:
             r = data["results"]
             jobs = r.get("jobs", 1)
             name = f"{profile} profile, all figures" + (f", --jobs {jobs}" if jobs > 1 else "")
-            row = _goal(
-                name, limit, r.get("total_s"), "s", f"{_device_of(data)}, {data['date'][:10]}"
-            )
+            row = _goal(name, limit, r.get("total_s"), "s", f"{_device_of(data)}, {_when(data)}")
             row["target"] += f" on {machine}"
             # the machine's speed at the time: a shared machine's varies from hour to hour
             _with_context(row, (_SPEED, r.get("import_s"), "s"))
@@ -307,7 +312,7 @@ def goals_table(results_dir: Path) -> str:
     def where(data: dict[str, Any] | None) -> str:
         if data is None:
             return "—"
-        return f"{data['machine'].get('gpu') or _cpu_of(data)}, {data['date'][:10]}"
+        return f"{data['machine'].get('gpu') or _cpu_of(data)}, {_when(data)}"
 
     rows = []
     overhead = maybe("lightning_overhead")
