@@ -31,6 +31,14 @@ def _write(dir_: Path, name: str, results: dict) -> None:
     (dir_ / f"{name}.json").write_text(json.dumps(payload))
 
 
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """The empty ``benchmarks/results/`` of a project whose ``mkdocs.yml`` is in ``tmp_path``."""
+    path = tmp_path / "benchmarks" / "results"
+    path.mkdir(parents=True)
+    return path
+
+
 def test_render_result_tables_scalars_and_machine(tmp_path: Path) -> None:
     _write(
         tmp_path,
@@ -70,11 +78,10 @@ def test_figure_time_plot_is_inline_svg_following_the_palette(tmp_path: Path) ->
     assert "fig_a" in html and "fig_b" in html
 
 
-def test_markers_are_replaced_and_unknown_plot_rejected(tmp_path: Path) -> None:
+def test_markers_are_replaced_and_unknown_plot_rejected(tmp_path: Path, results: Path) -> None:
     _write(tmp_path, "demo", {"x": 2})
     config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    _write(tmp_path / "benchmarks" / "results", "demo", {"x": 2})
+    _write(results, "demo", {"x": 2})
     out = perf_report.on_page_markdown("A\n<!-- benchmark: demo -->\nB", None, config, None)
     assert "| x | 2 |" in out and "<!--" not in out
     with pytest.raises(PluginError, match="unknown plot 'nope'"):
@@ -148,9 +155,7 @@ def test_figures_benchmark_records_a_run_cut_short_by_its_time_limit(tmp_path: P
     )
 
 
-def test_goals_table_and_indented_markers(tmp_path: Path) -> None:
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
+def test_goals_table_and_indented_markers(tmp_path: Path, results: Path) -> None:
     _write(results, "site_build", {"cold_s": 30.0, "warm_s": 12.5})
     _write(
         results,
@@ -191,11 +196,9 @@ def test_the_seconds_of_a_run_split_into_training_building_and_drawing() -> None
     }
 
 
-def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> None:
+def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path, results: Path) -> None:
     from types import SimpleNamespace
 
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
     _write(
         results,
         "figures_quick",
@@ -233,16 +236,13 @@ def test_prose_quotes_measured_numbers_and_leaves_code_alone(tmp_path: Path) -> 
         assert message in str(err.value)
 
 
-def test_a_benchmark_not_run_yet_is_shown_as_such(tmp_path: Path) -> None:
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+def test_a_benchmark_not_run_yet_is_shown_as_such(tmp_path: Path, results: Path) -> None:
     config = {"config_file_path": str(tmp_path / "mkdocs.yml")}
     out = perf_report.on_page_markdown("<!-- benchmark: site_build -->", None, config, None)
     assert "Not measured yet" in out and "site_build.json" in out
 
 
-def test_an_incomplete_full_run_is_reported_as_such(tmp_path: Path) -> None:
-    results = tmp_path / "benchmarks" / "results"
-    results.mkdir(parents=True)
+def test_an_incomplete_full_run_is_reported_as_such(results: Path) -> None:
     _write(
         results,
         "figures_full",
