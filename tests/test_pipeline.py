@@ -1059,7 +1059,7 @@ def test_figure_runs_hide_only_the_known_harmless_lightning_warnings() -> None:
         warnings.simplefilter("always")
         figure_env.quiet_lightning()
         trainer().fit(model, DataLoader(TensorDataset(x, y), batch_size=16))
-        warnings.warn("an unexpected problem", UserWarning)
+        warnings.warn("an unexpected problem", UserWarning, stacklevel=1)
     messages = [str(w.message) for w in caught]
     assert not any("validation_step" in m for m in messages), messages
     assert "an unexpected problem" in messages
