@@ -457,7 +457,7 @@ def bench_number(
     # ``a.b`` is the number ``b`` of the table ``a`` (``results["a"]["b"]``)
     *path, last = key.split(".")
     for part in path:
-        results = results.get(part) if isinstance(results, dict) else None
+        results = results.get(part)
         if not isinstance(results, dict):
             raise PluginError(
                 f"{where}: {placeholder}: {name}.json has no table {'.'.join(path)!r}"

@@ -246,7 +246,7 @@ def _put_sweep_numbers(
     numbers[f"max_good_lr_{name}"] = max(good) if good else "none"
     numbers[f"diverged_{name}"] = sum(crosses)
     numbers[f"diverged_runs_{name}"] = sum(sum(d) for d in diverged)
-    put_summary(numbers, f"top_lr_loss_{name}", finite[-1])
+    put_summary(numbers, f"top_lr_loss_{name}", finite[lrs.index(max(lrs))])
 
 
 @figure(
