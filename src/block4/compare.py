@@ -22,9 +22,10 @@ maps, whatever their keys are (source files such as ``block4/figures/likelihood.
 functions such as ``block4.figures.likelihood:decision_under_cost``): every key whose digest
 differs, appeared or disappeared is named.
 
-The same report from the figure command: `add_arguments` adds ``--compare REV`` and
-``--compare-out DIR`` to an argument parser, `run` writes the report when
-``--compare`` was given. Nothing here imports torch or matplotlib.
+The same report from the figure command: `add_arguments` (from `block4.compare_options`,
+which the figure command imports on every run without this module) adds ``--compare REV``
+and ``--compare-out DIR`` to an argument parser, `run` writes the report when ``--compare``
+was given. Nothing here imports torch or matplotlib.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from block4.compare_options import DEFAULT_OUT, REPORT_HTML, SUMMARY_MD, add_arguments
 from block4.figure_diff import (
     ROUNDING,
     VARIANTS,
@@ -86,14 +88,6 @@ __all__ = [
     "run",
     "write_report",
 ]
-
-#: File names of the report inside the output directory.
-REPORT_HTML = "report.html"
-SUMMARY_MD = "summary.md"
-
-#: Where the report goes when no directory is given (relative to the repository root;
-#: ``.cache/`` is ignored by git and safe to delete).
-DEFAULT_OUT = Path(".cache") / "compare"
 
 # --------------------------------------------------------------------------------------------
 # Formatting numbers
@@ -493,25 +487,6 @@ def write_report(
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--compare REV`` and ``--compare-out DIR`` to ``parser`` (e.g. make_figures')."""
-    parser.add_argument(
-        "--compare",
-        metavar="REV",
-        default=None,
-        help="write a report of every figure that differs from git revision REV (changed "
-        "functions, numbers before -> after, images side by side) and of every paragraph of "
-        "the pages that reads differently; see python -m block4.compare --help",
-    )
-    parser.add_argument(
-        "--compare-out",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help=f"where --compare writes {REPORT_HTML} and {SUMMARY_MD} (default: {DEFAULT_OUT})",
-    )
 
 
 def run(args: argparse.Namespace, project: Project) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from block4 import compare
+from block4 import compare_options
 from block4.figure_options import (
     ACCELERATORS,
     MAX_SEED,
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show Lightning's progress bar per training run (default: when a terminal)",
     )
-    compare.add_arguments(p)
+    compare_options.add_arguments(p)
     return p
 
 
@@ -512,6 +512,8 @@ def main(argv: Sequence[str] | None = None, *, root: Path | None = None) -> int:
             request.pool.close()
     if request.args.compare is not None and is_rank_zero():
         # after making what was stale: what the change did, against git revision REV
+        from block4 import compare  # the report's machinery, only when asked for
+
         status = max(status, compare.run(request.args, request.project))
     return status
 

@@ -28,7 +28,6 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from multiprocessing.connection import wait as wait_for_sentinels
 from typing import Any
 
 from block4.figures.registry import FigureContext
@@ -195,6 +194,8 @@ def stop_workers(executor: Any, signum: int) -> bool:
     for process pools writes to that thread's wake-up pipe without a lock, and if the thread
     is still closing the pipe as the process exits, the hook prints a traceback (``Bad file
     descriptor``) under the run's last line."""
+    from multiprocessing.connection import wait as wait_for_sentinels
+
     processes = list((getattr(executor, "_processes", None) or {}).values())
     manager = getattr(executor, "_executor_manager_thread", None)
     for proc in processes:
