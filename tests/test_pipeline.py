@@ -102,6 +102,7 @@ def make_project(tmp: Path, *, with_docs: bool = False) -> Path:
         "worker_pool.py",
         "make_figures.py",
         "compare.py",
+        "compare_options.py",
         "figure_diff.py",
         "prose_diff.py",
         "stop_signals.py",
