@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -364,16 +365,123 @@ def test_jobs_sigint_stops_every_worker_and_leaves_no_partial_file(made: Path) -
     assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
 
 
+PID_FIGURE = '''\
+"""A figure that records which process made it."""
+import os
+{imports}
+from block4.figures.registry import FigureContext, figure
+from block4.style import subplots
+
+
+@figure("{name}", chapter="demo")
+def {name}(ctx: FigureContext):
+    if os.environ.get("DEMO_SLOW") and "{name}" == "light_pid":
+        import time
+        print("working", flush=True)
+        time.sleep(60)
+    fig, ax = subplots(width=3, height=2)
+    ax.plot([0, 1], [0, 1])
+    return fig, {{"pid": os.getpid()}}
+'''
+
+
+def add_pid_figures(repo: Path) -> None:
+    """Two figures that record their process: light_pid needs only matplotlib, heavy_pid's
+    module imports Lightning. Made once, so that the next run knows how long they take."""
+    figures = repo / "src" / "block4" / "figures"
+    for name, imports in (("light_pid", ""), ("heavy_pid", "import pytorch_lightning")):
+        (figures / f"{name}.py").write_text(PID_FIGURE.format(name=name, imports=imports))
+    proc = run(repo, "--profile", "smoke", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the default fork server")
+def test_figures_without_lightning_are_made_by_the_run_while_the_server_imports(
+    made: Path,
+) -> None:
+    add_pid_figures(made)
+    before = snapshot(figures_dir(made))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
+        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert "made 4 figure(s)" in err
+    pids = {name: e["numbers"]["pid"] for name, e in manifest(made)["figures"].items()
+            if "pid" in e["numbers"]}  # fmt: skip
+    assert pids["light_pid"] == proc.pid  # on the core the importing server leaves idle
+    assert pids["heavy_pid"] != proc.pid  # in a worker the server forked
+    after = snapshot(figures_dir(made))
+    for name in ("light_pid", "heavy_pid", "line_plot", "other_plot"):  # the same drawing
+        assert after[f"{name}.svg"] == before[f"{name}.svg"], name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the default fork server")
+def test_sigint_while_the_server_imports_ends_the_run_and_the_server(made: Path) -> None:
+    add_pid_figures(made)
+    before = snapshot(figures_dir(made))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
+        cwd=made, env=dict(_env(), DEMO_SLOW="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "working"  # this process makes light_pid
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    seconds = time.monotonic() - sent
+    print(f"the run ended {seconds:.2f} s after SIGINT")
+    assert proc.returncode == 130, err
+    # at once, not when the server has finished importing (it is ended instead)
+    assert seconds < 3.0, f"the run took {seconds:.2f} s to end"
+    assert "interrupted during" in err and "light_pid" in err and "Traceback" not in err
+    after = snapshot(figures_dir(made))
+    assert after["light_pid.svg"] == before["light_pid.svg"]
+    assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
+    servers = [
+        pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if alive(pid) and str(made) in _cwd(pid) and "forkserver" in _cmdline(pid)
+    ]  # fmt: skip
+    assert servers == []  # the fork server, still importing, was ended with the run
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
 def test_jobs_on_the_real_figures_gives_the_files_of_one_process(tmp_path: Path) -> None:
     """Figures sharing trained models (group "trained-models") give the same bytes when they
     run in a parallel worker as when they run one after another in one process."""
-    names = ["poisson_counts", "regression_calibration", "activation_functions"]
+    # backprop_patterns needs no Lightning: with --jobs 2 the run's own process makes it
+    # while the fork server imports (the committed manifest gives the times that allow it)
+    names = [
+        "poisson_counts",
+        "regression_calibration",
+        "activation_functions",
+        "backprop_patterns",
+    ]
     outs = {}
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
-        proc = run(ROOT, "--profile", "smoke", "--only", *names, "--out-dir", str(out),
-                   "--jobs", jobs, "--no-progress", timeout=300)  # fmt: skip
+        out.mkdir()
+        shutil.copy(ROOT / "docs" / "figures" / "manifest.json", out / "manifest.json")
+        proc = run(ROOT, "--profile", "smoke", "--force", "--only", *names, "--out-dir",
+                   str(out), "--jobs", jobs, "--no-progress", timeout=300)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         outs[jobs] = json.loads((out / "manifest.json").read_text())["figures"]
     for name in names:

@@ -325,6 +325,57 @@ def test_dependencies_follow_names_transitively(project: pipeline.Project) -> No
     assert all(len(d) == 64 for d in deps.values())
 
 
+def test_load_imports_follow_what_runs_when_a_module_loads(project: pipeline.Project) -> None:
+    pkg = project.package_dir
+    write(pkg / "sub" / "__init__.py", "import numpy\n")
+    write(pkg / "sub" / "heavy.py", "import pytorch_lightning as pl\n")
+    write(
+        pkg / "sub" / "light.py",
+        """
+        from typing import TYPE_CHECKING
+        import matplotlib.pyplot as plt
+        from torch import nn
+
+        if TYPE_CHECKING:
+            import torchmetrics
+
+        def later():
+            from . import heavy
+            import scipy
+
+        class Model:
+            import json
+        """,
+    )
+    write(pkg / "sub" / "chain.py", "from .light import plt\nfrom block4.sub import heavy\n")
+    write(
+        project.figures_dir / "uses.py",
+        """
+        try:
+            from block4.sub.light import later
+        except ImportError:
+            import csv
+        from block4.figures.registry import figure
+
+        @figure("uses_plot", chapter="demo")
+        def uses_plot(ctx):
+            from block4.sub import chain
+            return later, chain
+        """,
+    )
+    sources = pipeline.Sources(project)
+    # parent packages (block4.sub imports numpy), classes and try blocks run; functions and
+    # TYPE_CHECKING blocks do not
+    assert sources.load_imports("block4.sub.light") == {
+        "typing", "matplotlib", "torch", "numpy", "json"
+    }  # fmt: skip
+    assert sources.load_imports("block4.sub.chain") >= {"pytorch_lightning", "matplotlib"}
+    module = sources.load_imports("block4.figures.uses")
+    assert "pytorch_lightning" not in module and "csv" in module
+    called = sources.load_imports("block4.figures.uses", "uses_plot")  # its body's imports too
+    assert called == module | {"pytorch_lightning"}
+
+
 def test_line_plot_depends_on_helper_but_not_on_unrelated(project: pipeline.Project) -> None:
     figures = pipeline.discover(project)
     line = pipeline.dependencies(project, figures["line_plot"])

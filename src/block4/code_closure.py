@@ -33,6 +33,8 @@ __all__ = [
     "ModuleSymbols",
     "Unit",
     "code_signature",
+    "imported_names",
+    "load_time",
     "module_symbols",
     "references",
 ]
@@ -352,3 +354,39 @@ def code_signature(tree: ast.Module) -> str:
         else:
             parts.append(repr(item))
     return "\x00".join(parts)
+
+
+def load_time(body: Iterable[ast.stmt]) -> Iterable[ast.stmt]:
+    """The statements of ``body`` that run when a module loads: not function bodies, not
+    ``if TYPE_CHECKING:`` blocks; the bodies of classes, ``if``, ``try`` and ``with`` too."""
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+            yield from load_time(stmt.orelse)
+            continue
+        yield stmt
+        for part in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, part, None)
+            if isinstance(inner, list):
+                yield from load_time(inner)
+        for handler in getattr(stmt, "handlers", None) or ():
+            yield from load_time(handler.body)
+
+
+def imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> list[str]:
+    """The dotted names the import statements among ``nodes`` (of ``module``) name:
+    ``import a.b`` gives ``a.b``, ``from a import b`` gives ``a.b`` (``b`` may be a module
+    or a name in ``a``); relative imports are resolved."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names += [f"{base}.{a.name}" if a.name != "*" else base for a in node.names]
+    return names

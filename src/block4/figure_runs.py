@@ -2,7 +2,9 @@
 
 `run_sequentially` makes figures in this process (the distributed ranks of a DDP run
 all take this path; only rank 0 writes); `run_in_parallel` makes them in worker
-processes (``make_figures.py --jobs N``), keeping figures of one ``group`` in one process.
+processes (``make_figures.py --jobs N``), keeping figures of one ``group`` in one process;
+while forked workers wait for their server's imports, it makes the short figures that need
+none of Lightning (`made_while_importing`) in this process, on a core that would be idle.
 Both write each figure's files and manifest entry as soon as it is made (through
 `block4.pipeline.run_figure`), so an interrupt or a crash loses at most the figures
 still running, and both report a failure in the same words (`report_failure`).
@@ -21,9 +23,11 @@ Stopping:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +44,7 @@ from block4.pipeline import (
     run_figure,
 )
 from block4.stop_signals import (
+    STOP_GRACE_S,
     Stopped,
     raising_on_stop_signals,
     signal_name,
@@ -51,6 +56,7 @@ from block4.worker_pool import (
     MissingPackages,
     WorkerPool,
     failure_message,
+    figure_outcome,
     require_packages,
     stop_workers,
     unit_in_worker,
@@ -59,7 +65,9 @@ from block4.worker_pool import (
 
 __all__ = [
     "LARGE_SVG_BYTES",
+    "MADE_WHILE_IMPORTING_S",
     "RUN_PACKAGES",
+    "SLOW_IMPORTS",
     "MissingPackages",
     "Outcome",
     "Progress",
@@ -69,6 +77,7 @@ __all__ = [
     "external_world_size",
     "interruption_line",
     "is_rank_zero",
+    "made_while_importing",
     "parallel_units",
     "raising_on_stop_signals",
     "report_failure",
@@ -369,6 +378,109 @@ class _Collector:
             self.report(info.name, False, f"its worker process died: {error!r}", 0.0)
 
 
+#: What a fork server spends most of its start-up importing (5-12 s on 2 CPU cores, see
+#: `block4.worker_pool`). Figures that need none of it need only torch and matplotlib:
+#: `run_in_parallel` makes them in its own process while the server imports.
+SLOW_IMPORTS = frozenset({"pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics"})
+
+#: The longest a figure made that way is expected to take (seconds, from its last run): the
+#: workers are there within seconds, and a figure is not handed on once it has begun.
+MADE_WHILE_IMPORTING_S = 5.0
+
+
+def made_while_importing(
+    project: Project, units: list[list[Job]], hints: dict[str, float]
+) -> list[list[Job]]:
+    """Those of ``units`` the run's own process can make while the fork server imports:
+    every figure took at most `MADE_WHILE_IMPORTING_S` seconds last time, and neither its
+    module nor its function imports any of `SLOW_IMPORTS` (read from the source, see
+    `block4.pipeline_sources.Sources.load_imports`)."""
+    sources = Sources(project)
+
+    def light(info: FigureInfo) -> bool:
+        if hints.get(info.name, math.inf) > MADE_WHILE_IMPORTING_S:
+            return False
+        return not SLOW_IMPORTS & sources.load_imports(info.module, info.function)
+
+    return [unit for unit in units if all(light(info) for info, _ in unit)]
+
+
+class _Submitter(threading.Thread):
+    """Hands units to the workers from a thread of its own: the first ``submit`` waits until
+    the fork server has imported everything, and meanwhile this process makes figures.
+
+    ``started_work`` is set once the workers are being forked (or the submits failed:
+    ``error``); ``futures`` maps each submitted future to its unit.
+    """
+
+    def __init__(self, executor: Any, units: list[list[Job]], project: Project, cache: bool):
+        super().__init__(name="block4-submit", daemon=True)
+        self.executor, self.units, self.project, self.cache = executor, units, project, cache
+        self.futures: dict[Any, list[Job]] = {}
+        self.started_work = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with stop_signals_blocked():  # stop signals are the main thread's to handle
+                for unit in self.units:
+                    future = self.executor.submit(unit_in_worker, self.project, unit, self.cache)
+                    self.futures[future] = unit
+                    self.started_work.set()
+        except BaseException as err:  # the server was ended (a stop), or the pool broke
+            self.error = err
+        finally:
+            self.started_work.set()
+
+    def wait(self) -> None:
+        """Until every unit is submitted (in short waits: a stop signal still gets through)."""
+        while self.is_alive():
+            self.join(0.2)
+
+
+def _make_while_importing(
+    project: Project,
+    here: list[list[Job]],
+    submitter: _Submitter,
+    collect: _Collector,
+    cache: bool,
+) -> tuple[dict[Any, list[Job]], list[list[Job]]]:
+    """Make units of ``here`` in this process until ``submitter`` (started here) has the
+    workers at work; returns its futures and the units of ``here`` left for the workers."""
+    submitter.start()
+    left = list(here)
+    while left and not submitter.started_work.is_set():
+        for info, ctx in left.pop(0):
+            collect.report(info.name, *figure_outcome(project, info, ctx, cache))
+    submitter.wait()
+    if submitter.error is not None:
+        raise submitter.error
+    return submitter.futures, left
+
+
+def _collect_reports(collect: _Collector, futures: dict[Any, list[Job]], reports: Any) -> None:
+    """Turn the workers' reports into progress lines until every figure is reported (a unit
+    whose worker died, or ended without reporting, counts as failed)."""
+    import queue as queue_module
+
+    all_ended = 0.0
+    while collect.pending:
+        try:
+            collect.report(*reports.get(timeout=0.2))
+            continue
+        except queue_module.Empty:
+            pass
+        for future in [f for f in futures if f.done()]:
+            unit = futures.pop(future)
+            if future.exception() is not None:
+                collect.worker_died(unit, future.exception())
+        if not futures:  # every unit has ended; a report in flight arrives within moments
+            all_ended = all_ended or time.monotonic()
+            if time.monotonic() - all_ended > 5.0:
+                for name in sorted(collect.pending):
+                    collect.report(name, False, "its worker ended without a result", 0.0)
+
+
 def run_in_parallel(
     project: Project,
     jobs: list[Job],
@@ -381,9 +493,11 @@ def run_in_parallel(
 ) -> Outcome:
     """Make ``jobs`` in ``workers`` processes (units from `parallel_units`, longest first).
 
-    ``hints`` are the seconds each figure is expected to take, used only to start the
-    longest first; ``cache=False`` computes every ``ctx.compute`` result afresh; ``pool``
-    has the workers already started (its size wins over ``workers``).
+    ``hints`` are the seconds each figure is expected to take, used to start the longest
+    first and to pick the figures this process makes while the fork server imports
+    (`made_while_importing`; the rest go to the workers as soon as they are there);
+    ``cache=False`` computes every ``ctx.compute`` result afresh; ``pool`` has the workers
+    already started (its size wins over ``workers``).
 
     Every worker writes its own figures' files and manifest entries (atomically, under the
     manifest lock). A stop signal stops every worker (see the module's "Stopping"); the
@@ -392,42 +506,34 @@ def run_in_parallel(
     Raises:
         MissingPackages: this Python cannot make figures (checked before any worker starts).
     """
-    import queue as queue_module
-
     units = parallel_units(jobs, hints)
     collect = _Collector(project, jobs, progress)
     before = _entries(project)
     executor = None
-    all_ended = 0.0
+    submitter: _Submitter | None = None
     own = pool is None
     with raising_on_stop_signals():
         try:
             pool = pool or WorkerPool(min(workers, len(units)))
+            here = made_while_importing(project, units, hints) if pool.awaiting_server else []
             executor, reports = pool.executor, pool.reports
+            futures: dict[Any, list[Job]] = {}
+            if here:
+                rest = [unit for unit in units if all(unit is not h for h in here)]
+                submitter = _Submitter(executor, rest, project, cache)
+                futures, units = _make_while_importing(project, here, submitter, collect, cache)
             # Spawned workers inherit this thread's signal mask; forked ones come from the
             # server (whose imports the first submit waits for: a stop may interrupt that).
             spawned = pool.start_method == "spawn"
             with stop_signals_blocked() if spawned else contextlib.nullcontext():
-                futures = {
-                    executor.submit(unit_in_worker, project, unit, cache): unit for unit in units
-                }
-            while collect.pending:
-                try:
-                    collect.report(*reports.get(timeout=0.2))
-                    continue
-                except queue_module.Empty:
-                    pass
-                for future in [f for f in futures if f.done()]:
-                    unit = futures.pop(future)
-                    if future.exception() is not None:
-                        collect.worker_died(unit, future.exception())
-                if not futures:  # every unit has ended; a report in flight arrives within moments
-                    all_ended = all_ended or time.monotonic()
-                    if time.monotonic() - all_ended > 5.0:
-                        for name in sorted(collect.pending):
-                            collect.report(name, False, "its worker ended without a result", 0.0)
+                for unit in units:
+                    futures[executor.submit(unit_in_worker, project, unit, cache)] = unit
+            _collect_reports(collect, futures, reports)
         except (Stopped, KeyboardInterrupt) as stop:
             signum = getattr(stop, "signum", signal.SIGINT)
+            if submitter is not None and submitter.is_alive():
+                pool.end_server()  # its submit, waiting for the server's imports, fails now
+                submitter.join(STOP_GRACE_S)
             killed = stop_workers(executor, signum) if executor is not None else False
             running = [info.name for info, _ in jobs if info.name in collect.pending]
             saved = _saved_since(project, before, running)  # done, but not yet reported

@@ -9,7 +9,7 @@ module, torch or Lightning, so listing and checking figures stays fast.
 * `block4.code_closure.code_signature` (re-exported here): the canonical text of a piece of
   code (docstrings, comments and layout left out), the unit every fingerprint is built from.
 * `Sources`: reads, parses and hashes the package's files once per process and
-  resolves what a module depends on.
+  resolves what a module depends on and what it imports as it loads.
 
 `block4.pipeline` builds the fingerprints and the manifest on top of this.
 """
@@ -36,6 +36,8 @@ from block4.code_closure import (
     ModuleSymbols,
     Unit,
     code_signature,
+    imported_names,
+    load_time,
     module_symbols,
     references,
 )
@@ -361,6 +363,33 @@ class Sources:
                 )
             )
         return self._symbols[module]
+
+    def load_imports(self, module: str, function: str | None = None) -> frozenset[str]:
+        """Top-level names of the packages outside ``block4`` that loading ``module`` imports,
+        read from the source, through the package's modules it loads and their parents; not
+        imports in functions or under ``if TYPE_CHECKING:``, except those of ``function``."""
+        found, done, todo = set[str](), set[str](), [module]
+        if function is not None:
+            body = ast.Module(body=self._nodes(Unit(module, function)), type_ignores=[])
+            todo += imported_names(ast.walk(body), module, self._is_package(module))
+        while todo:
+            name = todo.pop()
+            if name.partition(".")[0] != PACKAGE:
+                found.add(name.partition(".")[0])
+                continue
+            if self.module_file(name) is None:  # ``from block4.x import name``: block4.x
+                name = name.rpartition(".")[0]
+            if name in done or self.module_file(name) is None:
+                continue
+            done.add(name)
+            parts = name.split(".")
+            todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages
+            statements = load_time(self.tree(self.module_file(name)).body)  # type: ignore[arg-type]
+            todo += imported_names(statements, name, self._is_package(name))
+        return frozenset(found)
+
+    def _is_package(self, module: str) -> bool:
+        return (self.module_file(module) or Path()).name == "__init__.py"
 
     def _nodes(self, unit: Unit) -> list[ast.stmt]:
         symbols = self.symbols(unit.module)

@@ -5,8 +5,9 @@ On Linux the workers are forked from one server process that imported numpy,
 matplotlib, torch and Lightning once (Python's ``forkserver`` start method, preloading
 ``block4.warm_figures.PRELOAD``, never ``block4``: each worker imports this checkout's
 code afresh). ``--jobs N`` then pays those imports (5-12 s on 2 CPU cores) once instead
-of once per worker, and the server imports while this process plans the run. Elsewhere each worker
-is a fresh interpreter (``spawn``). ``BLOCK4_WORKER_START=spawn`` (or ``forkserver``)
+of once per worker, and the server imports while this process plans the run and makes the
+short figures that need no Lightning (`block4.figure_runs.made_while_importing`). Elsewhere
+each worker is a fresh interpreter (``spawn``). ``BLOCK4_WORKER_START=spawn`` (or ``forkserver``)
 chooses.
 
 A worker stops when the run's process is gone, however it ended (``SIGKILL`` included): a
@@ -48,6 +49,7 @@ __all__ = [
     "MissingPackages",
     "WorkerPool",
     "failure_message",
+    "figure_outcome",
     "require_packages",
     "stop_workers",
     "unit_in_worker",
@@ -96,8 +98,9 @@ def failure_message(err: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _figure_in_worker(project: Project, info: FigureInfo, ctx: FigureContext, cache: bool) -> tuple:
-    """Make one figure in a worker process: ``(ok, entry or message, seconds)``.
+def figure_outcome(project: Project, info: FigureInfo, ctx: FigureContext, cache: bool) -> tuple:
+    """Make one figure in this process: ``(ok, entry or message, seconds)``, as a worker
+    reports it (`run_in_parallel` also makes some figures in the run's own process).
 
     Errors travel back as text: not every exception a figure may raise can be pickled.
     """
@@ -173,7 +176,7 @@ def unit_in_worker(project: Project, unit: list[Job], cache: bool) -> None:
     for info, ctx in unit:
         _IN_FIGURE = True
         try:
-            result = _figure_in_worker(project, info, ctx, cache)
+            result = figure_outcome(project, info, ctx, cache)
         except (Stopped, KeyboardInterrupt, SystemExit) as stop:
             # the figure has unwound: its temporary files are gone, its old files untouched
             os._exit(128 + getattr(stop, "signum", signal.SIGINT))
@@ -301,6 +304,17 @@ class WorkerPool:
                     ),
                 )
         return self._executor
+
+    @property
+    def awaiting_server(self) -> bool:
+        """Whether the workers are still to be forked by a server that may be importing
+        (no figure has been handed to them yet)."""
+        return self.start_method == "forkserver" and self._executor is None
+
+    def end_server(self) -> None:
+        """End the fork server now: a submit waiting for its imports fails at once."""
+        if self.start_method == "forkserver":
+            _end_fork_server()
 
     def close(self) -> None:
         """Stop the workers (those still importing, or waiting for figures that never came),
