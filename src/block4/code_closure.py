@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "TOP_LEVEL",
@@ -49,9 +50,9 @@ WHOLE = "*"
 _DYNAMIC = frozenset({"globals", "vars", "locals", "eval", "exec", "__import__"})
 
 
-@dataclass(frozen=True, order=True)
-class Unit:
-    """A piece of code: ``name`` of ``module`` (or `TOP_LEVEL`, `WHOLE`)."""
+class Unit(NamedTuple):
+    """A piece of code: ``name`` of ``module`` (or `TOP_LEVEL`, `WHOLE`). A named tuple:
+    the closure walks hash and compare units by the thousand."""
 
     module: str
     name: str
