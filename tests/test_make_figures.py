@@ -511,6 +511,32 @@ def test_parallel_units_keep_groups_together_longest_first() -> None:
     assert names == [["new"], ["a", "c"], ["b"], ["e"], ["d"]]
 
 
+def test_the_run_itself_makes_only_short_figures_that_need_no_lightning(repo: Path) -> None:
+    figures = repo / "src" / "block4" / "figures"
+    (figures / "trains.py").write_text(PID_FIGURE.format(name="trains", imports=""))
+    (figures / "heavy.py").write_text(
+        PID_FIGURE.format(name="heavy", imports="import torchmetrics")
+    )
+    (figures / "inside.py").write_text(  # Lightning imported by the figure's own body
+        PID_FIGURE.format(name="inside", imports="").replace(
+            "    fig, ax =", "    import pytorch_lightning\n    fig, ax ="
+        )
+    )
+    project = pipeline.Project(repo)
+    found = pipeline.discover(project)
+    units = [
+        [(found[name], None)] for name in ("line_plot", "trains", "heavy", "inside", "other_plot")
+    ]
+    hints = {"line_plot": 0.5, "trains": 6.0, "heavy": 0.5, "inside": 0.5}  # other_plot: new
+    picked = figure_runs.made_while_importing(project, units, hints)
+    assert [[info.name for info, _ in unit] for unit in picked] == [["line_plot"]]
+    hints["trains"] = 5.0
+    picked = figure_runs.made_while_importing(project, units, hints)
+    assert [[info.name for info, _ in unit] for unit in picked] == [["line_plot"], ["trains"]]
+    (figures / "trains.py").write_text("def broken(:\n")  # unreadable now: the workers decide
+    assert figure_runs.made_while_importing(project, units, hints) == []
+
+
 def test_workers_are_forked_on_linux_and_spawned_elsewhere_unless_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -394,7 +394,8 @@ def made_while_importing(
     """Those of ``units`` the run's own process can make while the fork server imports:
     every figure took at most `MADE_WHILE_IMPORTING_S` seconds last time, and neither its
     module nor its function imports any of `SLOW_IMPORTS` (read from the source, see
-    `block4.pipeline_sources.Sources.load_imports`)."""
+    `block4.pipeline_sources.Sources.load_imports`). None when a source cannot be read:
+    the workers then make every figure (and report what is wrong with it)."""
     sources = Sources(project)
 
     def light(info: FigureInfo) -> bool:
@@ -402,7 +403,10 @@ def made_while_importing(
             return False
         return not SLOW_IMPORTS & sources.load_imports(info.module, info.function)
 
-    return [unit for unit in units if all(light(info) for info, _ in unit)]
+    try:
+        return [unit for unit in units if all(light(info) for info, _ in unit)]
+    except (PipelineError, OSError):
+        return []
 
 
 class _Submitter(threading.Thread):
