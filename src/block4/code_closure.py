@@ -97,6 +97,15 @@ def _bound_names(target: ast.AST) -> Iterable[str]:
             yield node.id
 
 
+def _from_base(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a ``from ... import`` statement of ``module`` imports from, made absolute."""
+    if not node.level:
+        return node.module or ""
+    parts = module.split(".") if is_package else module.split(".")[:-1]
+    parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+    return ".".join(parts + ([node.module] if node.module else []))
+
+
 def _import_bindings(
     node: ast.Import | ast.ImportFrom, module: str, is_package: bool, package: str
 ) -> tuple[dict[str, _Binding], list[str], set[str]]:
@@ -116,12 +125,7 @@ def _import_bindings(
             else:
                 bound[name] = _Binding(alias.name.split(".")[0])
         return bound, stars, external
-    if node.level:
-        parts = module.split(".") if is_package else module.split(".")[:-1]
-        parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
-        base = ".".join(parts + ([node.module] if node.module else []))
-    else:
-        base = node.module or ""
+    base = _from_base(node, module, is_package)
     inside = base == package or base.startswith(package + ".")
     for alias in node.names:
         if alias.name == "*":
@@ -379,15 +383,11 @@ def imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> l
     """The dotted names the import statements among ``nodes`` (of ``module``) name:
     ``import a.b`` gives ``a.b``, ``from a import b`` gives ``a.b`` (``b`` may be a module
     or a name in ``a``); relative imports are resolved."""
-    package = module if is_package else module.rpartition(".")[0]
     names: list[str] = []
     for node in nodes:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = _from_base(node, module, is_package)
             names += [f"{base}.{a.name}" if a.name != "*" else base for a in node.names]
     return names
