@@ -416,6 +416,15 @@ def test_figures_without_lightning_are_made_by_the_run_while_the_server_imports(
     after = snapshot(figures_dir(made))
     for name in ("light_pid", "heavy_pid", "line_plot", "other_plot"):  # the same drawing
         assert after[f"{name}.svg"] == before[f"{name}.svg"], name
+    # made last with a worse profile (smoke), their time says nothing of a quick run: all
+    # go to the workers
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--force", "--profile", "quick", "--jobs", "2"],
+        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert manifest(made)["figures"]["light_pid"]["numbers"]["pid"] != proc.pid
 
 
 @pytest.mark.slow
@@ -442,11 +451,46 @@ def test_sigint_while_the_server_imports_ends_the_run_and_the_server(made: Path)
     after = snapshot(figures_dir(made))
     assert after["light_pid.svg"] == before["light_pid.svg"]
     assert [p.name for p in figures_dir(made).iterdir() if ".tmp" in p.name] == []
-    servers = [
+    assert _fork_servers(made) == []  # the fork server, still importing, was ended with the run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the default fork server")
+def test_sigint_while_the_run_waits_for_the_server_starts_no_worker(made: Path) -> None:
+    add_pid_figures(made)
+    before = snapshot(figures_dir(made))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
+        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    lines = []
+    while sum(" done " in line for line in lines) < 3:  # the three figures without Lightning
+        lines.append(proc.stderr.readline())
+        assert lines[-1], "".join(lines)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # the run now waits for the server's imports
+    err = "".join(lines) + proc.communicate(timeout=60)[1]
+    seconds = time.monotonic() - sent
+    assert proc.returncode == 130, err
+    assert seconds < 3.0, f"the run took {seconds:.2f} s to end"
+    assert "3 finished figure(s) saved" in err and "Traceback" not in err
+    entries = manifest(made)["figures"]
+    assert entries["light_pid"]["numbers"]["pid"] == proc.pid  # made before the stop
+    after = snapshot(figures_dir(made))
+    assert after["heavy_pid.svg"] == before["heavy_pid.svg"]  # no worker made it after
+    assert entries["heavy_pid"]["numbers"]["pid"] != proc.pid
+    time.sleep(1.0)  # a worker started after the stop would have written by now
+    assert manifest(made)["figures"]["heavy_pid"] == entries["heavy_pid"]
+    assert _fork_servers(made) == []
+
+
+def _fork_servers(repo: Path) -> list[int]:
+    """Fork servers still running in ``repo`` (none should outlive their run)."""
+    return [
         pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-        if alive(pid) and str(made) in _cwd(pid) and "forkserver" in _cmdline(pid)
+        if alive(pid) and str(repo) in _cwd(pid) and "forkserver" in _cmdline(pid)
     ]  # fmt: skip
-    assert servers == []  # the fork server, still importing, was ended with the run
 
 
 def _cwd(pid: int) -> str:
@@ -533,6 +577,8 @@ def test_the_run_itself_makes_only_short_figures_that_need_no_lightning(repo: Pa
     hints["trains"] = 5.0
     picked = figure_runs.made_while_importing(project, units, hints)
     assert [[info.name for info, _ in unit] for unit in picked] == [["line_plot"], ["trains"]]
+    together = [[(found["line_plot"], None), (found["trains"], None)]]  # one group: 5.5 s
+    assert figure_runs.made_while_importing(project, together, hints) == []
     (figures / "trains.py").write_text("def broken(:\n")  # unreadable now: the workers decide
     assert figure_runs.made_while_importing(project, units, hints) == []
 

@@ -338,6 +338,13 @@ def test_load_imports_follow_what_runs_when_a_module_loads(project: pipeline.Pro
 
         if TYPE_CHECKING:
             import torchmetrics
+        else:
+            import base64
+        if not TYPE_CHECKING:
+            import csv
+        match 1:
+            case 1:
+                import zlib
 
         def later():
             from . import heavy
@@ -345,6 +352,9 @@ def test_load_imports_follow_what_runs_when_a_module_loads(project: pipeline.Pro
 
         class Model:
             import json
+
+            def method(self):
+                import sqlite3
         """,
     )
     write(pkg / "sub" / "chain.py", "from .light import plt\nfrom block4.sub import heavy\n")
@@ -352,28 +362,29 @@ def test_load_imports_follow_what_runs_when_a_module_loads(project: pipeline.Pro
         project.figures_dir / "uses.py",
         """
         try:
-            from block4.sub.light import later
+            import gzip
         except ImportError:
-            import csv
+            import bz2
+        from block4.sub.light import later
         from block4.figures.registry import figure
 
         @figure("uses_plot", chapter="demo")
         def uses_plot(ctx):
-            from block4.sub import chain
-            return later, chain
+            return later()
         """,
     )
     sources = pipeline.Sources(project)
-    # parent packages (block4.sub imports numpy), classes and try blocks run; functions and
-    # TYPE_CHECKING blocks do not
-    assert sources.load_imports("block4.sub.light") == {
-        "typing", "matplotlib", "torch", "numpy", "json"
-    }  # fmt: skip
-    assert sources.load_imports("block4.sub.chain") >= {"pytorch_lightning", "matplotlib"}
+    # parent packages (block4.sub imports numpy), class bodies, both ways of an if (but not
+    # the body of `if TYPE_CHECKING:`), match cases run; function bodies do not
+    light = {"typing", "matplotlib", "torch", "numpy", "base64", "csv", "zlib", "json"}
+    assert sources.load_imports("block4.sub.light") == light
+    assert sources.load_imports("block4.sub.chain") == light | {"pytorch_lightning"}
     module = sources.load_imports("block4.figures.uses")
-    assert "pytorch_lightning" not in module and "csv" in module
-    called = sources.load_imports("block4.figures.uses", "uses_plot")  # its body's imports too
-    assert called == module | {"pytorch_lightning"}
+    assert module == light | {"gzip", "bz2"} | sources.load_imports("block4.figures.registry")
+    assert "pytorch_lightning" not in module
+    # the figure's function calls later(), which imports Lightning (through heavy) and scipy
+    called = sources.load_imports("block4.figures.uses", "uses_plot")
+    assert called == module | {"pytorch_lightning", "scipy"}
 
 
 def test_line_plot_depends_on_helper_but_not_on_unrelated(project: pipeline.Project) -> None:

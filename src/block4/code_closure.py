@@ -362,21 +362,26 @@ def code_signature(tree: ast.Module) -> str:
 
 
 def load_time(body: Iterable[ast.stmt]) -> Iterable[ast.stmt]:
-    """The statements of ``body`` that run when a module loads: not function bodies, not
-    ``if TYPE_CHECKING:`` blocks; the bodies of classes, ``if``, ``try`` and ``with`` too."""
+    """The statements of ``body`` that run when a module loads, nested ones included: not
+    function bodies, not the body of ``if TYPE_CHECKING:`` (any other condition counts both
+    ways); class bodies, both ways of ``if``, ``try``, ``with``, ``match`` and loops do."""
     for stmt in body:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
-            yield from load_time(stmt.orelse)
-            continue
         yield stmt
-        for part in ("body", "orelse", "finalbody"):
-            inner = getattr(stmt, part, None)
-            if isinstance(inner, list):
-                yield from load_time(inner)
-        for handler in getattr(stmt, "handlers", None) or ():
-            yield from load_time(handler.body)
+        skipped = stmt.body if isinstance(stmt, ast.If) and _is_type_checking(stmt.test) else []
+        for child in ast.iter_child_nodes(stmt):
+            if isinstance(child, ast.stmt) and not any(child is s for s in skipped):
+                yield from load_time([child])
+            elif isinstance(child, (ast.excepthandler, ast.match_case)):
+                yield from load_time(child.body)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``typing.TYPE_CHECKING`` (true only for type checkers)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> list[str]:

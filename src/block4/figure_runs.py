@@ -44,7 +44,6 @@ from block4.pipeline import (
     run_figure,
 )
 from block4.stop_signals import (
-    STOP_GRACE_S,
     Stopped,
     raising_on_stop_signals,
     signal_name,
@@ -392,74 +391,75 @@ def made_while_importing(
     project: Project, units: list[list[Job]], hints: dict[str, float]
 ) -> list[list[Job]]:
     """Those of ``units`` the run's own process can make while the fork server imports:
-    every figure took at most `MADE_WHILE_IMPORTING_S` seconds last time, and neither its
-    module nor its function imports any of `SLOW_IMPORTS` (read from the source, see
+    their figures took at most `MADE_WHILE_IMPORTING_S` seconds together last time
+    (``hints``), and no figure's module, nor any code its function uses, imports any of
+    `SLOW_IMPORTS` (read from the source, see
     `block4.pipeline_sources.Sources.load_imports`). None when a source cannot be read:
     the workers then make every figure (and report what is wrong with it)."""
     sources = Sources(project)
 
-    def light(info: FigureInfo) -> bool:
-        if hints.get(info.name, math.inf) > MADE_WHILE_IMPORTING_S:
+    def light(unit: list[Job]) -> bool:
+        if sum(hints.get(info.name, math.inf) for info, _ in unit) > MADE_WHILE_IMPORTING_S:
             return False
-        return not SLOW_IMPORTS & sources.load_imports(info.module, info.function)
+        return not any(  # the modules first: reading what a function uses takes longer
+            SLOW_IMPORTS & sources.load_imports(info.module) for info, _ in unit
+        ) and not any(
+            SLOW_IMPORTS & sources.load_imports(info.module, info.function) for info, _ in unit
+        )
 
     try:
-        return [unit for unit in units if all(light(info) for info, _ in unit)]
+        return [unit for unit in units if light(unit)]
     except (PipelineError, OSError):
         return []
 
 
-class _Submitter(threading.Thread):
-    """Hands units to the workers from a thread of its own: the first ``submit`` waits until
-    the fork server has imported everything, and meanwhile this process makes figures.
+class _ServerReady(threading.Thread):
+    """Waits, in a thread of its own, until the fork server has imported: it asks the server
+    for a process that does nothing (the server forks only once its imports are done). The
+    pool's executor is not touched, so a stop meanwhile finds no worker and no held lock.
 
-    ``started_work`` is set once the workers are being forked (or the submits failed:
-    ``error``); ``futures`` maps each submitted future to its unit.
+    ``ready`` is set when that process has started, or when asking failed (``error``: the
+    server was ended by a stop, or could not start; the workers' own start reports that).
     """
 
-    def __init__(self, executor: Any, units: list[list[Job]], project: Project, cache: bool):
-        super().__init__(name="block4-submit", daemon=True)
-        self.executor, self.units, self.project, self.cache = executor, units, project, cache
-        self.futures: dict[Any, list[Job]] = {}
-        self.started_work = threading.Event()
+    def __init__(self, context: Any) -> None:
+        super().__init__(name="block4-server-ready", daemon=True)
+        self.context = context
+        self.ready = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             with stop_signals_blocked():  # stop signals are the main thread's to handle
-                for unit in self.units:
-                    future = self.executor.submit(unit_in_worker, self.project, unit, self.cache)
-                    self.futures[future] = unit
-                    self.started_work.set()
-        except BaseException as err:  # the server was ended (a stop), or the pool broke
+                probe = self.context.Process(target=os.getpid, daemon=True)
+                probe.start()  # returns once the server has forked it
+                self.ready.set()
+                probe.join()
+        except BaseException as err:
             self.error = err
         finally:
-            self.started_work.set()
-
-    def wait(self) -> None:
-        """Until every unit is submitted (in short waits: a stop signal still gets through)."""
-        while self.is_alive():
-            self.join(0.2)
+            self.ready.set()
 
 
 def _make_while_importing(
     project: Project,
     here: list[list[Job]],
-    submitter: _Submitter,
+    pool: WorkerPool,
     collect: _Collector,
     cache: bool,
-) -> tuple[dict[Any, list[Job]], list[list[Job]]]:
-    """Make units of ``here`` in this process until ``submitter`` (started here) has the
-    workers at work; returns its futures and the units of ``here`` left for the workers."""
-    submitter.start()
+) -> list[list[Job]]:
+    """Make units of ``here`` in this process until the fork server of ``pool`` has
+    imported; returns those left for the workers (once it has: a stop while this waits ends
+    the run without a worker ever being started)."""
+    server = _ServerReady(pool.context)
+    server.start()
     left = list(here)
-    while left and not submitter.started_work.is_set():
+    while left and not server.ready.is_set():
         for info, ctx in left.pop(0):
             collect.report(info.name, *figure_outcome(project, info, ctx, cache))
-    submitter.wait()
-    if submitter.error is not None:
-        raise submitter.error
-    return submitter.futures, left
+    while not server.ready.wait(0.2):  # short waits: a stop signal gets through
+        pass
+    return left
 
 
 def _collect_reports(collect: _Collector, futures: dict[Any, list[Job]], reports: Any) -> None:
@@ -494,14 +494,16 @@ def run_in_parallel(
     *,
     cache: bool = True,
     pool: WorkerPool | None = None,
+    known: dict[str, float] | None = None,
 ) -> Outcome:
     """Make ``jobs`` in ``workers`` processes (units from `parallel_units`, longest first).
 
     ``hints`` are the seconds each figure is expected to take, used to start the longest
-    first and to pick the figures this process makes while the fork server imports
-    (`made_while_importing`; the rest go to the workers as soon as they are there);
-    ``cache=False`` computes every ``ctx.compute`` result afresh; ``pool`` has the workers
-    already started (its size wins over ``workers``).
+    first; ``known`` (default: ``hints``) those that bound the time each figure takes now
+    (its last run was at the profile it is made with now or a better one), from which
+    `made_while_importing` picks the figures this process makes while the fork server
+    imports (the rest go to the workers as soon as they are there); ``cache=False`` computes every ``ctx.compute`` result afresh; ``pool`` has the
+    workers already started (its size wins over ``workers``).
 
     Every worker writes its own figures' files and manifest entries (atomically, under the
     manifest lock). A stop signal stops every worker (see the module's "Stopping"); the
@@ -514,30 +516,27 @@ def run_in_parallel(
     collect = _Collector(project, jobs, progress)
     before = _entries(project)
     executor = None
-    submitter: _Submitter | None = None
     own = pool is None
     with raising_on_stop_signals():
         try:
             pool = pool or WorkerPool(min(workers, len(units)))
-            here = made_while_importing(project, units, hints) if pool.awaiting_server else []
-            executor, reports = pool.executor, pool.reports
-            futures: dict[Any, list[Job]] = {}
+            here = []
+            if pool.awaiting_server:
+                here = made_while_importing(project, units, known if known is not None else hints)
             if here:
-                rest = [unit for unit in units if all(unit is not h for h in here)]
-                submitter = _Submitter(executor, rest, project, cache)
-                futures, units = _make_while_importing(project, here, submitter, collect, cache)
+                left = _make_while_importing(project, here, pool, collect, cache)
+                units = [unit for unit in units if all(unit is not h for h in here)] + left
+            executor, reports = pool.executor, pool.reports
             # Spawned workers inherit this thread's signal mask; forked ones come from the
             # server (whose imports the first submit waits for: a stop may interrupt that).
             spawned = pool.start_method == "spawn"
+            futures: dict[Any, list[Job]] = {}
             with stop_signals_blocked() if spawned else contextlib.nullcontext():
                 for unit in units:
                     futures[executor.submit(unit_in_worker, project, unit, cache)] = unit
             _collect_reports(collect, futures, reports)
         except (Stopped, KeyboardInterrupt) as stop:
             signum = getattr(stop, "signum", signal.SIGINT)
-            if submitter is not None and submitter.is_alive():
-                pool.end_server()  # its submit, waiting for the server's imports, fails now
-                submitter.join(STOP_GRACE_S)
             killed = stop_workers(executor, signum) if executor is not None else False
             running = [info.name for info, _ in jobs if info.name in collect.pending]
             saved = _saved_since(project, before, running)  # done, but not yet reported

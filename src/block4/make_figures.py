@@ -435,12 +435,18 @@ def _run(request: Request, todo: list[Planned]) -> Outcome:
     planned = {name: profile for name, _, profile in todo}
     # ETA: the last wall time plus the training of results no longer cached, for runs with
     # this profile. Order of parallel work (longest first): as if nothing were cached, since
-    # a changed figure may well miss its old results; any profile.
+    # a changed figure may well miss its old results; any profile. A bound on the time (for
+    # the figures made while the workers start): a run with this profile or a better one.
     cache_dir = request.project.root / RESULTS_DIR if request.args.cache else None
     made = {n: e for n, e in entries.items() if "wall_time_s" in e}
     expected = {n: expected_seconds(e, None) for n, e in made.items()}
     estimates = {
         n: expected_seconds(e, cache_dir) for n, e in made.items() if e.get("profile") == planned[n]
+    }
+    bounded = {
+        n: seconds
+        for n, seconds in expected.items()
+        if PROFILE_RANK.get(made[n].get("profile"), -1) >= PROFILE_RANK[planned[n]]
     }
     workers = min(request.jobs, len(todo))
     progress = Progress(total=len(todo), estimates=estimates, jobs=workers)
@@ -461,6 +467,7 @@ def _run(request: Request, todo: list[Planned]) -> Outcome:
         expected,
         cache=request.args.cache,
         pool=request.pool,
+        known=bounded,
     )
 
 

@@ -365,13 +365,14 @@ class Sources:
         return self._symbols[module]
 
     def load_imports(self, module: str, function: str | None = None) -> frozenset[str]:
-        """Top-level names of the packages outside ``block4`` that loading ``module`` imports,
-        read from the source, through the package's modules it loads and their parents; not
-        imports in functions or under ``if TYPE_CHECKING:``, except those of ``function``."""
+        """Top-level names of the outside packages ``module`` imports as it loads (see
+        `block4.code_closure.load_time`), and those ``function`` and the code it uses import."""
         found, done, todo = set[str](), set[str](), [module]
-        if function is not None:
-            body = ast.Module(body=self._nodes(Unit(module, function)), type_ignores=[])
-            todo += imported_names(ast.walk(body), module, self._is_package(module))
+        used = self.closure([Unit(module, function)]) if function is not None else {}
+        for unit in (Unit(*key.split(":", 1)) for key in used if ":" in key):
+            if unit.name != TOP_LEVEL:  # a module's top level: followed as it loads, below
+                nodes = (n for stmt in self._nodes(unit) for n in ast.walk(stmt))
+                todo += imported_names(nodes, unit.module, self._is_package(unit.module))
         while todo:
             name = todo.pop()
             if name.partition(".")[0] != PACKAGE:

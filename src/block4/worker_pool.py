@@ -306,15 +306,15 @@ class WorkerPool:
         return self._executor
 
     @property
+    def context(self) -> Any:
+        """The multiprocessing context the workers start with."""
+        return self._mp
+
+    @property
     def awaiting_server(self) -> bool:
         """Whether the workers are still to be forked by a server that may be importing
         (no figure has been handed to them yet)."""
         return self.start_method == "forkserver" and self._executor is None
-
-    def end_server(self) -> None:
-        """End the fork server now: a submit waiting for its imports fails at once."""
-        if self.start_method == "forkserver":
-            _end_fork_server()
 
     def close(self) -> None:
         """Stop the workers (those still importing, or waiting for figures that never came),
