@@ -45,6 +45,18 @@ def run(
     )
 
 
+def start(root: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Start make_figures.py in ``root`` (a process to signal, or to read its pid)."""
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, *args],
+        cwd=root,
+        env={**_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def snapshot(out_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out_dir.iterdir()) if p.is_file()}
 
@@ -402,10 +414,7 @@ def test_figures_without_lightning_are_made_by_the_run_while_the_server_imports(
 ) -> None:
     add_pid_figures(made)
     before = snapshot(figures_dir(made))
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
-        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start(made, "--force", "--profile", "smoke", "--jobs", "2")
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert "made 4 figure(s)" in err
@@ -418,10 +427,7 @@ def test_figures_without_lightning_are_made_by_the_run_while_the_server_imports(
         assert after[f"{name}.svg"] == before[f"{name}.svg"], name
     # made last with a worse profile (smoke), their time says nothing of a quick run: all
     # go to the workers
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--force", "--profile", "quick", "--jobs", "2"],
-        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start(made, "--force", "--profile", "quick", "--jobs", "2")
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert manifest(made)["figures"]["light_pid"]["numbers"]["pid"] != proc.pid
@@ -432,11 +438,7 @@ def test_figures_without_lightning_are_made_by_the_run_while_the_server_imports(
 def test_sigint_while_the_server_imports_ends_the_run_and_the_server(made: Path) -> None:
     add_pid_figures(made)
     before = snapshot(figures_dir(made))
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
-        cwd=made, env=dict(_env(), DEMO_SLOW="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start(made, "--force", "--profile", "smoke", "--jobs", "2", DEMO_SLOW="1")
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "working"  # this process makes light_pid
     sent = time.monotonic()
@@ -459,10 +461,7 @@ def test_sigint_while_the_server_imports_ends_the_run_and_the_server(made: Path)
 def test_sigint_while_the_run_waits_for_the_server_starts_no_worker(made: Path) -> None:
     add_pid_figures(made)
     before = snapshot(figures_dir(made))
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--force", "--profile", "smoke", "--jobs", "2"],
-        cwd=made, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = start(made, "--force", "--profile", "smoke", "--jobs", "2")
     assert proc.stderr is not None
     lines = []
     while sum(" done " in line for line in lines) < 3:  # the three figures without Lightning
