@@ -418,25 +418,23 @@ class _ServerReady(threading.Thread):
     for a process that does nothing (the server forks only once its imports are done). The
     pool's executor is not touched, so a stop meanwhile finds no worker and no held lock.
 
-    ``ready`` is set when that process has started, or when asking failed (``error``: the
-    server was ended by a stop, or could not start; the workers' own start reports that).
+    ``ready`` is set when that process has started, or when asking failed (the server was
+    ended by a stop, or could not start: the workers' own start then says why).
     """
 
     def __init__(self, context: Any) -> None:
         super().__init__(name="block4-server-ready", daemon=True)
         self.context = context
         self.ready = threading.Event()
-        self.error: BaseException | None = None
 
     def run(self) -> None:
+        # stop signals are the main thread's to handle; a failure is reported by the workers
         try:
-            with stop_signals_blocked():  # stop signals are the main thread's to handle
+            with stop_signals_blocked(), contextlib.suppress(BaseException):
                 probe = self.context.Process(target=os.getpid, daemon=True)
                 probe.start()  # returns once the server has forked it
                 self.ready.set()
                 probe.join()
-        except BaseException as err:
-            self.error = err
         finally:
             self.ready.set()
 
