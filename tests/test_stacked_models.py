@@ -57,6 +57,36 @@ def test_stacked_forward_matches_each_member_shared_and_own_inputs(activation, n
         torch.testing.assert_close(out_eval[k], single(shared), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_plain_and_residual_members_share_a_stack_each_computing_its_own_block(norm):
+    flags = [False, True, True, False]
+    stacked = mlp(6, 3, depth=3, width=6, norm=norm, residual=flags, members=4, seed=0)
+    assert stacked.residual == tuple(flags) and stacked.residuals == flags
+    # block0 (6 -> 6 here) carries the per-member shortcut as well
+    assert stacked.block1.residual == tuple(flags)
+    singles = [mlp(6, 3, depth=3, width=6, norm=norm, residual=flags[k], seed=k) for k in range(4)]
+    for k, single in enumerate(singles):
+        member = stacked.member(k)
+        assert member.residual is flags[k]
+        _assert_same_state(member, single)
+    _assert_same_state(stack(singles), stacked)
+    x = torch.randn(4, 10, 6)
+    stacked(x).square().sum().backward()
+    for k, single in enumerate(singles):
+        single(x[k]).square().sum().backward()
+        # a plain member gets no gradient through the shortcut: every weight gradient is its own
+        for (name, layer), (_, own) in zip(
+            stacked.linear_layers(), single.linear_layers(), strict=True
+        ):
+            torch.testing.assert_close(
+                layer.weight.grad[k], own.weight.grad.t(), atol=1e-5, rtol=1e-5, msg=name
+            )
+    # with a narrower input, block0 is plain for every member (no shortcut to add)
+    narrow = mlp(4, 3, depth=2, width=6, residual=flags, members=4, seed=0)
+    assert narrow.block0.residual is False and narrow.block0.shortcut_mask is None
+    assert narrow.block1.residual == tuple(flags)
+
+
 def test_per_member_init_and_seed_lists_and_global_rng():
     stacked = mlp(4, 2, depth=2, width=4, init=["kaiming", "normal"], members=2, seed=[7, 3])
     assert stacked.inits == ["kaiming", "normal"]
@@ -103,6 +133,12 @@ def test_bad_inputs_give_one_clear_error_each():
         mlp(4, 2, depth=1, width=4, members=2, init=["kaiming", "he"])
     with pytest.raises(ValueError, match="needs members"):
         mlp(4, 2, depth=1, width=4, init=["kaiming", "xavier"])
+    with pytest.raises(ValueError, match="residual is a list, which needs members"):
+        mlp(4, 2, depth=1, width=4, residual=[True, False])
+    with pytest.raises(ValueError, match="residual has 3 entries but there are 2 members"):
+        mlp(4, 2, depth=1, width=4, members=2, residual=[True, False, True])
+    with pytest.raises(ValueError, match="residual must be True or False, or a list of them"):
+        mlp(4, 2, depth=1, width=4, members=2, residual=[True, "yes"])
     stacked = mlp(4, 2, depth=1, width=4, members=2)
     for k in (2, -1, 1.0):
         with pytest.raises(IndexError, match=r"members 0\.\.1"):

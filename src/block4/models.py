@@ -96,7 +96,8 @@ class BodyOptions(TypedDict, total=False):
         width: units per hidden layer.
         activation: ``sigmoid, tanh, relu, leaky_relu, gelu`` or ``identity``.
         norm: ``None``, ``"batch"`` or ``"layer"``.
-        residual: skip connections in the hidden blocks.
+        residual: skip connections in the hidden blocks (with several members: one flag, or
+            a list with one per member).
         init: ``"default"``, ``"kaiming"``, ``"xavier"`` or ``"normal"`` (with several
             members: one name, or a list with one per member).
         bias: bias of the hidden layers (``None``: off when followed by BatchNorm).
@@ -107,7 +108,7 @@ class BodyOptions(TypedDict, total=False):
     width: int
     activation: str
     norm: Literal["batch", "layer"] | None
-    residual: bool
+    residual: bool | list[bool]
     init: str | list[str]
     bias: bool | None
     init_std: float | list[float]
@@ -171,7 +172,10 @@ class _LinearNormAct(nn.Module):
     residual: bool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.norm(self.linear(x)))
+        return self.add_shortcut(x, self.act(self.norm(self.linear(x))))
+
+    def add_shortcut(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input ``x`` and ``out = act(norm(linear(x)))``."""
         return x + out if self.residual else out
 
     def extra_repr(self) -> str:
@@ -335,7 +339,7 @@ def mlp(
     width: int,
     activation: str = "relu",
     norm: Literal["batch", "layer"] | None = None,
-    residual: bool = False,
+    residual: bool | Sequence[bool] = False,
     init: str | Sequence[str] = "default",
     bias: bool | None = None,
     init_std: float | Sequence[float] = 0.01,
@@ -355,7 +359,7 @@ def mlp(
             between each hidden linear layer and its activation.
         residual: add skip connections, \\( H(x) = x + F(x) \\), to every hidden block whose
             input and output widths agree (all but ``block0`` unless
-            ``in_features == width``).
+            ``in_features == width``). With ``members``, a list gives each member its own.
         init: ``"default"`` (PyTorch's), ``"kaiming"`` (He), ``"xavier"`` (Glorot) or
             ``"normal"`` (``N(0, init_std**2)``); see `INITS`. With ``members``, a list gives
             each member its own.
@@ -400,7 +404,7 @@ def mlp(
     )
     if members is not None:
         return _stacked_mlp(options, members, seed)
-    for name in ("init", "init_std", "seed"):
+    for name in ("residual", "init", "init_std", "seed"):
         if isinstance(options.get(name, seed), (list, tuple)):
             raise ValueError(f"{name} is a list, which needs members=len({name}); got members=None")
     if seed is None:

@@ -171,7 +171,13 @@ class StackedLayerNorm(nn.Module):
 
 
 class StackedHiddenBlock(_LinearNormAct):
-    """``E`` `HiddenBlock`s: ``linear -> norm -> act`` (``+ x`` when residual)."""
+    """``E`` `HiddenBlock`s: ``linear -> norm -> act`` (``+ x`` when residual).
+
+    ``residual`` is one flag for every member or one per member; with mixed flags the block
+    returns ``x + out`` for the residual members and ``out`` for the others (a
+    ``torch.where`` per member: each member computes exactly its own block, and a plain
+    member gets no gradient through the shortcut).
+    """
 
     def __init__(
         self,
@@ -180,7 +186,7 @@ class StackedHiddenBlock(_LinearNormAct):
         out_features: int,
         activation: str,
         norm: str | None,
-        residual: bool,
+        residual: bool | Sequence[bool],
         bias: bool,
     ) -> None:
         super().__init__()
@@ -192,11 +198,21 @@ class StackedHiddenBlock(_LinearNormAct):
         else:
             self.norm = nn.Identity()
         self.act = make_activation(activation)
-        self.residual = residual
+        flags = member_values("residual", residual, members)
+        self.residual = flags[0] if len(set(flags)) == 1 else tuple(flags)  # type: ignore[assignment]
+        mask = None if isinstance(self.residual, bool) else torch.tensor(flags).view(-1, 1, 1)
+        # not persistent: the state dict keeps the names and shapes of the members' own
+        self.register_buffer("shortcut_mask", mask, persistent=False)
+
+    def add_shortcut(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.shortcut_mask is None:
+            return super().add_shortcut(x, out)
+        return torch.where(self.shortcut_mask, x + out, out)
 
 
-# The options that must agree for MLPs to be stacked (shape and computation).
-_SHARED = ("in_features", "out_features", "depth", "width", "activation", "norm", "residual")
+# The options that must agree for MLPs to be stacked (shape and computation); ``residual``
+# and the initialisation may differ per member.
+_SHARED = ("in_features", "out_features", "depth", "width", "activation", "norm")
 
 
 class StackedMLP(nn.Module):
@@ -214,7 +230,8 @@ class StackedMLP(nn.Module):
         width: as in `mlp`.
         activation: as in `mlp`.
         norm: as in `mlp`.
-        residual: as in `mlp`.
+        residual: as in `mlp`: one flag, or one per member (plain and residual members of
+            one shape).
         init: per-member initialisation names (recorded for `member`; the weights are set by
             `stack`).
         init_std: per-member ``init_std``.
@@ -222,6 +239,8 @@ class StackedMLP(nn.Module):
 
     Attributes:
         members: ``E``.
+        residual: ``True``/``False`` when all members agree, else one flag per member.
+        residuals: per-member ``residual``.
         inits: per-member initialisation scheme.
         init_stds: per-member ``init_std``.
     """
@@ -235,7 +254,7 @@ class StackedMLP(nn.Module):
         width: int,
         activation: str = "relu",
         norm: str | None = None,
-        residual: bool = False,
+        residual: bool | Sequence[bool] = False,
         init: Sequence[str] | str = "default",
         bias: bool | None = None,
         init_std: Sequence[float] | float = 0.01,
@@ -245,7 +264,15 @@ class StackedMLP(nn.Module):
         check_options(in_features, out_features, depth, width, activation, norm)
         self.in_features, self.out_features = in_features, out_features
         self.depth, self.width = depth, width
-        self.activation, self.norm, self.residual = activation, norm, residual
+        self.activation, self.norm = activation, norm
+        self.residuals = member_values("residual", residual, members)
+        if not all(isinstance(r, bool) for r in self.residuals):
+            raise ValueError(
+                f"residual must be True or False, or a list of them with one per member; "
+                f"got {residual!r}"
+            )
+        uniform = len(set(self.residuals)) == 1
+        self.residual = self.residuals[0] if uniform else tuple(self.residuals)
         self.inits = member_values("init", init, members)
         self.init_stds = member_values("init_std", init_std, members)
         for k in range(members):
@@ -261,9 +288,8 @@ class StackedMLP(nn.Module):
         self.hidden_bias = hidden_bias
         fan_in = in_features
         for i in range(depth):
-            block = StackedHiddenBlock(
-                members, fan_in, width, activation, norm, residual and fan_in == width, hidden_bias
-            )
+            flags = [r and fan_in == width for r in self.residuals]
+            block = StackedHiddenBlock(members, fan_in, width, activation, norm, flags, hidden_bias)
             self.add_module(f"block{i}", block)
             fan_in = width
         self.head = StackedLinear(members, width, out_features)
@@ -309,7 +335,7 @@ class StackedMLP(nn.Module):
             "width": self.width,
             "activation": self.activation,
             "norm": self.norm,
-            "residual": self.residual,
+            "residual": self.residuals[k],
             "init": self.inits[k],
             "bias": self.hidden_bias,
             "init_std": self.init_stds[k],
@@ -378,7 +404,7 @@ def stack(nets: Sequence[MLP]) -> StackedMLP:
 
     Raises:
         ValueError: for an empty list, or MLPs that differ in shape or options (depth, width,
-            activation, norm, residual, hidden bias).
+            activation, norm, hidden bias); they may differ in ``residual`` and ``init``.
         TypeError: for anything that is not an `MLP`.
 
     Examples:
@@ -407,6 +433,7 @@ def stack(nets: Sequence[MLP]) -> StackedMLP:
     stacked = StackedMLP(
         len(nets),
         **{o: reference[o] for o in _SHARED},
+        residual=[n.residual for n in nets],
         init=[n.init for n in nets],
         bias=reference["hidden bias"],
         init_std=[n.init_std for n in nets],
@@ -425,13 +452,13 @@ def stack(nets: Sequence[MLP]) -> StackedMLP:
 def stacked_mlp(members: int, seeds: Sequence[int | None], **options: Any) -> StackedMLP:
     """Build member ``k`` as ``mlp(**options, seed=seeds[k])`` and stack the members.
 
-    ``init`` and ``init_std`` in ``options`` may be per-member lists.
+    ``residual``, ``init`` and ``init_std`` in ``options`` may be per-member lists.
     """
     members = _check_members(members)
-    seeds = member_values("seed", seeds, members)
-    inits = member_values("init", options.pop("init", "default"), members)
-    stds = member_values("init_std", options.pop("init_std", 0.01), members)
-    nets = [mlp(**options, init=inits[k], init_std=stds[k], seed=seeds[k]) for k in range(members)]
+    per_member = {"seed": member_values("seed", seeds, members)}
+    for name, default in (("residual", False), ("init", "default"), ("init_std", 0.01)):
+        per_member[name] = member_values(name, options.pop(name, default), members)
+    nets = [mlp(**options, **{n: v[k] for n, v in per_member.items()}) for k in range(members)]
     return stack(nets)
 
 

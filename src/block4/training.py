@@ -300,7 +300,7 @@ def _stack_and_batches(
     """The classifier of `train_members` (a stack for several members) and its batches."""
     e = len(seeds)
     hparams = {"optimizer": "sgd", "momentum": 0.9, **hparams}
-    for name in ("init", "lr"):
+    for name in ("init", "lr", "residual"):
         if name in hparams:
             values = member_values(name, hparams[name], e)
             hparams[name] = values if e > 1 else values[0]
@@ -329,11 +329,11 @@ def train_members(
     """Train ``len(seeds)`` digit classifiers of one shape as ONE stack in one Lightning run.
 
     Member ``k`` is bit for bit the network `train_classifier` trains with ``seed=seeds[k]``
-    (its initial weights and its batch order), with its own ``init`` and ``lr`` when those
-    are lists. The loss is the sum of the members' mean losses, so each member follows its
-    own run's gradient; a member whose loss or gradient becomes NaN/inf is frozen at its
-    last finite weights and reported in ``diverged``, the others go on. With one member
-    this *is* a single run (a plain ``Classifier``).
+    (its initial weights and its batch order), with its own ``init``, ``lr`` and
+    ``residual`` when those are lists. The loss is the sum of the members' mean losses, so
+    each member follows its own run's gradient; a member whose loss or gradient becomes
+    NaN/inf is frozen at its last finite weights and reported in ``diverged``, the others go
+    on. With one member this *is* a single run (a plain ``Classifier``).
 
     Args:
         ctx: the run context (accelerator, devices, profile).
@@ -346,8 +346,9 @@ def train_members(
         callbacks: extra Lightning callbacks (`GradientFlowMonitor`, `ActivationStats`,
             `DeadUnitTracker`, ...: they record one row per member and layer).
         curve_every_n_steps: measure the training curve every n steps (default: per epoch).
-        **hparams: [`Classifier`][block4.modules.Classifier] arguments; ``init`` and ``lr``
-            may be lists with one entry per member. SGD with momentum 0.9 unless given.
+        **hparams: [`Classifier`][block4.modules.Classifier] arguments; ``init``, ``lr``
+            and ``residual`` may be lists with one entry per member. SGD with momentum 0.9
+            unless given.
 
     Raises:
         ValueError: for an empty ``seeds``, per-member lists of the wrong length, or a
