@@ -149,8 +149,9 @@ def first_last_ratio(norms: list[float]) -> float:
 def residual_depth_runs(
     ctx: FigureContext, *, depths: list[int], seeds: list[int], epochs: int, **hparams: Any
 ) -> dict[str, dict[str, dict[str, dict[str, list]]]]:
-    """Plain and residual MLPs of both families at every depth: one stack of ``seeds`` per
-    (family, architecture, depth) -- different depths are different shapes.
+    """Plain and residual MLPs of both families at every depth: one stack per (family,
+    depth) -- different depths are different shapes -- holding a plain net and its residual
+    twin per seed (same initial weights and batches, only the shortcuts differ).
 
     Returns:
         ``{family: {"plain" | "residual": {str(depth): {"error": [final error per seed; 0.9 if
@@ -159,26 +160,29 @@ def residual_depth_runs(
     data = digits(ctx, seeds[0])
     data.setup()
     out: dict[str, dict[str, dict[str, dict[str, list]]]] = {}
+    n = len(seeds)
     for family, hp in RESIDUAL_FAMILIES.items():
-        out[family] = {}
-        for residual in (False, True):
-            arch = "residual" if residual else "plain"
-            out[family][arch] = {}
-            for depth in depths:
-                monitor = GradientFlowMonitor(steps=[0], log=False)
-                runs = train_members(
-                    ctx, epochs=epochs, seeds=seeds, data=data, callbacks=[monitor],
-                    depth=depth, residual=residual, **hp, **hparams,
-                )  # fmt: skip
-                single = len(seeds) == 1
+        out[family] = {"plain": {}, "residual": {}}
+        for depth in depths:
+            monitor = GradientFlowMonitor(steps=[0], log=False)
+            runs = train_members(
+                ctx,
+                epochs=epochs,
+                seeds=seeds + seeds,
+                data=data,
+                callbacks=[monitor],
+                depth=depth,
+                residual=[False] * n + [True] * n,
+                **hp,
+                **hparams,
+            )  # fmt: skip  (members 0..n-1 plain, n..2n-1 residual)
+            errors = [0.9 if d else e for e, d in zip(runs.errors(), runs.diverged, strict=True)]
+            for i, arch in enumerate(("plain", "residual")):
+                members = range(i * n, (i + 1) * n)
                 out[family][arch][str(depth)] = {
-                    "error": [0.9 if d else e for e, d in zip(runs.errors(), runs.diverged,
-                                                              strict=True)],
-                    "grads": [
-                        layer_grad_norms(monitor, [0], None if single else k)
-                        for k in range(len(seeds))
-                    ],
-                }  # fmt: skip
+                    "error": [errors[k] for k in members],
+                    "grads": [layer_grad_norms(monitor, [0], k) for k in members],
+                }
     return out
 
 
