@@ -74,6 +74,11 @@ def test_batch_norm_and_residual_wording(numbers) -> None:
         assert r[f"error_relu_bn_residual_{depth}_max"] < r[f"error_relu_bn_plain_{depth}_min"]
     # "rises from depth 10 on": every depth-30 seed above every depth-10 seed
     assert r["error_relu_bn_residual_30_min"] > r["error_relu_bn_residual_10_max"]
+    # "both residual families keep the first layer's gradient within a factor of five of the
+    # output layer's at every depth (geometric mean over the seeds)"
+    for family in ("tanh", "relu_bn"):
+        for depth in (2, 10, 20, 30):
+            assert 1 / 5 <= r[f"ratio_{family}_residual_{depth}"] <= 5
     # ResNets: "no higher than the 8-layer ResNet's ... though the seeds overlap"
     assert c["error_residual_32"] <= c["error_residual_8"]
     assert c["error_residual_20"] <= c["error_residual_8"]

@@ -111,10 +111,24 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def machine_line(data: dict[str, Any]) -> str:
+    """The machine and the date; a log whose rows carry their own dates gives their range."""
     m = data["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    dates = sorted(
+        {
+            str(row["date"])[:10]
+            for rows in data["results"].values()
+            if isinstance(rows, list)
+            for row in rows
+            if isinstance(row, dict) and "date" in row
+        }
+    )
+    if len(dates) > 1:
+        when = f"Rows measured {dates[0]} to {dates[-1]}, each on its date,"
+    else:
+        when = f"Measured {data['date'][:10]}"
     return (
-        f"*Measured {data['date'][:10]} on {m.get('cpu')} ({m.get('cores')} cores){gpu}; "
+        f"*{when} on {m.get('cpu')} ({m.get('cores')} cores){gpu}; "
         f"torch {m.get('torch')}, pytorch-lightning {m.get('pytorch_lightning')}.*"
     )
 
@@ -317,17 +331,19 @@ def goals_table(results_dir: Path) -> str:
     rows = []
     overhead = maybe("lightning_overhead")
     if overhead:
+        configs = overhead["results"].get("_configs", {})
         for row in overhead["results"]["summary"]:
             if row["batching"] == "in-memory":
-                rows.append(
-                    _goal(
-                        f"Lightning / plain loop per epoch ({row['config']})",
-                        1.10,
-                        row["ratio"],
-                        "x",
-                        where(overhead),
-                    )
+                goal = _goal(
+                    f"Lightning / plain loop per epoch ({row['config']}; medians)",
+                    1.10,
+                    row["ratio"],
+                    "x",
+                    where(overhead),
                 )
+                # the medians' ratio can hide noise: the fastest runs' ratio goes with it
+                minima = configs.get(row["config"], {}).get("memory", {}).get("ratio_of_minima")
+                rows.append(_with_context(goal, ("fastest runs:", minima, "x")))
     stacked = maybe("stacked")
     if stacked:
         by_members = {row["members"]: row for row in stacked["results"]["rows"]}

@@ -1,7 +1,7 @@
 """Figure of the chapter "Probabilistic heads": deep ensembles (Lakshminarayanan et al., 2017).
 
-E heteroscedastic Gaussian MLPs, trained as the members of one stack on the same data (each
-its own initial weights and batch order), predict the equal-weight mixture of their normals.
+E heteroscedastic Gaussian MLPs, trained as the members of one stack on the same data
+(full-batch steps: they differ by their initial weights only), predict the equal-weight mixture of their normals.
 Its variance splits into the mean of the members' variances (aleatoric: the noise every
 member sees) and the variance of their means (epistemic: where they disagree). On data with
 a gap inside the input range and nothing beyond it, the ensemble widens where there are no
