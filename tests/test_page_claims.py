@@ -103,3 +103,8 @@ def test_probabilistic_wording(numbers) -> None:
     assert min(dia["nll_heteroscedastic_sd"], dia["nll_homoscedastic_sd"]) > 5 * diff
     # "what separates the models is the held-out NLL": no seed overlaps the other model's
     assert h["test_nll_heteroscedastic_max"] < h["test_nll_homoscedastic_min"]
+    # "every seed's coverage of either half lies between 85 and 95 %" (the sigma(x) model)
+    cal = numbers["regression_calibration"]
+    for half in ("left", "right"):
+        assert 85 <= cal[f"synthetic_heteroscedastic_cov90_{half}_min"]
+        assert cal[f"synthetic_heteroscedastic_cov90_{half}_max"] <= 95
