@@ -275,10 +275,10 @@ def test_a_ratio_goal_keeps_the_digit_that_decides_it(tmp_path: Path) -> None:
     goal = "| Lightning / plain loop per epoch (small MLP; medians) | <= 1.1 x |"
     assert f"{goal} 1.103 x | no |" in table
     # the ratio of the fastest runs is shown beside the medians' when it was measured
-    configs = {"small MLP": {"memory": {"ratio_of_minima": 1.0871}}}
+    configs = {"small MLP": {"memory": {"ratio_of_minima": 1.1033}}}
     _write(tmp_path, "lightning_overhead", {"summary": summary, "_configs": configs})
     table = perf_report.goals_table(tmp_path)
-    assert f"{goal} 1.103 x (fastest runs: 1.09 x) | no |" in table
+    assert f"{goal} 1.103 x (fastest runs: 1.103 x) | no |" in table
     # the machine column names the CPU without trademark signs
     xeon = {"machine": {"cores": 2, "cpu": "Intel(R) Xeon(R) Processor"}}
     assert perf_report._cpu_of(xeon) == "2 CPU cores (Intel Xeon)"

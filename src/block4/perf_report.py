@@ -394,7 +394,12 @@ def edit_loop_goal_row(data: dict[str, Any] | None, where: Any) -> dict[str, Any
 def _with_context(row: dict[str, Any], *extras: tuple[str, float | None, str]) -> dict[str, Any]:
     """``row`` with ``(label value unit; ...)`` after its measurement, for the ``extras``
     that were measured (nothing when the row itself was not)."""
-    shown = [f"{label} {value:.3g} {unit}" for label, value, unit in extras if value is not None]
+    # a ratio keeps 4 digits, as in `_goal`
+    shown = [
+        f"{label} {value:.{4 if unit == 'x' else 3}g} {unit}"
+        for label, value, unit in extras
+        if value is not None
+    ]
     if shown and row["measured"] != "not measured":
         row["measured"] += f" ({'; '.join(shown)})"
     return row
