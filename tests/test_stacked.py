@@ -55,7 +55,7 @@ def _run(model: Classifier, batches: Any, **kw: Any) -> list[Any]:
     return record.losses
 
 
-OPTIONS = dict(in_features=8, n_classes=4, depth=3, width=8, norm="batch")
+OPTIONS = dict(in_features=8, n_classes=4, depth=3, width=8, norm="batch", residual=True)
 #: per-member shortcuts: residual and plain nets of one shape train in one stack
 RESIDUAL = [True, False, True, True]
 
@@ -67,7 +67,7 @@ RESIDUAL = [True, False, True, True]
 def test_stacked_run_equals_separate_runs_with_one_diverging_member(optimizer, lrs):
     x, y = _data()
     stacked = Classifier(
-        **OPTIONS, members=E, seed=0, optimizer=optimizer, lr=lrs, residual=RESIDUAL
+        **{**OPTIONS, "residual": RESIDUAL}, members=E, seed=0, optimizer=optimizer, lr=lrs
     )
     stacked_losses = _run(stacked, MemberBatches(x, y, 16, seeds=0, members=E))
     diverged = stacked.diverged_step.tolist()
@@ -75,7 +75,9 @@ def test_stacked_run_equals_separate_runs_with_one_diverging_member(optimizer, l
     assert stacked.member_active.tolist() == [True, True, False, True]
     worst_loss = worst_weight = 0.0
     for k in range(E):
-        single = Classifier(**OPTIONS, seed=k, optimizer=optimizer, lr=lrs[k], residual=RESIDUAL[k])
+        single = Classifier(
+            **{**OPTIONS, "residual": RESIDUAL[k]}, seed=k, optimizer=optimizer, lr=lrs[k]
+        )
         # the diverged member is frozen at the weights of the step before its divergence
         stop = {"max_steps": diverged[k]} if diverged[k] >= 0 else {}
         single_losses = _run(single, TensorBatches(x, y, 16, shuffle=True, seed=k), **stop)
@@ -128,7 +130,8 @@ def test_shared_order_gives_every_member_the_batches_of_the_first_seed():
 
 def test_stacked_checkpoint_round_trip_and_per_member_metrics(tmp_path):
     x, y = _data()
-    model = Classifier(**OPTIONS, members=3, lr=[1e-2, 1e-3, 1e-35], seed=[4, 2, 9])
+    options = {**OPTIONS, "residual": [True, False, True]}
+    model = Classifier(**options, members=3, lr=[1e-2, 1e-3, 1e-35], seed=[4, 2, 9])
     fit = trainer(max_epochs=2, default_root_dir=tmp_path, enable_checkpointing=True)
     fit.fit(model, MemberBatches(x, y, 32, seeds=0, members=3), TensorBatches(x, y, 96))
     metrics = fit.callback_metrics
@@ -139,6 +142,7 @@ def test_stacked_checkpoint_round_trip_and_per_member_metrics(tmp_path):
     path = next(tmp_path.rglob("*.ckpt"))
     loaded = Classifier.load_from_checkpoint(path)
     assert loaded.members == 3 and loaded.hparams.seed == [4, 2, 9]
+    assert loaded.body.residual == (True, False, True)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), atol=0, rtol=0)
     torch.testing.assert_close(loaded.predict_dist(x).probs, model.predict_dist(x).probs)
 
