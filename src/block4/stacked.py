@@ -63,6 +63,21 @@ def member_values(name: str, value: Any, members: int) -> list[Any]:
     return [value] * members
 
 
+def _residual_flags(residual: object, members: int) -> bool | tuple[bool, ...]:
+    """``residual`` of a stack: one flag when every member agrees, else one per member.
+
+    Raises:
+        ValueError: for a list of the wrong length or an entry that is not True/False.
+    """
+    flags = member_values("residual", residual, members)
+    if not all(isinstance(f, bool) for f in flags):
+        raise ValueError(
+            f"residual must be True or False, or a list of them with one per member; "
+            f"got {residual!r}"
+        )
+    return flags[0] if len(set(flags)) == 1 else tuple(flags)
+
+
 def _check_members(members: object) -> int:
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
         raise ValueError(f"members must be an integer >= 1, got {members!r}")
@@ -198,9 +213,10 @@ class StackedHiddenBlock(_LinearNormAct):
         else:
             self.norm = nn.Identity()
         self.act = make_activation(activation)
-        flags = member_values("residual", residual, members)
-        self.residual = flags[0] if len(set(flags)) == 1 else tuple(flags)  # type: ignore[assignment]
-        mask = None if isinstance(self.residual, bool) else torch.tensor(flags).view(-1, 1, 1)
+        self.residual = _residual_flags(residual, members)  # type: ignore[assignment]
+        mask = (
+            None if isinstance(self.residual, bool) else torch.tensor(self.residual)[:, None, None]
+        )
         # not persistent: the state dict keeps the names and shapes of the members' own
         self.register_buffer("shortcut_mask", mask, persistent=False)
 
@@ -240,7 +256,6 @@ class StackedMLP(nn.Module):
     Attributes:
         members: ``E``.
         residual: ``True``/``False`` when all members agree, else one flag per member.
-        residuals: per-member ``residual``.
         inits: per-member initialisation scheme.
         init_stds: per-member ``init_std``.
     """
@@ -265,14 +280,7 @@ class StackedMLP(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.depth, self.width = depth, width
         self.activation, self.norm = activation, norm
-        self.residuals = member_values("residual", residual, members)
-        if not all(isinstance(r, bool) for r in self.residuals):
-            raise ValueError(
-                f"residual must be True or False, or a list of them with one per member; "
-                f"got {residual!r}"
-            )
-        uniform = len(set(self.residuals)) == 1
-        self.residual = self.residuals[0] if uniform else tuple(self.residuals)
+        self.residual = _residual_flags(residual, members)
         self.inits = member_values("init", init, members)
         self.init_stds = member_values("init_std", init_std, members)
         for k in range(members):
@@ -293,6 +301,12 @@ class StackedMLP(nn.Module):
             self.add_module(f"block{i}", block)
             fan_in = width
         self.head = StackedLinear(members, width, out_features)
+
+    @property
+    def residuals(self) -> list[bool]:
+        """Per-member ``residual``."""
+        r = self.residual
+        return [r] * self.members if isinstance(r, bool) else list(r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[E, B, in_features]`` or shared ``[B, in_features]`` -> ``[E, B, out_features]``."""

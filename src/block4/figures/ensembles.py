@@ -1,8 +1,8 @@
 """Figure of the chapter "Probabilistic heads": deep ensembles (Lakshminarayanan et al., 2017).
 
 E heteroscedastic Gaussian MLPs, trained as the members of one stack on the same data
-(full-batch steps: they differ by their initial weights only), predict the equal-weight mixture of their normals.
-Its variance splits into the mean of the members' variances (aleatoric: the noise every
+(full-batch steps: they differ by their initial weights only), predict the equal-weight
+mixture of their normals. Its variance splits into the mean of the members' variances (aleatoric: the noise every
 member sees) and the variance of their means (epistemic: where they disagree). On data with
 a gap inside the input range and nothing beyond it, the ensemble widens where there are no
 data; a single member does not. Several ensembles (seeds) give the spread of every number.

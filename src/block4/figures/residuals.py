@@ -165,6 +165,7 @@ def residual_depth_runs(
         out[family] = {"plain": {}, "residual": {}}
         for depth in depths:
             monitor = GradientFlowMonitor(steps=[0], log=False)
+            # members 0..n-1 plain, n..2n-1 their residual twins
             runs = train_members(
                 ctx,
                 epochs=epochs,
@@ -175,7 +176,7 @@ def residual_depth_runs(
                 residual=[False] * n + [True] * n,
                 **hp,
                 **hparams,
-            )  # fmt: skip  (members 0..n-1 plain, n..2n-1 residual)
+            )
             errors = [0.9 if d else e for e, d in zip(runs.errors(), runs.diverged, strict=True)]
             for i, arch in enumerate(("plain", "residual")):
                 members = range(i * n, (i + 1) * n)
