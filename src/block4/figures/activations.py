@@ -183,8 +183,10 @@ def activation_gradient_flow(
     mean), ``ratio_trained_<act>_<init>`` = the same after training; ``error_<act>_<init>``
     = final training error (mean; also ``_sd``), ``learning_<act>_<init>`` = how many seeds
     end below ``learning_below`` (predicting one class for every digit errs on about 0.9 of
-    them: these have left chance level); plus ``epochs``, ``depth``, ``width``, ``lr``,
-    ``seeds``, ``learning_below``.
+    them: these have left chance level), ``ratio_init_learned_<act>_<init>_min``/``_max``
+    and ``ratio_init_stuck_<act>_<init>_min``/``_max`` = the step-0 ratios of the seeds that
+    did and did not (where there are any); plus ``epochs``, ``depth``, ``layers`` (``depth +
+    1``, with the output layer), ``width``, ``lr``, ``seeds``, ``learning_below``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=5)
     seeds = comparison_seeds(ctx)
@@ -192,7 +194,8 @@ def activation_gradient_flow(
         activation_gradient_flow_runs, activations=list(DEEP_ACTIVATIONS), inits=list(inits),
         seeds=seeds, epochs=epochs, depth=depth, width=width, lr=lr,
     )  # fmt: skip
-    numbers: dict[str, Any] = {"epochs": epochs, "depth": depth, "width": width, "lr": lr}
+    numbers: dict[str, Any] = {"epochs": epochs, "depth": depth, "layers": depth + 1}
+    numbers.update(width=width, lr=lr)
     numbers.update(seeds=len(seeds), learning_below=learning_below)
     fig, axes = subplots(len(inits), 1, width=6.9, height=2.9 * len(inits) + 0.8, sharex=True)
     axes = [axes] if len(inits) == 1 else list(axes)
@@ -208,11 +211,18 @@ def activation_gradient_flow(
                     if len(curves) > 1:
                         ax.fill_between(layers, low, high, color=color, alpha=0.15, linewidth=0)
             key = f"{act}_{init}"
-            for when in ("init", "trained"):
-                ratios = [r[0] / r[-1] for r in runs["at_init" if when == "init" else "trained"]]
-                put_summary(numbers, f"ratio_{when}_{key}", ratios, geometric=True)
+            at_init = [r[0] / r[-1] for r in runs["at_init"]]
+            put_summary(numbers, f"ratio_init_{key}", at_init, geometric=True)
+            trained = [r[0] / r[-1] for r in runs["trained"]]
+            put_summary(numbers, f"ratio_trained_{key}", trained, geometric=True)
             put_summary(numbers, f"error_{key}", runs["error"])
             numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
+            for group, keep in (("learned", True), ("stuck", False)):
+                ratios = [r for r, e in zip(at_init, runs["error"], strict=True)
+                          if (e < learning_below) == keep]  # fmt: skip
+                if ratios:
+                    numbers[f"ratio_init_{group}_{key}_min"] = min(ratios)
+                    numbers[f"ratio_init_{group}_{key}_max"] = max(ratios)
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
         ax.set_ylabel("‖∂loss/∂W‖ (log)")
     log_decade_labels(*axes)
