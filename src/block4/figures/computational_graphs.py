@@ -20,7 +20,7 @@ from block4.graph_drawing import PAGE_WIDTH, GraphNode, draw_graph
 
 # --8<-- [start:product]
 def product(m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
-    """The seed's example: a scalar times a matrix product."""
+    """The chapter's first example: a scalar times a matrix product."""
     return 10 * torch.matmul(m1, m2)
 
 
