@@ -4,6 +4,8 @@ sitting and runs on the standard library alone."""
 from __future__ import annotations
 
 import ast
+import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +38,27 @@ def test_import_layers_hold() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 broken" in proc.stdout
+
+
+def _contract_layers() -> list[set[str]]:
+    """The modules of each layer of the one-way contract in pyproject.toml, top first."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    return [set(re.split(r"\s*[|:]\s*", layer.strip())) for layer in contract["layers"]]
+
+
+def test_the_reference_table_lists_the_layers_in_the_contracts_order() -> None:
+    table = (ROOT / "docs" / "reference" / "index.md").read_text(encoding="utf-8")
+    table = table.split("## Where things live", 1)[1].split("\n\n", 3)[2]
+    named = [m.split(".")[1] for m in re.findall(r"`(block4\.[a-z_]+)", table)]
+    layers = _contract_layers()
+    index = {module: i for i, layer in enumerate(layers) for module in layer}
+    placed = [(module, index[module]) for module in named if module in index]
+    for (before, i), (after, j) in itertools.pairwise(placed):
+        assert i <= j, f"the table lists {after} (layer {j}) after {before} (layer {i})"
+    assert set(index) <= set(named), f"not in the table: {sorted(set(index) - set(named))}"
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=_name)

@@ -1,4 +1,4 @@
-"""Figure functions of the course, one module per chapter.
+"""Figure functions of the course, one or more modules per chapter.
 
 Each module registers small functions with `block4.figures.registry.figure`. The
 pipeline (`block4.pipeline`) finds them by reading the modules' source, so listing and
