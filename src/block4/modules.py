@@ -23,8 +23,8 @@ Both modules compute ``dist = head(body(x))`` and train on the negative log-like
 
 **Many members at once.** ``members=E`` trains ``E`` independent networks of one shape in one
 run, as a [`StackedMLP`][block4.stacked.StackedMLP]: member ``k`` starts from seed
-``seed + k`` (or ``seed[k]``), may have its own ``init`` and learning rate (``lr=[...]``),
-and the loss is the sum of the members' mean losses, so every member's gradient is the one
+``seed + k`` (or ``seed[k]``), may have its own ``init``, learning rate (``lr=[...]``) and
+``residual`` flag, and the loss is the sum of the members' mean losses, so every member's gradient is the one
 of its own run. Batches may be shared (``[B, F]``) or one per member (``[E, B, F]``, see
 [`MemberBatches`][block4.data.MemberBatches]). A member whose loss or gradient
 becomes NaN/inf is frozen at its last finite weights (``member_active``,
@@ -113,10 +113,11 @@ class ProbabilisticModule(pl.LightningModule):
     Attributes:
         body: the feature extractor (a `StackedMLP` when ``members > 1``).
         head: the [`Head`][block4.heads.Head] mapping features to a distribution.
-        members: number of networks trained together (1: a plain single network).
-        member_active: ``[E]`` bool buffer, False for members frozen after diverging.
-        diverged_step: ``[E]`` long buffer, the global step of each member's divergence
-            (-1: none).
+        members (int): number of networks trained together (1: a plain single network).
+        member_active (torch.Tensor): ``[E]`` bool buffer, False for members frozen after
+            diverging.
+        diverged_step (torch.Tensor): ``[E]`` long buffer, the global step of each member's
+            divergence (-1: none).
     """
 
     body: nn.Module

@@ -190,7 +190,8 @@ def _member_summary(model: ProbabilisticRegressor) -> dict[str, Any]:
 
 
 class BestMemberState(pl.Callback):
-    """Early stopping per member: keep each member's weights of its best validation NLL.
+    """Early stopping in hindsight, per member: keep each member's weights of its best
+    validation NLL (every epoch is trained).
 
     After every training epoch the NLL of each member on its own validation data is
     computed (``x_val`` ``[E, m, F]``, ``y_val`` ``[E, m]``); a member that improved has its

@@ -9,7 +9,8 @@ One place for what several chapters do the same way:
 - `train_members`: many such classifiers of one shape trained as one stack
   (``Classifier(members=E)``) in one Lightning run: per-member seeds, initialisations and
   learning rates, per-member data order, diverged members frozen and reported.
-- `fit`: train any module for some epochs, optionally early-stopped on the validation loss.
+- `fit`: train any module for some epochs, optionally keeping the weights of its best
+  validation epoch (early stopping in hindsight).
 - `activation_and_derivative`: an activation and its derivative, from autograd.
 - `steps_per_epoch`, `layer_grad_norms`, `geometric_band`, `mean_band`: reading the
   recorded tables and summarising runs over seeds.

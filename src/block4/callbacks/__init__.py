@@ -8,7 +8,8 @@
 - `MetricHistory`: the logged metrics of every epoch, for learning curves.
 - `TrainingCurve`: a classifier's error and loss on the whole training split.
 - `DeadUnitTracker`: the fraction of hidden ReLU units that never activate.
-- `BestValidationState`: early stopping on ``val_loss`` without checkpoint files.
+- `BestValidationState`: the weights of the epoch with the lowest ``val_loss`` (early
+  stopping in hindsight), kept without checkpoint files.
 
 Layers are found by name. For a body built by [`mlp`][block4.models.mlp] they are the hidden
 blocks ``block0, block1, ...`` and the output layer ``head`` (``depth_index`` 0, 1, ...,
