@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from block4.stacked import residual_flags
+
 __all__ = [
     "BasicBlock",
     "GroupedLinear",
@@ -190,7 +192,7 @@ class _ResNetBase(nn.Module):
         width: int,
         in_channels: int,
         n_classes: int,
-        residual: bool | tuple[bool, ...],
+        residual: bool | Sequence[bool],
         stem_stride: int,
         groups: int,
     ) -> None:
@@ -201,14 +203,7 @@ class _ResNetBase(nn.Module):
         _check_int("n_classes", n_classes, 1)
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
-        flags = residual if isinstance(residual, tuple) else (residual,) * groups
-        if len(flags) != groups or not all(isinstance(f, bool) for f in flags):
-            raise ValueError(
-                f"residual must be True or False (or one of them per member, {groups} in all), "
-                f"got {residual!r}"
-            )
-        if len(set(flags)) == 1:
-            residual = flags[0]  # every member alike: plain blocks, no mask
+        residual = residual_flags(residual, groups)  # all alike: plain blocks, no mask
         self.depth, self.width, self.in_channels = depth, width, in_channels
         self.n_classes, self.residual, self.stem_stride = n_classes, residual, stem_stride
         self.stem = Stem(in_channels, width, stem_stride, groups)
@@ -307,8 +302,6 @@ class StackedResNet(_ResNetBase):
         stem_stride: int = 1,
     ) -> None:
         _check_int("members", members, 1)
-        if not isinstance(residual, bool) and isinstance(residual, Sequence):
-            residual = tuple(residual)
         super().__init__(
             depth, width, in_channels, n_classes, residual, stem_stride, groups=members
         )

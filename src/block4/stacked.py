@@ -43,6 +43,7 @@ __all__ = [
     "StackedLinear",
     "StackedMLP",
     "member_values",
+    "residual_flags",
     "stack",
 ]
 
@@ -63,8 +64,9 @@ def member_values(name: str, value: Any, members: int) -> list[Any]:
     return [value] * members
 
 
-def _residual_flags(residual: object, members: int) -> bool | tuple[bool, ...]:
-    """``residual`` of a stack: one flag when every member agrees, else one per member.
+def residual_flags(residual: object, members: int) -> bool | tuple[bool, ...]:
+    """``residual`` of a stack (of MLPs or ResNets): one flag when every member agrees, else a
+    tuple with one per member.
 
     Raises:
         ValueError: for a list of the wrong length or an entry that is not True/False.
@@ -213,7 +215,7 @@ class StackedHiddenBlock(_LinearNormAct):
         else:
             self.norm = nn.Identity()
         self.act = make_activation(activation)
-        self.residual = _residual_flags(residual, members)  # type: ignore[assignment]
+        self.residual = residual_flags(residual, members)  # type: ignore[assignment]
         mask = (
             None if isinstance(self.residual, bool) else torch.tensor(self.residual)[:, None, None]
         )
@@ -280,7 +282,7 @@ class StackedMLP(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.depth, self.width = depth, width
         self.activation, self.norm = activation, norm
-        self.residual = _residual_flags(residual, members)
+        self.residual = residual_flags(residual, members)
         self.inits = member_values("init", init, members)
         self.init_stds = member_values("init_std", init_std, members)
         for k in range(members):
