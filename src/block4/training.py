@@ -7,8 +7,8 @@ One place for what several chapters do the same way:
 - `digits` and `train_classifier`: an MLP [`Classifier`][block4.modules.Classifier]
   trained on the digits data with SGD, its training curve, and whether it diverged.
 - `train_members`: many such classifiers of one shape trained as one stack
-  (``Classifier(members=E)``) in one Lightning run: per-member seeds, initialisations and
-  learning rates, per-member data order, diverged members frozen and reported.
+  (``Classifier(members=E)``) in one Lightning run: per-member seeds, initialisations,
+  learning rates and shortcuts, per-member data order, diverged members frozen and reported.
 - `fit`: train any module for some epochs, optionally keeping the weights of its best
   validation epoch (early stopping in hindsight).
 - `activation_and_derivative`: an activation and its derivative, from autograd.

@@ -294,8 +294,8 @@ class BestValidationState(pl.Callback):
     """Keep (in memory) the weights of the epoch with the lowest ``val_loss``.
 
     Early stopping in hindsight, without writing checkpoints to disk: every epoch is
-    trained, and after ``trainer.fit`` `restore` loads the best epoch's weights. The module must log
-    ``val_loss`` (every [`block4.modules`][block4.modules] module does); the sanity check
+    trained, and after ``trainer.fit`` `restore` loads the best epoch's weights. The module
+    must log ``val_loss`` (every [`block4.modules`][block4.modules] module does); the sanity check
     before training does not count.
 
     Attributes:

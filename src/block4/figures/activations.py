@@ -194,9 +194,10 @@ def activation_gradient_flow(
         activation_gradient_flow_runs, activations=list(DEEP_ACTIVATIONS), inits=list(inits),
         seeds=seeds, epochs=epochs, depth=depth, width=width, lr=lr,
     )  # fmt: skip
-    numbers: dict[str, Any] = {"epochs": epochs, "depth": depth, "layers": depth + 1}
-    numbers.update(width=width, lr=lr)
-    numbers.update(seeds=len(seeds), learning_below=learning_below)
+    numbers: dict[str, Any] = {
+        "epochs": epochs, "depth": depth, "layers": depth + 1, "width": width, "lr": lr,
+        "seeds": len(seeds), "learning_below": learning_below,
+    }  # fmt: skip
     fig, axes = subplots(len(inits), 1, width=6.9, height=2.9 * len(inits) + 0.8, sharex=True)
     axes = [axes] if len(inits) == 1 else list(axes)
     layers = list(range(1, depth + 2))
@@ -218,8 +219,8 @@ def activation_gradient_flow(
             put_summary(numbers, f"error_{key}", runs["error"])
             numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
             for group, keep in (("learned", True), ("stuck", False)):
-                ratios = [r for r, e in zip(at_init, runs["error"], strict=True)
-                          if (e < learning_below) == keep]  # fmt: skip
+                pairs = zip(at_init, runs["error"], strict=True)
+                ratios = [r for r, e in pairs if (e < learning_below) == keep]
                 if ratios:
                     numbers[f"ratio_init_{group}_{key}_min"] = min(ratios)
                     numbers[f"ratio_init_{group}_{key}_max"] = max(ratios)
