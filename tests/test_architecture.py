@@ -61,6 +61,15 @@ def test_the_reference_table_lists_the_layers_in_the_contracts_order() -> None:
     assert set(index) <= set(named), f"not in the table: {sorted(set(index) - set(named))}"
 
 
+def test_the_reference_index_links_every_reference_page_of_the_navigation() -> None:
+    nav = re.findall(r"reference/([a-z_]+\.md)", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+    index = (ROOT / "docs" / "reference" / "index.md").read_text(encoding="utf-8")
+    listed = re.findall(r"\]\(([a-z_]+\.md)\)", index.split("## Where things live", 1)[0])
+    pages = [page for page in nav if page != "index.md"]
+    assert len(pages) >= 10
+    assert listed == pages, "the index's list of pages follows the navigation, in its order"
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=_name)
 def test_no_module_is_over_600_lines(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
