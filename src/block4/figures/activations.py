@@ -11,12 +11,13 @@ the activations train (ReLU vs tanh, dead ReLUs) is in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from block4.callbacks import GradientFlowMonitor
+from block4.callbacks import ActivationStats, GradientFlowMonitor
 from block4.figures.registry import FigureContext, figure
 from block4.style import ACTIVATION_COLORS, ROLE, log_decade_labels, subplots, wide_bottom_row
 from block4.training import (
@@ -126,8 +127,10 @@ def activation_gradient_flow_runs(
 
     Returns:
         ``{act: {init: {"at_init": [[norm per layer] per seed], "trained": [...],
-        "error": [final training error per seed]}}}``; layers input side first, the output
-        layer last; ``trained`` is the geometric mean over the last epoch's steps.
+        "signal": [...], "error": [final training error per seed]}}}``; layers input side
+        first, the output layer last; ``trained`` is the geometric mean over the last epoch's
+        steps; ``signal`` is the forward signal at step 0: the root mean square of the last
+        hidden layer's outputs over that of the first's, on the member's first batch.
     """
     data = digits(ctx, seeds[0])
     data.setup()
@@ -138,12 +141,14 @@ def activation_gradient_flow_runs(
     out: dict[str, dict[str, dict[str, list]]] = {}
     for act in activations:
         monitor = GradientFlowMonitor(steps=[0, *last_epoch], log=False)
+        stats = ActivationStats(steps=[0], bins=1, log=False)
         runs = train_members(
-            ctx, epochs=epochs, seeds=member_seeds, data=data, callbacks=[monitor],
+            ctx, epochs=epochs, seeds=member_seeds, data=data, callbacks=[monitor, stats],
             activation=act, init=member_inits, **hparams,
         )  # fmt: skip
         single = runs.members == 1
         errors = runs.errors()
+        signal = [_forward_signal(stats, None if single else k) for k in range(runs.members)]
         out[act] = {}
         for i, init in enumerate(inits):
             ks = range(i * len(seeds), (i + 1) * len(seeds))
@@ -152,9 +157,17 @@ def activation_gradient_flow_runs(
                 "trained": [
                     layer_grad_norms(monitor, last_epoch, None if single else k) for k in ks
                 ],
+                "signal": [signal[k] for k in ks],
                 "error": [errors[k] for k in ks],
             }
     return out
+
+
+def _forward_signal(stats: ActivationStats, member: int | None) -> float:
+    """Root mean square of the last hidden layer's outputs over the first's, at step 0."""
+    rows = [r for r in stats.table if r["step"] == 0 and r.get("member") == member]
+    rms = {r["depth_index"]: math.hypot(r["post_mean"], r["post_std"]) for r in rows}
+    return rms[max(rms)] / rms[0]
 
 
 # --8<-- [end:gradient_flow]
@@ -180,12 +193,15 @@ def activation_gradient_flow(
 
     Numbers (``<act>_<init>`` for each activation and init), each with ``_min``/``_max`` over
     seeds: ``ratio_init_<act>_<init>`` = |grad block0| / |grad head| at step 0 (geometric
-    mean), ``ratio_trained_<act>_<init>`` = the same after training; ``error_<act>_<init>``
+    mean), ``ratio_trained_<act>_<init>`` = the same after training,
+    ``signal_<act>_<init>`` = the forward signal at step 0 (root mean square of the last
+    hidden layer's outputs over the first's; geometric mean); ``error_<act>_<init>``
     = final training error (mean; also ``_sd``), ``learning_<act>_<init>`` = how many seeds
     end below ``learning_below`` (predicting one class for every digit errs on about 0.9 of
     them: these have left chance level), ``ratio_init_learned_<act>_<init>_min``/``_max``
     and ``ratio_init_stuck_<act>_<init>_min``/``_max`` = the step-0 ratios of the seeds that
-    did and did not (where there are any); plus ``epochs``, ``depth``, ``layers`` (``depth +
+    did and did not (where there are any), ``signal_learned_...``/``signal_stuck_...`` the
+    same for the forward signal; plus ``epochs``, ``depth``, ``layers`` (``depth +
     1``, with the output layer), ``width``, ``lr``, ``seeds``, ``learning_below``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=5)
@@ -216,14 +232,16 @@ def activation_gradient_flow(
             put_summary(numbers, f"ratio_init_{key}", at_init, geometric=True)
             trained = [r[0] / r[-1] for r in runs["trained"]]
             put_summary(numbers, f"ratio_trained_{key}", trained, geometric=True)
+            put_summary(numbers, f"signal_{key}", runs["signal"], geometric=True)
             put_summary(numbers, f"error_{key}", runs["error"])
             numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
             for group, keep in (("learned", True), ("stuck", False)):
-                pairs = zip(at_init, runs["error"], strict=True)
-                ratios = [r for r, e in pairs if (e < learning_below) == keep]
-                if ratios:
-                    numbers[f"ratio_init_{group}_{key}_min"] = min(ratios)
-                    numbers[f"ratio_init_{group}_{key}_max"] = max(ratios)
+                for name, values in (("ratio_init", at_init), ("signal", runs["signal"])):
+                    pairs = zip(values, runs["error"], strict=True)
+                    kept = [v for v, e in pairs if (e < learning_below) == keep]
+                    if kept:
+                        numbers[f"{name}_{group}_{key}_min"] = min(kept)
+                        numbers[f"{name}_{group}_{key}_max"] = max(kept)
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
         ax.set_ylabel("‖∂loss/∂W‖ (log)")
     log_decade_labels(*axes)
