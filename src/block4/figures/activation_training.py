@@ -178,6 +178,52 @@ def _speedup_panel(
             ax.fill_between(xs, lows, highs, color=color, alpha=0.15, linewidth=0)
 
 
+def _best_rate_numbers(
+    data: dict[str, dict[str, dict[str, list]]], lrs: Sequence[float], target: float,
+    numbers: dict[str, Any],
+) -> None:  # fmt: skip
+    """Each activation at its own best learning rate (the one with the fewest epochs to
+    ``target`` on average, among those at which every seed reached it), as AlexNet compared
+    them; puts ``best_lr_<act>_<inputs>``, ``epochs_best_<act>_<inputs>`` (mean, ``_sd``,
+    ``_min``, ``_max``) and ``speedup_best_<inputs>`` (tanh / ReLU per seed, each at its
+    best rate) in ``numbers``."""
+    for kind, runs in data.items():
+        per_seed = {}
+        for act in ("relu", "tanh"):
+            reached = [_epochs_per_seed(runs[act], i, target) for i in range(len(lrs))]
+            usable = [i for i, epochs in enumerate(reached) if all(epochs)]
+            if not usable:
+                numbers[f"best_lr_{act}_{kind}"] = "n/a"
+                continue
+            best = min(usable, key=lambda i: sum(reached[i]) / len(reached[i]))
+            numbers[f"best_lr_{act}_{kind}"] = lrs[best]
+            put_summary(numbers, f"epochs_best_{act}_{kind}", reached[best])
+            per_seed[act] = reached[best]
+        if len(per_seed) == 2:
+            ratios = [t / r for r, t in zip(per_seed["relu"], per_seed["tanh"], strict=True)]
+            put_summary(numbers, f"speedup_best_{kind}", ratios)
+
+
+def _resolution_numbers(
+    data: dict[str, dict[str, dict[str, list]]], lrs: Sequence[float], target: float,
+    numbers: dict[str, Any],
+) -> None:  # fmt: skip
+    """How finely the race is timed: ``resolution_epochs`` (epochs between two measurements
+    of the training error) and ``apart_<inputs>_lr_<i>_min``/``_max``: by how many
+    measurements tanh reached ``target`` before ReLU, over the seeds in which both did
+    (negative: after)."""
+    times = next(iter(data.values()))["relu"]["epochs"]
+    step = times[1] - times[0]
+    numbers["resolution_epochs"] = step
+    for kind, runs in data.items():
+        for i in range(len(lrs)):
+            relu, tanh = (_epochs_per_seed(runs[act], i, target) for act in ("relu", "tanh"))
+            apart = [round((r - t) / step) for r, t in zip(relu, tanh, strict=True) if r and t]
+            if apart:
+                numbers[f"apart_{kind}_lr_{i}_min"] = min(apart)
+                numbers[f"apart_{kind}_lr_{i}_max"] = max(apart)
+
+
 @figure(
     "relu_vs_tanh",
     chapter="activations",
@@ -217,7 +263,8 @@ def relu_vs_tanh(
     ``speedup_<inputs>_lr_<i>`` (the same at the learning rate ``lr_<i>`` of the sweep, in
     increasing order, with ``_n``); ``reached_<act>_<inputs>`` and
     ``reached_fine_<act>_<inputs>`` (seeds that reached ``target`` / ``fine_target`` at
-    ``lr``) and the settings.
+    ``lr``), each activation at its own best rate (`_best_rate_numbers`), the timing's
+    resolution (`_resolution_numbers`) and the settings.
     """
     epochs = ctx.pick(smoke=1, quick=2, full=7)
     seeds = comparison_seeds(ctx)
@@ -251,6 +298,8 @@ def relu_vs_tanh(
     axes[0, 0].set_ylabel(f"training error (log), lr {lr:g}")
     numbers.update({f"lr_{i}": rate for i, rate in enumerate(lrs)})
     _speedup_panel(ax_speed, data, lrs, target, titles, numbers, band=len(seeds) > 1)
+    _best_rate_numbers(data, lrs, target, numbers)
+    _resolution_numbers(data, lrs, target, numbers)
     log_decade_labels(*axes[0])
     rate_ticks(ax_speed, lrs)
     ax_speed.axhline(1.0, color=ROLE["truth"], linestyle=":", linewidth=1)
