@@ -208,20 +208,29 @@ def _poisson_interval(rate: torch.Tensor, level: float) -> tuple[torch.Tensor, t
 
 def _count_numbers(data: dict[str, Any], level: float) -> dict[str, Any]:
     """Coverage (of all test counts, and of those whose true rate is below / above the
-    median), NLL and errors of both count models, mean and spread over seeds."""
+    median), NLL and errors of both count models, mean and spread over seeds.
+
+    The Poisson's coverage is counted two ways: ``coverage_poisson_*`` with the randomised
+    PIT (`block4.calibration.interval_coverage`: exactly ``level`` for a right model), and
+    ``coverage_poisson_counts_*`` for the central interval of whole counts that the figure
+    draws (`_poisson_interval`), which holds at least ``level``; ``coverage_true_counts``
+    is the latter for the true rate."""
     truth, y = data["true_rate"], data["y_test"]
     rate = data["poisson"]["test"]["rate"]
     gauss = normal_dist(data["gaussian"]["test"])
     # per seed: all test points, those whose true rate is below the seed's median, those above
     rate_true = count_rate(data["x_test"])
     low = rate_true < rate_true.median(-1, keepdim=True).values
-    cov_p, cov_g = torch.zeros(len(y), 3), torch.zeros(len(y), 3)
+    cov_p, cov_c, cov_g, cov_t = (torch.zeros(len(y), 3) for _ in range(4))
     for k in range(len(y)):
         for j, part in enumerate((torch.ones_like(low[k]), low[k], ~low[k])):
             poisson = D.Poisson(rate[k][part])
             normal = normal_dist({"mean": gauss.mean[k][part], "sigma": gauss.stddev[k][part]})
             cov_p[k, j] = 100 * interval_coverage(poisson, y[k][part], [level])[level]
             cov_g[k, j] = 100 * interval_coverage(normal, y[k][part], [level])[level]
+            for cov, r in ((cov_c, rate[k][part]), (cov_t, rate_true[k][part])):
+                lo, hi = _poisson_interval(r, level)
+                cov[k, j] = 100 * ((lo <= y[k][part]) & (y[k][part] <= hi)).double().mean()
     # A density is not a probability of a count: integrate the Gaussian over [y - 1/2, y + 1/2].
     mass = gauss.cdf(y + 0.5) - gauss.cdf(y - 0.5)
     g_grid = data["gaussian"]["grid"]
@@ -233,6 +242,10 @@ def _count_numbers(data: dict[str, Any], level: float) -> dict[str, Any]:
         **spread(cov_p[:, 2], "coverage_poisson_high_rate_percent"),
         **spread(cov_g[:, 1], "coverage_gaussian_low_rate_percent"),
         **spread(cov_g[:, 2], "coverage_gaussian_high_rate_percent"),
+        **spread(cov_c[:, 0], "coverage_poisson_counts_percent"),
+        **spread(cov_c[:, 1], "coverage_poisson_counts_low_rate_percent"),
+        **spread(cov_c[:, 2], "coverage_poisson_counts_high_rate_percent"),
+        **spread(cov_t[:, 0], "coverage_true_counts_percent"),
         "gaussian_wide_low_narrow_high": int(
             ((cov_g[:, 1] > 100 * level) & (cov_g[:, 2] < 100 * level)).sum()
         ),
