@@ -201,6 +201,21 @@ def test_finite_loss_guard_records_members_and_stops_when_none_is_left():
         )
 
 
+def test_finite_loss_guard_names_a_member_frozen_by_its_gradient():
+    # at lr 1e8 member 1's weights explode: at step 2 its loss is still finite (about 1e29)
+    # but its gradient is not, and the module freezes it before the step
+    x, y = _data()
+    guard = FiniteLossGuard()
+    model = Classifier(**OPTIONS, members=2, optimizer="sgd", lr=[1e-2, 1e8])
+    with pytest.warns(UserWarning, match="member 1's gradient became NaN or infinite at step 2"):
+        trainer(max_epochs=2, callbacks=[guard]).fit(model, MemberBatches(x, y, 16, 0, 2))
+    assert model.member_active.tolist() == [True, False]
+    assert model.diverged_step.tolist() == [-1, 2]
+    (row,) = guard.table
+    assert (row["member"], row["step"], row["cause"]) == (1, 2, "gradient")
+    assert math.isfinite(row["loss"])
+
+
 def test_one_member_is_todays_single_module():
     model = Classifier(**OPTIONS)
     assert model.members == 1 and not hasattr(model.body, "members")

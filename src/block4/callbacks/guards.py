@@ -26,15 +26,20 @@ class FiniteLossGuard(pl.Callback):
     With several members (``Classifier(members=E)``), a member whose loss is not finite
     is frozen by the module and the others go on: the guard records it (one row per
     diverged member in `table`, and a warning naming it) and stops training only when every
-    member has diverged.
+    member has diverged. A member the module froze because its *gradient* was not finite
+    (its loss still finite) is recorded and named the same way, at the next check or when
+    training ends.
 
     Args:
         check_every_n_steps: check only every n-th step (the check syncs with the device,
             which costs a little on a GPU).
 
     Attributes:
-        table: a `Table` of rows ``{"member", "epoch", "step", "batch", "loss"}``, one per
-            diverged member of a stacked model.
+        table: a `Table` of rows ``{"member", "epoch", "step", "batch", "loss",
+            "cause"}``, one per diverged member of a stacked model; ``cause`` is ``"loss"``
+            or ``"gradient"`` (``"loss or gradient"`` when steps go unchecked), ``step`` the
+            step it diverged at, ``epoch``, ``batch`` and ``loss`` where and what the guard
+            saw (a gradient's row: the member's last, finite, training loss).
 
     Raises:
         NonFiniteLossError: from ``trainer.fit`` when the loss is not finite (with members:
@@ -84,11 +89,12 @@ class FiniteLossGuard(pl.Callback):
         for k, value in enumerate(losses):
             if not math.isfinite(value) and k not in reported:
                 row = {"member": k, "epoch": trainer.current_epoch, "step": trainer.global_step}
-                self.table.append({**row, "batch": batch, "loss": value})
+                self.table.append({**row, "batch": batch, "loss": value, "cause": "loss"})
                 rank_zero_warn(
                     f"member {k}'s training loss became {value} at epoch {row['epoch']}, step "
                     f"{row['step']}; it is frozen at its last finite weights, the others go on"
                 )
+        self._report_frozen(trainer, pl_module, batch)  # frozen at an earlier step
         if not bool(pl_module.member_active.any()):
             trainer.should_stop = True
             raise NonFiniteLossError(
@@ -96,6 +102,29 @@ class FiniteLossGuard(pl.Callback):
                 f"{trainer.global_step}: {self.table.to_dicts()}); training stopped. Lower the "
                 "learning rates or check the inputs and targets for NaN/inf."
             )
+
+    def _report_frozen(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
+    ) -> None:
+        """Record the members the module froze that no check has reported: for a non-finite
+        gradient (or, when steps go unchecked, possibly a loss)."""
+        cause = "gradient" if self.check_every_n_steps == 1 else "loss or gradient"
+        reported = {r["member"] for r in self.table}
+        steps = pl_module.diverged_step.tolist()
+        losses = pl_module.last_member_losses.tolist()
+        for k, active in enumerate(pl_module.member_active.tolist()):
+            if active or k in reported:
+                continue
+            row = {"member": k, "epoch": trainer.current_epoch, "step": steps[k]}
+            self.table.append({**row, "batch": batch, "loss": losses[k], "cause": cause})
+            rank_zero_warn(
+                f"member {k}'s {cause} became NaN or infinite at step {steps[k]}; it is frozen "
+                "at its last finite weights, the others go on"
+            )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(pl_module, "members", 1) > 1:
+            self._report_frozen(trainer, pl_module, "end")
 
 
 #: Alias of `FiniteLossGuard`.

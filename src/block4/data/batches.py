@@ -29,7 +29,10 @@ class TensorBatches:
     """An iterable of ``(x, y)`` mini-batches sliced from in-memory tensors.
 
     Each pass (epoch) draws a new permutation from a ``torch.Generator`` seeded with
-    ``seed + epoch``, so the order is reproducible and independent of the global RNG.
+    ``seed + epoch``, so the order is reproducible and independent of the global RNG. The
+    orders of neighbouring seeds are therefore shifted copies: pass ``e + 1`` with seed ``s``
+    is pass ``e`` with seed ``s + 1``. Runs of seeds ``s`` and ``s + 1`` differ in their
+    first pass and their initialisation, not in the set of orders they see.
 
     The tensors are checked where they enter (`block4.data.checks`): NaN or infinite values
     are refused with the row and column of the first; float64, integer and numpy inputs are
