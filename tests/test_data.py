@@ -22,6 +22,7 @@ from block4.data import (
     TensorDataModule,
     load_blood_pressure,
     load_mnist_split,
+    pass_generator,
     read_idx,
 )
 
@@ -40,10 +41,25 @@ def test_tensor_batches_cover_every_example_once_per_epoch_and_reshuffle():
     # the permutation depends only on (seed, epoch): Lightning's set_epoch replays it
     batches.set_epoch(0)
     torch.testing.assert_close(torch.cat([yb for _, yb in batches]), torch.cat(epoch0))
-    expected = torch.randperm(100, generator=torch.Generator().manual_seed(3))
+    expected = torch.randperm(100, generator=pass_generator(3, 0))
     torch.testing.assert_close(torch.cat(epoch0), expected)
     for xb, yb in TensorBatches(x, torch.arange(100), batch_size=32, shuffle=True):
         torch.testing.assert_close(xb.squeeze(1), yb.float())
+
+
+def test_runs_of_different_seeds_share_no_pass_order():
+    # seeding a pass with seed + epoch made seed s's pass e + 1 the pass e of seed s + 1
+    def orders(seed: int) -> list[tuple[int, ...]]:
+        batches = TensorBatches(torch.zeros(50, 1), torch.arange(50), 50, shuffle=True, seed=seed)
+        return [tuple(torch.cat([yb for _, yb in batches]).tolist()) for _ in range(6)]
+
+    runs = [orders(seed) for seed in range(6)]
+    passes = [order for run in runs for order in run]
+    assert len(set(passes)) == len(passes) == 36
+    assert runs[2] == orders(2)  # and each run is reproducible
+    # torch's CPU generator keeps only 32 bits of a seed; the pass seeds stay within them
+    assert pass_generator(2**32 + 1, 0).initial_seed() < 2**32
+    assert pass_generator(1, 0).initial_seed() != pass_generator(2**32 + 1, 0).initial_seed()
 
 
 def test_tensor_batches_unshuffled_and_drop_last():

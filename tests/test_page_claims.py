@@ -32,9 +32,10 @@ def page(name: str) -> str:
 def test_relu_vs_tanh_wording(numbers) -> None:
     n = numbers["relu_vs_tanh"]
     text = page("activations.md")
-    assert "tanh is faster in every seed at" in text
-    # "tanh is faster in every seed at 0.01 and 0.03" (standardised inputs)
-    assert n["speedup_std_lr_1_max"] < 1 and n["speedup_std_lr_2_max"] < 1
+    assert "tanh is\nfaster on average and never slower in any seed" in text
+    # "at 0.01 and 0.03 tanh is faster on average and never slower in any seed"
+    assert n["speedup_std_lr_1_max"] <= 1 and n["speedup_std_lr_2_max"] <= 1
+    assert n["speedup_std_lr_1"] < 1 and n["speedup_std_lr_2"] < 1
     # "the two are about equally fast at learning rate 0.003": the seeds straddle 1
     assert n["speedup_std_lr_0_min"] < 1 < n["speedup_std_lr_0_max"]
     assert abs(n["speedup_std_lr_0"] - 1) < 0.1
@@ -46,9 +47,9 @@ def test_relu_vs_tanh_wording(numbers) -> None:
     # "tanh reached 15 % in only 3 of the 5 seeds ... understates the gap": fewer than all
     assert n["reached_fine_tanh_raw"] < n["seeds"] == n["reached_fine_relu_raw"]
     assert [(n["lr_0"], n["lr_1"], n["lr_2"])] == [(0.003, 0.01, 0.03)]
-    # "(by 1 to 3 and by 1 to 2 of our measurements ...)": tanh ahead in every seed, and the
+    # "(ahead by 0 to 2 and by 1 to 2 of our measurements ...)": never behind, and the
     # resolution quoted is the sweep's
-    assert n["apart_std_lr_1_min"] >= 1 and n["apart_std_lr_2_min"] >= 1
+    assert n["apart_std_lr_1_min"] >= 0 and n["apart_std_lr_2_min"] >= 0
     assert 0 < n["resolution_epochs"] < 0.5
     # AlexNet's protocol: "Both were fastest at 0.03, the largest rate of the sweep, on both
     # kinds of input"; "our two nets are level": tanh faster on standardised inputs in every
@@ -62,20 +63,21 @@ def test_relu_vs_tanh_wording(numbers) -> None:
 
 def test_gradient_flow_and_dead_relu_wording(numbers) -> None:
     g, d = numbers["activation_gradient_flow"], numbers["dead_relus"]
-    # "the GELU seeds that did [stay near chance] started with first/last gradient ratios of
-    # ..., the largest of all GELU seeds ... in those seeds the forward signal had
-    # collapsed ... So the output layer's input is tiny"
+    # "yet only 3 of the 5 GELU seeds left chance level"; "GELU's forward signal ... varies
+    # far more from seed to seed than ReLU's"
     assert g["learning_gelu_kaiming"] < g["seeds"]
     assert g["error_gelu_kaiming_max"] > g["learning_below"]
-    assert g["ratio_init_stuck_gelu_kaiming_min"] > g["ratio_init_learned_gelu_kaiming_max"]
-    assert g["ratio_init_stuck_gelu_kaiming_min"] > 1
-    assert g["signal_stuck_gelu_kaiming_max"] < g["signal_learned_gelu_kaiming_min"] / 3
+    spreads = {
+        act: g[f"signal_{act}_kaiming_max"] / g[f"signal_{act}_kaiming_min"]
+        for act in ("gelu", "relu", "tanh")
+    }
+    assert spreads["gelu"] > 3 * spreads["relu"] > 3 * spreads["tanh"]
     # exercise 3: "the forward signal would shrink the same way [6^-10 without biases], but
     # ... the last hidden layer's outputs are still [0.15 to 0.22] of the first's"
     assert g["signal_relu_default_min"] > 1e3 * 6.0 ** (-(g["depth"] - 1) / 2)
     # ReLU, leaky ReLU and GELU "are slower and vary more from seed to seed" than tanh
     for act in ("relu", "leaky_relu", "gelu"):
-        assert g[f"error_{act}_kaiming_sd"] > 2 * g["error_tanh_kaiming_sd"]
+        assert g[f"error_{act}_kaiming_sd"] > 1.5 * g["error_tanh_kaiming_sd"]
     # "only tanh has learned much"
     others = ("relu", "leaky_relu", "gelu", "sigmoid")
     assert all(g["error_tanh_kaiming"] < g[f"error_{a}_kaiming_min"] for a in others)
@@ -86,9 +88,10 @@ def test_gradient_flow_and_dead_relu_wording(numbers) -> None:
 
 def test_batch_norm_and_residual_wording(numbers) -> None:
     b, r, c = numbers["bn_learning_rates"], numbers["residual_depth"], numbers["resnet_degradation"]
-    # "no seed's loss becomes NaN where 12 did without BN ... above the 2.30 of guessing"
+    # "no seed's loss becomes NaN where 10 did without BN ... a loss of 3.6 on average ...,
+    # worse than the 2.30 of guessing"
     assert b["diverged_runs_relu_bn"] == 0 < b["diverged_runs_relu_no_bn"]
-    assert b["top_lr_loss_relu_bn_min"] > math.log(10)
+    assert b["top_lr_loss_relu_bn"] > math.log(10)
     # "sigmoid with batch norm trains well at 0.1 and 0.3"
     assert b["max_good_lr_sigmoid_bn"] == 0.3 and b["good_lrs_sigmoid_bn"] == 2
     # the residual ReLU + BN net "stays well below its plain twin's" at every depth shown
@@ -120,9 +123,11 @@ def test_probabilistic_wording(numbers) -> None:
     assert single > 3 * (e["gap_ensemble_nll_max"] - e["gap_ensemble_nll_min"])
     # "away from the data even the ensemble's 90 % interval covers far fewer than 90 %"
     assert e["gap_ensemble_cov_max"] < 50 and e["beyond_ensemble_cov_max"] < 50
-    # diabetes: "the split-to-split spread ... dwarfs the difference of the two means"
+    # diabetes: "the split-to-split spread ... is several times the difference of the two
+    # means"; the paired t statistic "is short of" the critical value
     diff = abs(dia["nll_heteroscedastic_mean"] - dia["nll_homoscedastic_mean"])
-    assert min(dia["nll_heteroscedastic_sd"], dia["nll_homoscedastic_sd"]) > 5 * diff
+    assert min(dia["nll_heteroscedastic_sd"], dia["nll_homoscedastic_sd"]) > 2.5 * diff
+    assert abs(dia["nll_diff_t"]) < dia["nll_diff_t_critical"]
     # "what separates the models is the held-out NLL": no seed overlaps the other model's
     assert h["test_nll_heteroscedastic_max"] < h["test_nll_homoscedastic_min"]
     # diabetes: the paired differences are "about as spread as the splits themselves"

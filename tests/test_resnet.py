@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from _helpers import trainer
 
+from block4.data import pass_generator
 from block4.figures.registry import FigureContext
 from block4.figures.residual_networks import (
     MemberBatches,
@@ -276,7 +277,7 @@ def test_stacked_lightning_training_equals_single_nets_trained_one_by_one():
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
         wrong = 0
         for epoch in range(2):
-            order = torch.randperm(40, generator=torch.Generator().manual_seed(seed + epoch))
+            order = torch.randperm(40, generator=pass_generator(seed, epoch))
             wrong = 0
             for i in range(0, 40, 16):
                 idx = order[i : i + 16]
@@ -301,7 +302,7 @@ def test_member_batches_give_each_member_its_own_order():
     xb, yb = first[0]
     assert xb.shape == (2, 4, 1, 1, 1) and yb.shape == (2, 4)
     for k, seed in enumerate([0, 5]):
-        expected = torch.randperm(10, generator=torch.Generator().manual_seed(seed))
+        expected = torch.randperm(10, generator=pass_generator(seed, 0))
         assert torch.equal(torch.cat([b[1][k] for b in first]), expected)
     batches.set_epoch(0)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(first, list(batches), strict=True))

@@ -32,6 +32,7 @@ from block4.data import (
     count_rate,
     make_counts,
     make_inverse_sine,
+    pass_generator,
 )
 from block4.modules import ProbabilisticRegressor
 from block4.training import RunContext, trainer
@@ -56,7 +57,8 @@ class MemberData:
 
     Yields ``x`` of shape ``[E, B, F]`` and ``y`` of shape ``[E, B]``; member ``k``'s rows
     are the batch a single run on its own data with seed ``seed + k`` would see (a new
-    permutation every pass over the data, drawn from ``seed + k + pass``). Lightning takes it
+    permutation every pass over the data, from `block4.data.pass_generator` ``(seed + k,
+    pass)``). Lightning takes it
     as a training "dataloader"; one Lightning epoch is ``passes`` passes over the data.
 
     Args:
@@ -109,7 +111,7 @@ class MemberData:
         for p in range(self.epoch * self.passes, (self.epoch + 1) * self.passes):
             orders = torch.stack(
                 [
-                    torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + k + p))
+                    torch.randperm(n, generator=pass_generator(self.seed + k, p))
                     for k in range(self.members)
                 ]
             )

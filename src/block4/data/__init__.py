@@ -35,7 +35,13 @@ Every name below is importable from ``block4.data``; the modules of the package:
   precision, refused with what to pass otherwise; integer targets kept as ``int64``.
 """
 
-from block4.data.batches import Batching, InMemoryDataModule, TensorBatches, TensorDataModule
+from block4.data.batches import (
+    Batching,
+    InMemoryDataModule,
+    TensorBatches,
+    TensorDataModule,
+    pass_generator,
+)
 from block4.data.bundled import (
     BloodPressureDataModule,
     DiabetesDataModule,
@@ -92,5 +98,6 @@ __all__ = [
     "make_counts",
     "make_gap_data",
     "make_inverse_sine",
+    "pass_generator",
     "read_idx",
 ]

@@ -9,6 +9,7 @@ wraps your own tensors.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -20,19 +21,28 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from block4.data.checks import check_examples
 
-__all__ = ["Batching", "InMemoryDataModule", "TensorBatches", "TensorDataModule"]
+__all__ = ["Batching", "InMemoryDataModule", "TensorBatches", "TensorDataModule", "pass_generator"]
 
 Batching = Literal["memory", "dataloader"]
+
+
+def pass_generator(seed: int, epoch: int) -> torch.Generator:
+    """The ``torch.Generator`` that shuffles pass ``epoch`` of a run with data seed ``seed``.
+
+    Its seed is a 32-bit hash of ``(seed, epoch)`` (torch's CPU generator uses only the low 32
+    bits of a seed). Seeding with ``seed + epoch`` instead would give neighbouring seeds the
+    same orders one pass apart (pass ``e + 1`` of seed ``s`` = pass ``e`` of seed ``s + 1``):
+    runs of different seeds would not be independent replicates.
+    """
+    digest = hashlib.blake2b(f"{int(seed)},{int(epoch)}".encode(), digest_size=4).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little"))
 
 
 class TensorBatches:
     """An iterable of ``(x, y)`` mini-batches sliced from in-memory tensors.
 
-    Each pass (epoch) draws a new permutation from a ``torch.Generator`` seeded with
-    ``seed + epoch``, so the order is reproducible and independent of the global RNG. The
-    orders of neighbouring seeds are therefore shifted copies: pass ``e + 1`` with seed ``s``
-    is pass ``e`` with seed ``s + 1``. Runs of seeds ``s`` and ``s + 1`` differ in their
-    first pass and their initialisation, not in the set of orders they see.
+    Each pass (epoch) draws a new permutation from `pass_generator` ``(seed, epoch)``, so the
+    order is reproducible, independent of the global RNG, and unrelated between seeds.
 
     The tensors are checked where they enter (`block4.data.checks`): NaN or infinite values
     are refused with the row and column of the first; float64, integer and numpy inputs are
@@ -111,8 +121,7 @@ class TensorBatches:
         if not self.shuffle and self.world_size == 1:
             return None
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
-            idx = torch.randperm(n, generator=gen)
+            idx = torch.randperm(n, generator=pass_generator(self.seed, self.epoch))
         else:
             idx = torch.arange(n)
         if self.world_size > 1:

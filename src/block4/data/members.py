@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from block4.data.batches import TensorBatches
+from block4.data.batches import TensorBatches, pass_generator
 
 __all__ = ["MemberBatches"]
 
@@ -113,10 +113,7 @@ class MemberBatches:
         if not self.shuffle:
             return torch.arange(n).expand(self.members, n)
         seeds = self.seeds[:1] if self.shared_order else self.seeds
-        rows = [
-            torch.randperm(n, generator=torch.Generator().manual_seed(s + self.epoch))
-            for s in seeds
-        ]
+        rows = [torch.randperm(n, generator=pass_generator(s, self.epoch)) for s in seeds]
         return torch.stack(rows)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import distributions as D
 
-from block4.calibration import central_interval, interval_coverage, pit, pit_histogram
+from block4.calibration import central_interval, interval_coverage, pit, pit_histogram, quantile
 from block4.data.synthetic import count_rate
 from block4.figures.registry import FigureContext, figure
 from block4.probabilistic_runs import (
@@ -183,6 +183,7 @@ def diabetes_nll(ctx: FigureContext, n_splits: dict[str, int]):
         **spread(hom, "nll_homoscedastic"),
         **spread(het, "nll_heteroscedastic"),
         **spread(diff, "nll_diff"),
+        **_paired_t(diff),
         "het_better_splits": int((diff < 0).sum()),
         **spread(rmse["homoscedastic"], "rmse_homoscedastic"),
         **spread(rmse["heteroscedastic"], "rmse_heteroscedastic"),
@@ -195,6 +196,15 @@ def diabetes_nll(ctx: FigureContext, n_splits: dict[str, int]):
         numbers[f"split{i}_nll_homoscedastic"] = float(h)
         numbers[f"split{i}_nll_heteroscedastic"] = float(e)
     return fig, numbers
+
+
+def _paired_t(diff: np.ndarray) -> dict[str, float]:
+    """The paired t statistic of per-split differences and the two-sided 5 % critical value
+    for their number (``nll_diff_t``, ``nll_diff_t_critical``)."""
+    n = len(diff)
+    t = float(diff.mean() / (diff.std(ddof=1) / math.sqrt(n)))
+    critical = quantile(D.StudentT(torch.tensor([n - 1.0], dtype=torch.float64)), 0.975)
+    return {"nll_diff_t": t, "nll_diff_t_critical": float(critical[0])}
 
 
 def _poisson_interval(rate: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from block4.data import DigitsDataModule
+from block4.data import DigitsDataModule, pass_generator
 from block4.figures.registry import FigureContext, figure
 from block4.resnet import StackedResNet, stacked_resnet
 from block4.style import PALETTE, ROLE, subplots
@@ -34,7 +34,7 @@ class MemberBatches:
 
     Each pass (epoch) yields ``(x, y)`` with ``x`` ``[E, B, ...]`` and ``y`` ``[E, B]``: member
     k's batch ``i`` is batch ``i`` of the permutation drawn from
-    ``torch.Generator().manual_seed(seeds[k] + epoch)``.
+    ``pass_generator(seeds[k], epoch)`` (as `block4.data.TensorBatches` draws it).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: Sequence[int]):
@@ -53,10 +53,7 @@ class MemberBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = torch.stack(
-            [
-                torch.randperm(n, generator=torch.Generator().manual_seed(s + self.epoch))
-                for s in self.seeds
-            ]
+            [torch.randperm(n, generator=pass_generator(s, self.epoch)) for s in self.seeds]
         ).to(self.x.device)
         self.epoch += 1
         for i in range(len(self)):
