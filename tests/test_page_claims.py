@@ -145,6 +145,16 @@ def test_probabilistic_wording(numbers) -> None:
     assert all(co2["ensemble_nll_mean"] < co2[f"{name}_nll_mean"] for name in names)
     assert 0 < co2["ensemble_nll_better"] < co2["n_seeds"]
     assert co2["mlp_nll_min"] < co2["ensemble_nll_min"] < co2["ensemble_nll_mean"]
+    # "the only model whose band grows with the distance from the data in every seed"; the
+    # caption: "the single network's on average narrows"
+    assert co2["ensemble_band_widens"] == co2["n_seeds"] > co2["mlp_band_widens"]
+    assert co2["mlp_band_growth_mean"] < 1
+    # calibration caption: "the one-sigma model's PIT has a hump (KS ...), the sigma(x) model's
+    # is closer to flat"; digits caption: "its error rate hardly moves"
+    cal = numbers["regression_calibration"]
+    assert cal["synthetic_heteroscedastic_ks"] < cal["synthetic_homoscedastic_ks"]
+    digits = numbers["digits_calibration"]
+    assert abs(digits["error_mean"] - digits["best_nll_error_mean"]) < 0.005
     # counts: "the central [whole-count interval] holds at least that" in both halves, in every
     # seed; randomised, "close to 90 % at every rate, where the Gaussian's error changes sign"
     p = numbers["poisson_counts"]
@@ -156,7 +166,6 @@ def test_probabilistic_wording(numbers) -> None:
     assert p["coverage_gaussian_low_rate_percent_min"] > level
     assert p["coverage_gaussian_high_rate_percent_max"] < level
     # "every seed's coverage of either half lies between 85 and 95 %" (the sigma(x) model)
-    cal = numbers["regression_calibration"]
     for half in ("left", "right"):
         assert cal[f"synthetic_heteroscedastic_cov90_{half}_min"] >= 85
         assert cal[f"synthetic_heteroscedastic_cov90_{half}_max"] <= 95

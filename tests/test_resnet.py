@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from _helpers import trainer
 
-from block4.data import pass_generator
+from block4.data import MemberBatches, pass_generator
 from block4.figures.registry import FigureContext
 from block4.figures.residual_networks import (
-    MemberBatches,
     StackedConvClassifier,
     block_grad_norms,
     degradation_runs,

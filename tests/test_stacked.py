@@ -91,7 +91,7 @@ def test_stacked_run_equals_separate_runs_with_one_diverging_member(optimizer, l
             if name.endswith("num_batches_tracked"):
                 continue
             if diverged[k] >= 0:
-                # one step at learning rate 1e35 leaves weights near 1e34, each the float32
+                # one step at learning rate 1e35 leaves weights of order 1e34-1e35, each the float32
                 # rounding of a gradient summed in another order (batched or not): equal
                 # relative to the tensor's scale, not element by element
                 scale = float(want[name].abs().max())

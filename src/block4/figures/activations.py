@@ -173,6 +173,20 @@ def _forward_signal(stats: ActivationStats, member: int | None) -> float:
 # --8<-- [end:gradient_flow]
 
 
+def _flow_numbers(
+    numbers: dict[str, Any], key: str, runs: dict[str, list], learning_below: float
+) -> None:
+    """`activation_gradient_flow`'s numbers of one activation and init (``key``)."""
+    put_summary(
+        numbers, f"ratio_init_{key}", [r[0] / r[-1] for r in runs["at_init"]], geometric=True
+    )
+    trained = [r[0] / r[-1] for r in runs["trained"]]
+    put_summary(numbers, f"ratio_trained_{key}", trained, geometric=True)
+    put_summary(numbers, f"signal_{key}", runs["signal"], geometric=True)
+    put_summary(numbers, f"error_{key}", runs["error"])
+    numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
+
+
 @figure(
     "activation_gradient_flow",
     chapter="activations",
@@ -198,10 +212,8 @@ def activation_gradient_flow(
     hidden layer's outputs over the first's; geometric mean); ``error_<act>_<init>``
     = final training error (mean; also ``_sd``), ``learning_<act>_<init>`` = how many seeds
     end below ``learning_below`` (predicting one class for every digit errs on about 0.9 of
-    them: these have left chance level), ``ratio_init_learned_<act>_<init>_min``/``_max``
-    and ``ratio_init_stuck_<act>_<init>_min``/``_max`` = the step-0 ratios of the seeds that
-    did and did not (where there are any), ``signal_learned_...``/``signal_stuck_...`` the
-    same for the forward signal; plus ``epochs``, ``depth``, ``layers`` (``depth +
+    them: these have left chance level); ``ratio_init_non_sigmoid_<init>_min``/``_max`` = the
+    smallest and largest step-0 ratio of any seed of tanh, ReLU, leaky ReLU and GELU; plus ``epochs``, ``depth``, ``layers`` (``depth +
     1``, with the output layer), ``width``, ``lr``, ``seeds``, ``learning_below``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=5)
@@ -227,21 +239,16 @@ def activation_gradient_flow(
                     ax.semilogy(layers, mean, style, color=color, marker="o", markersize=2.5)
                     if len(curves) > 1:
                         ax.fill_between(layers, low, high, color=color, alpha=0.15, linewidth=0)
-            key = f"{act}_{init}"
-            at_init = [r[0] / r[-1] for r in runs["at_init"]]
-            put_summary(numbers, f"ratio_init_{key}", at_init, geometric=True)
-            trained = [r[0] / r[-1] for r in runs["trained"]]
-            put_summary(numbers, f"ratio_trained_{key}", trained, geometric=True)
-            put_summary(numbers, f"signal_{key}", runs["signal"], geometric=True)
-            put_summary(numbers, f"error_{key}", runs["error"])
-            numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
-            for group, keep in (("learned", True), ("stuck", False)):
-                for name, values in (("ratio_init", at_init), ("signal", runs["signal"])):
-                    pairs = zip(values, runs["error"], strict=True)
-                    kept = [v for v, e in pairs if (e < learning_below) == keep]
-                    if kept:
-                        numbers[f"{name}_{group}_{key}_min"] = min(kept)
-                        numbers[f"{name}_{group}_{key}_max"] = max(kept)
+            _flow_numbers(numbers, f"{act}_{init}", runs, learning_below)
+        # every seed of the activations an init is meant for (not the sigmoid)
+        rest = [
+            r[0] / r[-1]
+            for act in DEEP_ACTIVATIONS
+            if act != "sigmoid"
+            for r in data[act][init]["at_init"]
+        ]
+        numbers[f"ratio_init_non_sigmoid_{init}_min"] = min(rest)
+        numbers[f"ratio_init_non_sigmoid_{init}_max"] = max(rest)
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
         ax.set_ylabel("‖∂loss/∂W‖ (log)")
     log_decade_labels(*axes)

@@ -10,7 +10,7 @@ run, so ten nets cost little more than one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from block4.data import DigitsDataModule, pass_generator
+from block4.data import DigitsDataModule, MemberBatches
 from block4.figures.registry import FigureContext, figure
 from block4.resnet import StackedResNet, stacked_resnet
 from block4.style import PALETTE, ROLE, subplots
@@ -27,38 +27,6 @@ from block4.style import PALETTE, ROLE, subplots
 PLAIN_COLOR = PALETTE[4]
 RESIDUAL_COLOR = PALETTE[0]
 KINDS = {"plain": False, "residual": True}
-
-
-class MemberBatches:
-    """Training batches for a stack: member k sees the batch order of a single run seeded ``seeds[k]``.
-
-    Each pass (epoch) yields ``(x, y)`` with ``x`` ``[E, B, ...]`` and ``y`` ``[E, B]``: member
-    k's batch ``i`` is batch ``i`` of the permutation drawn from
-    ``pass_generator(seeds[k], epoch)`` (as `block4.data.TensorBatches` draws it).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: Sequence[int]):
-        self.x, self.y, self.batch_size, self.seeds = x, y, batch_size, list(seeds)
-        self.epoch = 0
-        # Lightning calls ``sampler.set_epoch(epoch)`` before every epoch: it keeps the order
-        # tied to the trainer's epoch.
-        self.sampler = self
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.x)
-        order = torch.stack(
-            [torch.randperm(n, generator=pass_generator(s, self.epoch)) for s in self.seeds]
-        ).to(self.x.device)
-        self.epoch += 1
-        for i in range(len(self)):
-            idx = order[:, i * self.batch_size : (i + 1) * self.batch_size]  # [E, B]
-            yield self.x[idx], self.y[idx]
 
 
 def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
