@@ -30,9 +30,7 @@ class MemberBatches:
         batch_size: examples per batch (the last batch may be smaller unless ``drop_last``).
         seeds: one base seed per member (member ``k`` sees what ``TensorBatches(seed=seeds[k])``
             sees); an integer ``s`` with ``members=E`` means ``s, s + 1, ..., s + E - 1``
-            (whose orders are shifted copies one pass apart, see `TensorBatches`; pass
-            seeds far apart, e.g. ``[1000 * k for k in range(E)]``, for orders that share
-            no pass).
+            (unrelated orders: see `block4.data.pass_generator`).
         members: number of members when ``seeds`` is an integer.
         shuffle: draw a new permutation every pass (as `TensorBatches`).
         drop_last: drop the last incomplete batch.

@@ -175,16 +175,17 @@ def _forward_signal(stats: ActivationStats, member: int | None) -> float:
 
 def _flow_numbers(
     numbers: dict[str, Any], key: str, runs: dict[str, list], learning_below: float
-) -> None:
-    """`activation_gradient_flow`'s numbers of one activation and init (``key``)."""
-    put_summary(
-        numbers, f"ratio_init_{key}", [r[0] / r[-1] for r in runs["at_init"]], geometric=True
-    )
+) -> list[float]:
+    """`activation_gradient_flow`'s numbers of one activation and init (``key``); returns
+    the step-0 first/last ratio of every seed."""
+    at_init = [r[0] / r[-1] for r in runs["at_init"]]
+    put_summary(numbers, f"ratio_init_{key}", at_init, geometric=True)
     trained = [r[0] / r[-1] for r in runs["trained"]]
     put_summary(numbers, f"ratio_trained_{key}", trained, geometric=True)
     put_summary(numbers, f"signal_{key}", runs["signal"], geometric=True)
     put_summary(numbers, f"error_{key}", runs["error"])
     numbers[f"learning_{key}"] = sum(e < learning_below for e in runs["error"])
+    return at_init
 
 
 @figure(
@@ -213,8 +214,9 @@ def activation_gradient_flow(
     = final training error (mean; also ``_sd``), ``learning_<act>_<init>`` = how many seeds
     end below ``learning_below`` (predicting one class for every digit errs on about 0.9 of
     them: these have left chance level); ``ratio_init_non_sigmoid_<init>_min``/``_max`` = the
-    smallest and largest step-0 ratio of any seed of tanh, ReLU, leaky ReLU and GELU; plus ``epochs``, ``depth``, ``layers`` (``depth +
-    1``, with the output layer), ``width``, ``lr``, ``seeds``, ``learning_below``.
+    smallest and largest step-0 ratio of any seed of tanh, ReLU, leaky ReLU and GELU; plus
+    ``epochs``, ``depth``, ``layers`` (``depth + 1``, with the output layer), ``width``,
+    ``lr``, ``seeds``, ``learning_below``.
     """
     epochs = ctx.pick(smoke=1, quick=1, full=5)
     seeds = comparison_seeds(ctx)
@@ -230,6 +232,7 @@ def activation_gradient_flow(
     axes = [axes] if len(inits) == 1 else list(axes)
     layers = list(range(1, depth + 2))
     for ax, init in zip(axes, inits, strict=True):
+        rest: list[float] = []
         for act in DEEP_ACTIVATIONS:
             runs = data[act][init]
             if act in PLOTTED_DEEP_ACTIVATIONS:
@@ -239,14 +242,9 @@ def activation_gradient_flow(
                     ax.semilogy(layers, mean, style, color=color, marker="o", markersize=2.5)
                     if len(curves) > 1:
                         ax.fill_between(layers, low, high, color=color, alpha=0.15, linewidth=0)
-            _flow_numbers(numbers, f"{act}_{init}", runs, learning_below)
-        # every seed of the activations an init is meant for (not the sigmoid)
-        rest = [
-            r[0] / r[-1]
-            for act in DEEP_ACTIVATIONS
-            if act != "sigmoid"
-            for r in data[act][init]["at_init"]
-        ]
+            ratios = _flow_numbers(numbers, f"{act}_{init}", runs, learning_below)
+            if act != "sigmoid":  # every seed of the activations an init is meant for
+                rest.extend(ratios)
         numbers[f"ratio_init_non_sigmoid_{init}_min"] = min(rest)
         numbers[f"ratio_init_non_sigmoid_{init}_max"] = max(rest)
         ax.set(title=f"{depth}-layer MLP, {INIT_LABELS.get(init, init)}")
