@@ -94,7 +94,7 @@ class FiniteLossGuard(pl.Callback):
                     f"member {k}'s training loss became {value} at epoch {row['epoch']}, step "
                     f"{row['step']}; it is frozen at its last finite weights, the others go on"
                 )
-        self._report_frozen(trainer, pl_module, batch)  # frozen at an earlier step
+        self._report_frozen(trainer, pl_module, batch, losses)  # frozen at an earlier step
         if not bool(pl_module.member_active.any()):
             trainer.should_stop = True
             raise NonFiniteLossError(
@@ -104,17 +104,16 @@ class FiniteLossGuard(pl.Callback):
             )
 
     def _report_frozen(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, losses: list
     ) -> None:
         """Record the members the module froze that no check has reported: for a non-finite
         gradient (or, when steps go unchecked, possibly a loss)."""
         cause = "gradient" if self.check_every_n_steps == 1 else "loss or gradient"
         reported = {r["member"] for r in self.table}
-        steps = pl_module.diverged_step.tolist()
-        losses = pl_module.last_member_losses.tolist()
-        for k, active in enumerate(pl_module.member_active.tolist()):
-            if active or k in reported:
-                continue
+        active = pl_module.member_active.tolist()
+        new = [k for k, on in enumerate(active) if not on and k not in reported]
+        steps = pl_module.diverged_step.tolist() if new else []
+        for k in new:
             row = {"member": k, "epoch": trainer.current_epoch, "step": steps[k]}
             self.table.append({**row, "batch": batch, "loss": losses[k], "cause": cause})
             rank_zero_warn(
@@ -124,7 +123,7 @@ class FiniteLossGuard(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if getattr(pl_module, "members", 1) > 1:
-            self._report_frozen(trainer, pl_module, "end")
+            self._report_frozen(trainer, pl_module, "end", pl_module.last_member_losses.tolist())
 
 
 #: Alias of `FiniteLossGuard`.
