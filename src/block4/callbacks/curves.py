@@ -262,7 +262,7 @@ class DeadUnitTracker(_MeasuredWhileTraining):
         per_layer = []  # [layer] of [E] dead fractions
         for _, block in body.hidden_blocks():
             h = block(h)
-            never_active = (h > 0).sum(-2) == 0  # [width] or [E, width]
+            never_active = ~(h > 0).any(-2)  # [width] or [E, width]
             per_layer.append(never_active.float().mean(-1).reshape(e))
         pl_module.train(was_training)
         values = torch.stack(per_layer, 1).cpu().tolist()  # [E][layer], one device sync
