@@ -712,6 +712,19 @@ def test_help_documents_profiles_and_clusters(capsys: pytest.CaptureFixture[str]
         assert word in out
 
 
+def test_every_profile_has_help_and_no_figure_depends_on_the_help_text() -> None:
+    from block4.figures.registry import PROFILES
+
+    assert PROFILES == ("smoke", "quick", "full")  # names only: what the figures depend on
+    assert list(make_figures.PROFILE_HELP) == list(PROFILES)
+    # rewording the help must leave every figure fresh: no fingerprint covers make_figures
+    manifest = json.loads((ROOT / "docs" / "figures" / "manifest.json").read_text())
+    figures = manifest.get("figures", manifest)
+    sources = {name for entry in figures.values() for name in entry["sources"]}
+    assert any(name.startswith("block4.figures.registry:") for name in sources)
+    assert not [name for name in sources if name.startswith("block4.make_figures:")]
+
+
 def test_progress_lines_of_one_process_and_of_parallel_workers() -> None:
     import io
 

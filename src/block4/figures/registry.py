@@ -29,17 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-#: Profiles, from fastest to best. ``smoke`` is for tests (seconds per figure), ``quick`` is a
-#: preview of every figure (under a minute on two cores with ``--jobs 2``), ``full`` is what
-#: the site publishes (one to two minutes on two cores with ``--jobs 2``); the Performance
-#: page has the latest measurements.
-PROFILES: dict[str, str] = {
-    "smoke": "seconds per figure: tiny data, one or two epochs; used by the tests",
-    "quick": "a preview: one or two seeds, short runs, half the digits; all figures in under "
-    "a minute with --jobs 2 on 2 CPU cores; the default for new figures",
-    "full": "the published figures: full data and training, at least 5 seeds where runs are "
-    "compared, error bands; one to two minutes with --jobs 2 on 2 CPU cores",
-}
+#: The profiles, from fastest to best: ``smoke`` for the tests, ``quick`` a preview of every
+#: figure, ``full`` what the site publishes (``make_figures.py --help`` describes each). Only
+#: the names are here: a figure depends on them, not on how the help text describes them.
+PROFILES: tuple[str, ...] = ("smoke", "quick", "full")
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
