@@ -25,8 +25,8 @@ Both modules compute ``dist = head(body(x))`` and train on the negative log-like
 run, as a [`StackedMLP`][block4.stacked.StackedMLP]: member ``k`` starts from seed
 ``seed + k`` (or ``seed[k]``), may have its own ``init``, learning rate (``lr=[...]``) and
 ``residual`` flag, and the loss is the sum of the members' mean losses, so every member's
-gradient is the one of its own run. Batches may be shared (``[B, F]``) or one per member (``[E, B, F]``, see
-[`MemberBatches`][block4.data.MemberBatches]). A member whose loss or gradient
+gradient is the one of its own run. Batches may be shared (``[B, F]``) or one per member
+(``[E, B, F]``, see [`MemberBatches`][block4.data.MemberBatches]). A member whose loss or gradient
 becomes NaN/inf is frozen at its last finite weights (``member_active``,
 ``diverged_step``); the others go on.
 

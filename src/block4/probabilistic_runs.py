@@ -58,8 +58,8 @@ class MemberData:
     Yields ``x`` of shape ``[E, B, F]`` and ``y`` of shape ``[E, B]``; member ``k``'s rows
     are the batch a single run on its own data with seed ``seed + k`` would see (a new
     permutation every pass over the data, from `block4.data.pass_generator` ``(seed + k,
-    pass)``). Lightning takes it
-    as a training "dataloader"; one Lightning epoch is ``passes`` passes over the data.
+    pass)``). Lightning takes it as a training "dataloader"; one Lightning epoch is ``passes``
+    passes over the data.
 
     Args:
         x: ``[E, n, F]`` inputs, one data set per member (all of ``n`` examples).
